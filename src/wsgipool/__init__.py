@@ -1,0 +1,15 @@
+"""wsgipool: a strict, fast, multithreaded HTTP/1.1 WSGI server.
+
+One listener thread accepts connections and watches idle ones; ready connections wait on a
+bounded queue; a pool of worker threads parses each request, runs the WSGI application and
+streams its response.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import Config, ConfigError
+from .server import Server, serve
+
+__all__ = ["Config", "ConfigError", "Server", "__version__", "serve"]

@@ -1,0 +1,147 @@
+"""The one validated configuration object. The CLI and ``serve()`` both map onto ``Config``."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .http.parser import Limits
+
+DEFAULT_PORT = 8000
+
+
+class ConfigError(ValueError):
+    """An option has a value the server cannot run with; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class BindAddress:
+    """Where to listen: a TCP host and port, a Unix socket path, or an inherited descriptor."""
+
+    kind: str  # "tcp", "unix" or "fd"
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    fd: int = -1
+
+    @classmethod
+    def parse(cls, text: str) -> BindAddress:
+        """Parse ``HOST:PORT``, ``[IPv6]:PORT``, ``HOST``, ``:PORT``, ``unix:PATH`` or ``fd://N``."""
+        if text.startswith("unix:"):
+            path = text[len("unix:") :]
+            if not path:
+                raise ConfigError(f"bind {text!r}: unix: needs a socket path")
+            return cls("unix", path=path)
+        if text.startswith("fd://"):
+            number = text[len("fd://") :]
+            if not number.isdigit():
+                raise ConfigError(f"bind {text!r}: fd:// needs a descriptor number")
+            return cls("fd", fd=int(number))
+        match = re.fullmatch(r"\[([0-9A-Fa-f:.%a-zA-Z]+)\](?::(\d+))?|([^:\[\]]*)(?::(\d+))?", text)
+        if match is None or not text:
+            raise ConfigError(
+                f"bind {text!r}: expected HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"
+            )
+        host = match.group(1) or match.group(3) or "0.0.0.0"
+        port_text = match.group(2) or match.group(4)
+        port = int(port_text) if port_text is not None else DEFAULT_PORT
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"bind {text!r}: port must be 0-65535")
+        return cls("tcp", host=host, port=port)
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        if self.kind == "fd":
+            return f"fd://{self.fd}"
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every server option, with its default. Construct with keywords; values are checked."""
+
+    bind: tuple[str, ...] = ("127.0.0.1:8000",)
+    threads: int = 16
+    queue_limit: int = 1024
+    backlog: int = 2048
+    root_path: str = ""
+    max_request_line: int = 8192
+    max_header_size: int = 65536
+    max_header_count: int = 100
+    max_body_size: int = 1024**3
+    expose_tracebacks: bool = False
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
+    body_timeout: float = 30.0
+    send_timeout: float = 30.0
+    graceful_timeout: float = 30.0
+    url_scheme: str = "http"
+    log_level: str = "info"
+    poller: str = "auto"
+    binds: tuple[BindAddress, ...] = field(init=False, repr=False, compare=False)
+    limits: Limits = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bind, str):
+            object.__setattr__(self, "bind", (self.bind,))
+        if not self.bind:
+            raise ConfigError("bind: at least one address is needed")
+        object.__setattr__(self, "binds", tuple(BindAddress.parse(text) for text in self.bind))
+        for name in (
+            "threads",
+            "queue_limit",
+            "backlog",
+            "max_request_line",
+            "max_header_size",
+            "max_header_count",
+        ):
+            _require_int(name, getattr(self, name), minimum=1)
+        _require_int("max_body_size", self.max_body_size, minimum=0)
+        for name in (
+            "header_timeout",
+            "keepalive_timeout",
+            "body_timeout",
+            "send_timeout",
+            "graceful_timeout",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"{name}: must be a positive number of seconds, not {value!r}")
+        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
+            raise ConfigError(
+                f"root_path: must start with '/' and not end with one, not {self.root_path!r}"
+            )
+        if self.url_scheme not in ("http", "https"):
+            raise ConfigError(f"url_scheme: must be http or https, not {self.url_scheme!r}")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+            raise ConfigError(f"log_level: unknown level {self.log_level!r}")
+        if self.poller not in ("auto", "epoll", "selectors"):
+            raise ConfigError(f"poller: must be auto, epoll or selectors, not {self.poller!r}")
+        object.__setattr__(
+            self,
+            "limits",
+            Limits(
+                max_request_line=self.max_request_line,
+                max_header_size=self.max_header_size,
+                max_header_count=self.max_header_count,
+            ),
+        )
+
+    @classmethod
+    def from_options(cls, **options: Any) -> Config:
+        """Build from keyword options, refusing unknown names with a clear message."""
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+        return cls(**options)
+
+
+def _require_int(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name}: must be a whole number >= {minimum}, not {value!r}")

@@ -1,0 +1,118 @@
+"""One client connection: its socket, its receive buffer and who owns it right now.
+
+Ownership moves, never shared: the listener owns a connection while it is *watched* (idle or
+waiting for the rest of a head); a worker owns it from the moment it is taken off the queue
+until it hands it back or closes it. Only the owner reads, writes or closes the socket.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+from .http.parser import HeadScanner, Limits
+
+RECV_SIZE = 65536
+
+# Linux and the BSDs: a recv() on a blocking socket that may not wait.
+MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
+
+
+class ClientDisconnected(ConnectionError):
+    """The peer went away (or stopped reading) while a request was being served."""
+
+
+class Connection:
+    """A client socket with the bytes received but not yet consumed."""
+
+    __slots__ = (
+        "buffer",
+        "closed",
+        "deadline",
+        "environ_base",
+        "fd",
+        "head_started",
+        "peer",
+        "scanner",
+        "sock",
+        "watched",
+    )
+
+    def __init__(self, sock: socket.socket, peer: Any, limits: Limits) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.buffer = bytearray()
+        self.scanner = HeadScanner(limits)
+        # Set by the listener: when this watched connection must be closed, and whether
+        # a request head had started arriving (then it earns a 408 rather than silence).
+        self.deadline = 0.0
+        self.head_started = 0.0
+        self.watched = False
+        self.closed = False
+        # The per-connection part of the WSGI environ, built on the first request.
+        self.environ_base: dict[str, Any] | None = None
+
+    def recv_available(self) -> int:
+        """Append whatever has arrived without waiting; return bytes read, 0 on EOF, -1 if none."""
+        try:
+            data = self.sock.recv(RECV_SIZE, MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return -1
+        except OSError:
+            return 0
+        self.buffer += data
+        return len(data)
+
+    def recv_wait(self) -> int:
+        """Append the next bytes, waiting up to the socket's receive timeout.
+
+        Returns the number of bytes read, 0 on EOF. Raises ``TimeoutError`` when the peer
+        sent nothing in time and ``ClientDisconnected`` when the connection broke.
+        """
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, TimeoutError) as exc:
+            raise TimeoutError("client sent nothing within the body timeout") from exc
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from exc
+        self.buffer += data
+        return len(data)
+
+    def sendall(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from exc
+
+    def close(self, *, linger: bool = False) -> None:
+        """Close the socket once. With ``linger``, half-close first and drop what the peer
+        already sent, so a final error response is not destroyed by a TCP reset."""
+        if self.closed:
+            return
+        self.closed = True
+        sock = self.sock
+        try:
+            if linger:
+                sock.shutdown(socket.SHUT_WR)
+                for _ in range(16):
+                    if not sock.recv(RECV_SIZE, MSG_DONTWAIT):
+                        break
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+
+def set_io_timeouts(sock: socket.socket, recv_timeout: float, send_timeout: float) -> None:
+    """Bound blocking recv()/send() in the kernel (SO_RCVTIMEO/SO_SNDTIMEO).
+
+    A Python-level ``settimeout()`` makes every recv and send call poll() first: one extra
+    system call per operation on the hot path. Kernel timeouts cost nothing until they fire;
+    then the call fails with EAGAIN.
+    """
+    for option, seconds in ((socket.SO_RCVTIMEO, recv_timeout), (socket.SO_SNDTIMEO, send_timeout)):
+        whole = int(seconds)
+        micros = int((seconds - whole) * 1_000_000)
+        sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", whole, micros))

@@ -1,0 +1,413 @@
+"""Sans-IO HTTP/1.1 request parsing: bytes in, a ``Request`` or a ``ProtocolError`` out.
+
+Nothing here touches a socket. The connection code keeps a ``bytearray`` of what it has
+received, asks ``HeadScanner`` whether a whole request head is there, hands the head to
+``parse_head`` and then drains the body through a ``FixedLengthBody`` or ``ChunkedBody``
+decoder that consumes from the same buffer.
+
+Strictness follows RFC 9112: anything ambiguous about where a message starts or ends is a
+``ProtocolError`` and the caller closes the connection, so no byte after a bad request is
+ever read as another request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import _abnf
+from .errors import ProtocolError
+
+CRLF = b"\r\n"
+HEAD_END = b"\r\n\r\n"
+
+# Longest chunk-size accepted: 16 hex digits cover 2**64, and refusing more keeps int()
+# from ever seeing a huge number.
+MAX_CHUNK_SIZE_DIGITS = 16
+# Longest Content-Length accepted, for the same reason (a 1 EB body is no real request).
+MAX_CONTENT_LENGTH_DIGITS = 18
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what a peer may send before it gets an error instead of memory."""
+
+    max_request_line: int = 8192
+    max_header_size: int = 65536
+    max_header_count: int = 100
+    max_chunk_line: int = 4096
+
+
+class Request:
+    """A parsed request head. Text fields are latin-1 decoded: one code point per byte."""
+
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "expect_continue",
+        "headers",
+        "host",
+        "http11",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        path: str,
+        query: str,
+        version: str,
+        headers: list[tuple[str, str]],
+        host: str | None,
+        content_length: int | None,
+        chunked: bool,
+        keep_alive: bool,
+        expect_continue: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.path = path
+        self.query = query
+        self.version = version
+        self.http11 = version == "HTTP/1.1"
+        self.headers = headers
+        self.host = host
+        self.content_length = content_length
+        self.chunked = chunked
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.target} {self.version}>"
+
+
+class HeadScanner:
+    """Finds the end of a request head in a growing buffer without rescanning old bytes.
+
+    A client that trickles its head a byte at a time would otherwise make every search
+    start over, turning a 64 KiB limit into billions of comparisons.
+    """
+
+    __slots__ = ("_limits", "_scanned")
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._scanned = 0
+
+    def find(self, buf: bytearray) -> int:
+        """Return the length of the complete head (CRLFCRLF included), or -1 for "need more".
+
+        Raises ``ProtocolError`` once the buffered head is over a limit.
+        """
+        start = self._scanned - 3 if self._scanned > 3 else 0
+        end = buf.find(HEAD_END, start)
+        if end >= 0:
+            self._scanned = 0
+            return end + 4
+        self._scanned = len(buf)
+        self._check_limits(buf)
+        return -1
+
+    def reset(self) -> None:
+        self._scanned = 0
+
+    def _check_limits(self, buf: bytearray) -> None:
+        limits = self._limits
+        if len(buf) > limits.max_header_size:
+            raise ProtocolError(431, "request head too large")
+        # One leading CRLF is allowed before the request line (RFC 9112 2.2).
+        skip = 2 if buf.startswith(CRLF) else 0
+        line_end = buf.find(CRLF, skip)
+        if line_end < 0:
+            line_end = len(buf)
+        if line_end - skip > limits.max_request_line:
+            raise ProtocolError(414, "request line too long")
+
+
+def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
+    """Parse one complete request head, ending in CRLFCRLF, into a ``Request``."""
+    text = head.decode("latin-1")
+    if text.startswith("\r\n"):
+        text = text[2:]
+        if not text.endswith("\r\n\r\n"):
+            raise ProtocolError(400, "empty request line")
+    lines = text[:-4].split("\r\n")
+    request_line = lines[0]
+    if len(request_line) > limits.max_request_line:
+        raise ProtocolError(414, "request line too long")
+    if len(lines) - 1 > limits.max_header_count:
+        raise ProtocolError(431, "too many header fields")
+    match = _abnf.REQUEST_LINE.fullmatch(request_line)
+    if match is None:
+        raise ProtocolError(400, "malformed request line")
+    method, target, major, minor = match.groups()
+    if major != "1":
+        raise ProtocolError(505, "HTTP version not supported")
+    # HTTP/1.2 and later minors are answered as HTTP/1.1 (RFC 9110 6.2).
+    version = "HTTP/1.0" if minor == "0" else "HTTP/1.1"
+    path, query, target_host = _split_target(method, target)
+
+    headers: list[tuple[str, str]] = []
+    host_values: list[str] = []
+    content_lengths: list[str] = []
+    transfer_codings: list[str] = []
+    connection_tokens: list[str] = []
+    expect_continue = False
+    field_name = _abnf.FIELD_NAME.fullmatch
+    field_value = _abnf.FIELD_VALUE.fullmatch
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon:
+            if line[:1] in (" ", "\t"):
+                raise ProtocolError(400, "obsolete line folding")
+            raise ProtocolError(400, "header line without a colon")
+        if field_name(name) is None:
+            # Also catches whitespace before the colon and obs-fold (RFC 9112 5.1, 5.2).
+            raise ProtocolError(400, "invalid header field name")
+        value = value.strip(" \t")
+        if field_value(value) is None:
+            raise ProtocolError(400, "invalid character in header field value")
+        name = name.lower()
+        if name == "host":
+            host_values.append(value)
+        elif name == "content-length":
+            content_lengths.append(value)
+        elif name == "transfer-encoding":
+            transfer_codings.extend(value.split(","))
+        elif name == "connection":
+            connection_tokens.extend(token.strip(" \t").lower() for token in value.split(","))
+        elif name == "expect":
+            expect_continue = _parse_expect(value)
+        headers.append((name, value))
+
+    http11 = version == "HTTP/1.1"
+    host = _parse_host(host_values, http11)
+    if target_host is not None:
+        # RFC 9112 3.2.2: the authority of an absolute-form target replaces any Host field.
+        host = target_host
+    chunked = False
+    content_length = None
+    if transfer_codings:
+        if not http11:
+            raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if content_lengths:
+            raise ProtocolError(400, "both Transfer-Encoding and Content-Length")
+        chunked = _parse_transfer_encoding(transfer_codings)
+    elif content_lengths:
+        content_length = _parse_content_length(content_lengths)
+
+    if http11:
+        keep_alive = "close" not in connection_tokens
+    else:
+        keep_alive = "keep-alive" in connection_tokens and "close" not in connection_tokens
+    return Request(
+        method=method,
+        target=target,
+        path=path,
+        query=query,
+        version=version,
+        headers=headers,
+        host=host,
+        content_length=content_length,
+        chunked=chunked,
+        keep_alive=keep_alive,
+        expect_continue=expect_continue and http11,
+    )
+
+
+def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
+    """Return (path, query, host from an absolute-form target) for a request-target."""
+    if target[0] == "/":
+        if _abnf.ORIGIN_FORM.fullmatch(target) is None:
+            raise ProtocolError(400, "invalid request target")
+        path, _, query = target.partition("?")
+        return path, query, None
+    if target == "*":
+        if method != "OPTIONS":
+            raise ProtocolError(400, "asterisk-form target is only for OPTIONS")
+        return "*", "", None
+    absolute = _abnf.ABSOLUTE_FORM.fullmatch(target)
+    if absolute is not None:
+        scheme, authority, rest = absolute.groups()
+        if scheme.lower() not in ("http", "https"):
+            raise ProtocolError(400, "unsupported URI scheme in request target")
+        if not authority:
+            raise ProtocolError(400, "absolute-form target without a host")
+        path, _, query = (rest or "/").partition("?")
+        return path or "/", query, authority
+    if _abnf.AUTHORITY_FORM.fullmatch(target) is not None:
+        if method == "CONNECT":
+            raise ProtocolError(501, "CONNECT is not supported")
+        raise ProtocolError(400, "authority-form target is only for CONNECT")
+    raise ProtocolError(400, "invalid request target")
+
+
+def _parse_host(values: list[str], http11: bool) -> str | None:
+    if len(values) > 1:
+        raise ProtocolError(400, "more than one Host field")
+    if not values:
+        if http11:
+            raise ProtocolError(400, "missing Host field")
+        return None
+    if _abnf.HOST.fullmatch(values[0]) is None:
+        raise ProtocolError(400, "invalid Host field")
+    return values[0]
+
+
+def _parse_content_length(values: list[str]) -> int:
+    # RFC 9110 8.6: a list of identical values ("5, 5") may be taken as one; anything else
+    # is a framing conflict.
+    lengths = set()
+    for value in values:
+        for item in value.split(","):
+            item = item.strip(" \t")
+            if (
+                _abnf.CONTENT_LENGTH.fullmatch(item) is None
+                or len(item) > MAX_CONTENT_LENGTH_DIGITS
+            ):
+                raise ProtocolError(400, "invalid Content-Length")
+            lengths.add(int(item))
+    if len(lengths) != 1:
+        raise ProtocolError(400, "conflicting Content-Length values")
+    return lengths.pop()
+
+
+def _parse_transfer_encoding(items: list[str]) -> bool:
+    codings = [item.strip(" \t").lower() for item in items]
+    if codings == ["chunked"]:
+        return True
+    for coding in codings:
+        if _abnf.TOKEN.fullmatch(coding) is None:
+            raise ProtocolError(400, "invalid Transfer-Encoding")
+    if codings[-1] != "chunked" or codings.count("chunked") > 1:
+        # RFC 9112 6.3: without chunked as the final coding the length cannot be known.
+        raise ProtocolError(400, "Transfer-Encoding does not end in a single chunked")
+    raise ProtocolError(501, "unsupported transfer coding")
+
+
+def _parse_expect(value: str) -> bool:
+    if value.lower() == "100-continue":
+        return True
+    # RFC 9110 10.1.1: an expectation the server cannot meet gets 417.
+    raise ProtocolError(417, "unsupported expectation")
+
+
+class FixedLengthBody:
+    """Decodes a body delimited by Content-Length (RFC 9112 6.2)."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self, length: int) -> None:
+        self.remaining = length
+
+    @property
+    def done(self) -> bool:
+        return self.remaining == 0
+
+    def read(self, buf: bytearray, limit: int) -> bytes | None:
+        """Consume up to ``limit`` body bytes from ``buf``.
+
+        Returns data, ``b""`` at the end of the body, or ``None`` when ``buf`` holds no body
+        bytes yet (read more from the peer and call again).
+        """
+        if self.remaining == 0:
+            return b""
+        take = min(self.remaining, limit, len(buf))
+        if take <= 0:
+            return None
+        data = bytes(buf[:take])
+        del buf[:take]
+        self.remaining -= take
+        return data
+
+
+class ChunkedBody:
+    """Decodes a chunked body (RFC 9112 7.1); trailer fields are checked and discarded.
+
+    Trailers never reach the application: merging them into the environ after the head was
+    handed over would let a client change headers a proxy already checked.
+    """
+
+    __slots__ = ("_chunk_left", "_limits", "_state", "_trailer_bytes")
+
+    _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._state = self._SIZE
+        self._chunk_left = 0
+        self._trailer_bytes = 0
+
+    @property
+    def done(self) -> bool:
+        return self._state == self._DONE
+
+    def read(self, buf: bytearray, limit: int) -> bytes | None:
+        """Same contract as ``FixedLengthBody.read``."""
+        while True:
+            state = self._state
+            if state == self._DATA:
+                take = min(self._chunk_left, limit, len(buf))
+                if take <= 0:
+                    return None
+                data = bytes(buf[:take])
+                del buf[:take]
+                self._chunk_left -= take
+                if self._chunk_left == 0:
+                    self._state = self._DATA_END
+                return data
+            if state == self._SIZE:
+                line = self._take_line(buf, self._limits.max_chunk_line)
+                if line is None:
+                    return None
+                match = _abnf.CHUNK_LINE.fullmatch(line)
+                if match is None:
+                    raise ProtocolError(400, "invalid chunk size line")
+                digits = match.group(1)
+                if len(digits) > MAX_CHUNK_SIZE_DIGITS:
+                    raise ProtocolError(400, "chunk size too large")
+                self._chunk_left = int(digits, 16)
+                self._state = self._DATA if self._chunk_left else self._TRAILER
+            elif state == self._DATA_END:
+                if len(buf) < 2:
+                    if buf and buf[0] != 13:
+                        raise ProtocolError(400, "chunk data not followed by CRLF")
+                    return None
+                if buf[0] != 13 or buf[1] != 10:
+                    raise ProtocolError(400, "chunk data not followed by CRLF")
+                del buf[:2]
+                self._state = self._SIZE
+            elif state == self._TRAILER:
+                room = self._limits.max_header_size - self._trailer_bytes
+                line = self._take_line(buf, room)
+                if line is None:
+                    return None
+                if not line:
+                    self._state = self._DONE
+                    return b""
+                self._trailer_bytes += len(line) + 2
+                if _abnf.FIELD_LINE_BYTES.fullmatch(line) is None:
+                    raise ProtocolError(400, "invalid trailer field")
+            else:
+                return b""
+
+    @staticmethod
+    def _take_line(buf: bytearray, max_length: int) -> bytes | None:
+        """Remove and return one CRLF-terminated line from ``buf`` (without the CRLF)."""
+        end = buf.find(CRLF, 0, max_length + 2)
+        if end < 0:
+            if len(buf) > max_length + 1:
+                raise ProtocolError(400, "chunk line too long")
+            return None
+        line = bytes(buf[:end])
+        del buf[: end + 2]
+        return line

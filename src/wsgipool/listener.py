@@ -1,0 +1,262 @@
+"""The listener thread: accepts connections, watches idle ones, feeds ready ones to the pool.
+
+It owns the listening sockets, the poller and the registry of open connections. A worker
+hands a connection back with ``watch`` and tells of one it closed with ``discard``; both take
+the registry lock, which also serialises re-arming with the listener's own closes, so a
+descriptor number is never re-armed after it was closed and reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from .config import Config
+from .connection import MSG_DONTWAIT, Connection, set_io_timeouts
+from .http.response import error_response
+from .poller import make_poller
+
+log = logging.getLogger("wsgipool.error")
+
+# How often idle and slow connections are checked against their deadlines.
+SWEEP_INTERVAL = 0.5
+# After EMFILE/ENFILE on accept, stop accepting this long before trying again.
+ACCEPT_BACKOFF = 0.5
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class Listener:
+    """Runs the accept/watch loop on its own thread."""
+
+    def __init__(
+        self,
+        sockets: list[socket.socket],
+        config: Config,
+        dispatch: Callable[[Connection], None],
+        queue_depth: Callable[[], int],
+    ) -> None:
+        self._config = config
+        self._dispatch = dispatch
+        self._queue_depth = queue_depth
+        self._poller = make_poller(config.poller)
+        self._listening = {sock.fileno(): sock for sock in sockets}
+        self._tcp = {fd for fd, sock in self._listening.items() if sock.family != socket.AF_UNIX}
+        self._conns: dict[int, Connection] = {}
+        self._lock = threading.Lock()
+        self._empty = threading.Condition(self._lock)
+        self._accepting = True
+        self._accept_paused_until = 0.0
+        self._draining = False
+        self._stopping = False
+        self._last_overload_log = 0.0
+        self._thread = threading.Thread(target=self._run, name="wsgipool-listener", daemon=True)
+
+    # --- called from other threads -------------------------------------------------------
+
+    def start(self) -> None:
+        for sock in self._listening.values():
+            sock.setblocking(False)
+            self._poller.add_listener(sock.fileno())
+        self._thread.start()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def watch(self, conn: Connection, deadline: float) -> None:
+        """A worker hands ``conn`` back to wait for its next bytes until ``deadline``."""
+        with self._lock:
+            if self._draining and not conn.buffer:
+                # Shutting down: an idle connection is closed rather than kept.
+                self._remove(conn)
+                close_now = True
+            else:
+                conn.deadline = deadline
+                conn.watched = True
+                self._poller.rearm(conn.fd)
+                close_now = False
+        if close_now:
+            conn.close()
+
+    def discard(self, conn: Connection) -> None:
+        """A worker closed (or is about to close) ``conn``: forget it."""
+        with self._lock:
+            self._remove(conn)
+
+    def drain(self) -> None:
+        """Stop accepting and close idle connections; busy ones finish their request."""
+        with self._lock:
+            self._draining = True
+        self._poller.wake()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no connection is open; False if ``timeout`` passed first."""
+        with self._empty:
+            return self._empty.wait_for(lambda: not self._conns, timeout)
+
+    def stop(self) -> None:
+        """End the loop, close watched connections and shut down the rest (their workers,
+        which own them, close them)."""
+        with self._lock:
+            self._draining = self._stopping = True
+            busy = [conn for conn in self._conns.values() if not conn.watched]
+        self._poller.wake()
+        self._thread.join()
+        for conn in busy:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+
+    def connection_count(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+    # --- the listener thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        poller = self._poller
+        next_sweep = time.monotonic() + SWEEP_INTERVAL
+        try:
+            while not self._stopping:
+                if self._draining and self._accepting:
+                    self._stop_accepting()
+                    self._close_watched(idle_only=True)
+                ready = poller.poll(max(0.0, next_sweep - time.monotonic()))
+                if ready:
+                    self._handle_ready(ready)
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._sweep(now)
+                    next_sweep = now + SWEEP_INTERVAL
+            self._close_watched(idle_only=False)
+        except BaseException:
+            log.critical("listener thread failed", exc_info=True)
+            raise
+        finally:
+            poller.close()
+
+    def _handle_ready(self, ready: list[int]) -> None:
+        listening = self._listening
+        dispatch = []
+        with self._lock:
+            conns = self._conns
+            for fd in ready:
+                if fd in listening:
+                    continue
+                conn = conns.get(fd)
+                if conn is not None and conn.watched:
+                    conn.watched = False
+                    dispatch.append(conn)
+        for fd in ready:
+            sock = listening.get(fd)
+            if sock is not None:
+                self._accept(sock)
+        limit = self._config.queue_limit
+        for conn in dispatch:
+            if self._queue_depth() >= limit:
+                self._shed(conn)
+            else:
+                self._dispatch(conn)
+
+    def _accept(self, listening: socket.socket) -> None:
+        config = self._config
+        is_tcp = listening.fileno() in self._tcp
+        deadline = time.monotonic() + config.header_timeout
+        # Accept everything pending: one wake-up, many connections.
+        for _ in range(256):
+            try:
+                sock, peer = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in RESOURCE_ERRNOS:
+                    self._pause_accepting(exc)
+                    return
+                # ECONNABORTED and friends: that client is gone, the next may not be.
+                continue
+            try:
+                sock.setblocking(True)
+                if is_tcp:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                set_io_timeouts(sock, config.body_timeout, config.send_timeout)
+            except OSError:
+                sock.close()
+                continue
+            conn = Connection(sock, peer, config.limits)
+            conn.deadline = deadline
+            with self._lock:
+                self._conns[conn.fd] = conn
+                conn.watched = True
+                self._poller.register(conn.fd)
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        now = time.monotonic()
+        if now >= self._accept_paused_until + 60:
+            log.error("accept() failed (%s); pausing accepts for %.1fs", exc, ACCEPT_BACKOFF)
+        self._accept_paused_until = now + ACCEPT_BACKOFF
+        self._stop_accepting()
+        self._accepting = True  # Still meant to accept: the sweep resumes it.
+
+    def _stop_accepting(self) -> None:
+        for fd in self._listening:
+            self._poller.remove_listener(fd)
+        self._accepting = False
+
+    def _shed(self, conn: Connection) -> None:
+        """Refuse a request at once when the queue is full: a 503 costs no worker."""
+        now = time.monotonic()
+        if now - self._last_overload_log >= 1.0:
+            self._last_overload_log = now
+            log.warning(
+                "overloaded: %d connections wait for a worker; answering 503", self._queue_depth()
+            )
+        with contextlib.suppress(OSError):
+            conn.sock.send(
+                error_response(503, "server overloaded", extra_headers="Retry-After: 1\r\n"),
+                MSG_DONTWAIT,
+            )
+        self.discard(conn)
+        conn.close(linger=True)
+
+    def _sweep(self, now: float) -> None:
+        if self._accept_paused_until and now >= self._accept_paused_until and not self._draining:
+            self._accept_paused_until = 0.0
+            for fd in self._listening:
+                self._poller.add_listener(fd)
+        expired = []
+        with self._lock:
+            for conn in self._conns.values():
+                if conn.watched and conn.deadline <= now:
+                    expired.append(conn)
+            for conn in expired:
+                self._poller.forget(conn.fd)
+                self._remove(conn)
+        for conn in expired:
+            if conn.head_started:
+                # A request had started arriving: say why it is being dropped.
+                with contextlib.suppress(OSError):
+                    conn.sock.send(error_response(408, "request head timed out"), MSG_DONTWAIT)
+            conn.close()
+
+    def _close_watched(self, *, idle_only: bool) -> None:
+        with self._lock:
+            closing = [
+                conn
+                for conn in self._conns.values()
+                if conn.watched and (not idle_only or not conn.buffer)
+            ]
+            for conn in closing:
+                self._poller.forget(conn.fd)
+                self._remove(conn)
+        for conn in closing:
+            conn.close()
+
+    def _remove(self, conn: Connection) -> None:
+        """Drop ``conn`` from the registry; the registry lock must be held."""
+        conn.watched = False
+        if self._conns.pop(conn.fd, None) is conn and not self._conns:
+            self._empty.notify_all()

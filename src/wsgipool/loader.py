@@ -1,0 +1,128 @@
+"""Find the WSGI application named on the command line: ``module:attr``, ``module:factory()``.
+
+The part after the colon is parsed with ``ast``: a dotted name, optionally called with
+literal arguments. Nothing is ever ``eval``-ed.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import sys
+import traceback
+from types import ModuleType
+from typing import Any
+
+from .config import ConfigError
+
+# Looked up in this order when only a module is named, as Flask does.
+DEFAULT_NAMES = ("app", "application")
+DEFAULT_FACTORIES = ("create_app", "make_app")
+
+
+class AppLoadError(ConfigError):
+    """The application could not be found or imported; the message says why, in one line."""
+
+
+def load_app(spec: str) -> Any:
+    """Import and return the WSGI callable ``spec`` names."""
+    module_name, colon, expression = spec.partition(":")
+    if not module_name or (colon and not expression.strip()):
+        raise AppLoadError(f"invalid application {spec!r}: expected MODULE or MODULE:NAME")
+    module = _import(module_name)
+    app = _find_default(module) if not colon else _evaluate(module, expression.strip(), spec)
+    if not callable(app):
+        raise AppLoadError(f"{spec!r} is a {type(app).__name__}, not a WSGI callable")
+    return app
+
+
+def _import(module_name: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Tell "the module you named does not exist" from "it imports something missing".
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise AppLoadError(
+                f"no module named {module_name!r} (from {sys.path[0] or '.'})"
+            ) from None
+        raise AppLoadError(f"error importing {module_name!r}: {_brief(exc)}") from None
+    except Exception as exc:
+        raise AppLoadError(f"error importing {module_name!r}: {_brief(exc)}") from None
+
+
+def _brief(exc: BaseException) -> str:
+    """One line: the exception, and where in the application's code it was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = ""
+    for frame in reversed(frames):
+        if "importlib" not in frame.filename:
+            where = f" ({frame.filename}:{frame.lineno})"
+            break
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" ({exc.filename}:{exc.lineno})"
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {message}{where}"
+
+
+def _find_default(module: ModuleType) -> Any:
+    for name in DEFAULT_NAMES:
+        if hasattr(module, name):
+            return getattr(module, name)
+    for name in DEFAULT_FACTORIES:
+        factory = getattr(module, name, None)
+        if callable(factory):
+            return _call(factory, [], {}, f"{module.__name__}:{name}()")
+    raise AppLoadError(
+        f"module {module.__name__!r} has no 'app' or 'application', and no create_app() or "
+        f"make_app() factory; name one as {module.__name__}:NAME"
+    )
+
+
+def _evaluate(module: ModuleType, expression: str, spec: str) -> Any:
+    try:
+        tree = ast.parse(expression, mode="eval").body
+    except SyntaxError:
+        raise AppLoadError(f"cannot parse {expression!r} in {spec!r}") from None
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    call = isinstance(tree, ast.Call)
+    if isinstance(tree, ast.Call):
+        try:
+            args = [ast.literal_eval(arg) for arg in tree.args]
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in tree.keywords if kw.arg}
+        except ValueError:
+            raise AppLoadError(
+                f"factory arguments in {spec!r} must be literals (strings, numbers, ...)"
+            ) from None
+        if len(kwargs) != len(tree.keywords):
+            raise AppLoadError(f"**kwargs are not supported in {spec!r}")
+        tree = tree.func
+    names = _dotted_names(tree)
+    if names is None:
+        raise AppLoadError(f"{expression!r} in {spec!r} is not a name or a call of one")
+    target: Any = module
+    for depth, name in enumerate(names):
+        try:
+            target = getattr(target, name)
+        except AttributeError:
+            owner = ".".join([module.__name__, *names[:depth]])
+            raise AppLoadError(f"{owner!r} has no attribute {name!r}") from None
+    if call:
+        return _call(target, args, kwargs, spec)
+    return target
+
+
+def _dotted_names(node: ast.expr) -> list[str] | None:
+    if isinstance(node, ast.Name):
+        return [node.id]
+    if isinstance(node, ast.Attribute):
+        parent = _dotted_names(node.value)
+        return None if parent is None else [*parent, node.attr]
+    return None
+
+
+def _call(factory: Any, args: list[Any], kwargs: dict[str, Any], spec: str) -> Any:
+    try:
+        return factory(*args, **kwargs)
+    except Exception as exc:
+        raise AppLoadError(f"error calling the factory {spec!r}: {_brief(exc)}") from None

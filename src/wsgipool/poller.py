@@ -1,0 +1,187 @@
+"""Readiness polling with one-shot registration, safe to re-arm from a worker thread.
+
+A connection is watched for one readable event at a time: when it fires the connection
+leaves the poller until its worker hands it back with ``rearm``. Two implementations:
+
+- ``EpollPoller`` (Linux): ``EPOLLONESHOT``; a worker re-arms with ``epoll_ctl`` directly,
+  which the kernel makes thread-safe, so handing a connection back wakes no other thread.
+- ``SelectorPoller`` (anywhere): ``selectors`` has no one-shot mode and its map is not
+  thread-safe, so re-arm requests are queued under a lock and the listener thread, woken
+  through a pipe, applies them itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import selectors
+import threading
+from typing import Protocol
+
+
+class Poller(Protocol):
+    def add_listener(self, fd: int) -> None:
+        """Watch a listening socket, level-triggered, until ``remove``."""
+
+    def remove_listener(self, fd: int) -> None: ...
+
+    def register(self, fd: int) -> None:
+        """Watch a new connection for one readable event (listener thread only)."""
+
+    def rearm(self, fd: int) -> None:
+        """Watch a connection again; any thread, called with the listener's registry lock held."""
+
+    def forget(self, fd: int) -> None:
+        """Stop watching a connection the listener is about to close (listener thread only).
+
+        A worker closes only connections it owns, which are never armed, so it needs no call.
+        """
+
+    def poll(self, timeout: float) -> list[int]:
+        """Wait up to ``timeout`` seconds; return the ready descriptors (listener thread only)."""
+
+    def wake(self) -> None:
+        """Make a blocked ``poll`` return now (any thread)."""
+
+    def close(self) -> None: ...
+
+
+class _WakePipe:
+    """A self-pipe: writing a byte wakes the poller that watches the read end."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+
+    def wake(self) -> None:
+        # A full pipe (BlockingIOError) means the poller is already due to wake.
+        with contextlib.suppress(OSError):
+            os.write(self.write_fd, b"\0")
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.read_fd, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+class EpollPoller:
+    _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT if hasattr(select, "epoll") else 0
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._wake_pipe = _WakePipe()
+        self._epoll.register(self._wake_pipe.read_fd, select.EPOLLIN)
+
+    def add_listener(self, fd: int) -> None:
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def remove_listener(self, fd: int) -> None:
+        self.forget(fd)
+
+    def register(self, fd: int) -> None:
+        try:
+            self._epoll.register(fd, self._ONESHOT_IN)
+        except FileExistsError:
+            self._epoll.modify(fd, self._ONESHOT_IN)
+
+    def rearm(self, fd: int) -> None:
+        self._epoll.modify(fd, self._ONESHOT_IN)
+
+    def forget(self, fd: int) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._epoll.unregister(fd)
+
+    def poll(self, timeout: float) -> list[int]:
+        wake_fd = self._wake_pipe.read_fd
+        ready = []
+        for fd, _events in self._epoll.poll(timeout):
+            if fd == wake_fd:
+                self._wake_pipe.drain()
+            else:
+                ready.append(fd)
+        return ready
+
+    def wake(self) -> None:
+        self._wake_pipe.wake()
+
+    def close(self) -> None:
+        self._epoll.close()
+        self._wake_pipe.close()
+
+
+class SelectorPoller:
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._wake_pipe = _WakePipe()
+        self._selector.register(self._wake_pipe.read_fd, selectors.EVENT_READ)
+        self._listeners: set[int] = set()
+        # Re-arm requests from workers, applied by the listener thread in poll().
+        self._pending: list[int] = []
+        self._pending_lock = threading.Lock()
+
+    def add_listener(self, fd: int) -> None:
+        self._listeners.add(fd)
+        self._selector.register(fd, selectors.EVENT_READ)
+
+    def remove_listener(self, fd: int) -> None:
+        self._listeners.discard(fd)
+        self._unregister(fd)
+
+    def register(self, fd: int) -> None:
+        self._selector.register(fd, selectors.EVENT_READ)
+
+    def rearm(self, fd: int) -> None:
+        with self._pending_lock:
+            self._pending.append(fd)
+        self._wake_pipe.wake()
+
+    def forget(self, fd: int) -> None:
+        with self._pending_lock:
+            if fd in self._pending:
+                self._pending.remove(fd)
+        self._unregister(fd)
+
+    def poll(self, timeout: float) -> list[int]:
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        for fd in pending:
+            self.register(fd)
+        wake_fd = self._wake_pipe.read_fd
+        ready = []
+        for key, _events in self._selector.select(timeout):
+            fd = key.fd
+            if fd == wake_fd:
+                self._wake_pipe.drain()
+            elif fd in self._listeners:
+                ready.append(fd)
+            else:
+                # One-shot: the connection leaves the selector until it is re-armed.
+                self._unregister(fd)
+                ready.append(fd)
+        return ready
+
+    def wake(self) -> None:
+        self._wake_pipe.wake()
+
+    def _unregister(self, fd: int) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(fd)
+
+    def close(self) -> None:
+        self._selector.close()
+        self._wake_pipe.close()
+
+
+def make_poller(kind: str) -> Poller:
+    """``auto`` picks epoll where the platform has it."""
+    if kind == "epoll" or (kind == "auto" and hasattr(select, "epoll")):
+        return EpollPoller()
+    return SelectorPoller()

@@ -1,0 +1,184 @@
+"""``Server`` ties the parts together: sockets, listener thread, worker pool and gateway."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from types import FrameType, TracebackType
+from typing import Any
+
+from .config import Config
+from .listener import Listener
+from .sockets import bind_socket, describe
+from .worker import ConnectionHandler, WorkerPool
+from .wsgi import Gateway, WSGIApp
+
+log = logging.getLogger("wsgipool.error")
+
+
+class Server:
+    """A WSGI server you can start, embed and stop.
+
+    ``Server(app, threads=32, bind=["127.0.0.1:0"])`` takes the options of ``Config`` (or a
+    ready ``config=``). ``start()`` returns once every address is listening; ``stop()``
+    drains in-flight requests; ``serve_forever()`` does both around SIGINT/SIGTERM.
+    """
+
+    def __init__(self, app: WSGIApp, config: Config | None = None, **options: Any) -> None:
+        if config is not None and options:
+            raise TypeError("pass either config= or keyword options, not both")
+        self.app = app
+        self.config = config if config is not None else Config.from_options(**options)
+        self.sockets: list[socket.socket] = []
+        self._unix_paths: list[str] = []
+        self._addresses: list[Any] = []
+        self._urls: list[str] = []
+        self._listener: Listener | None = None
+        self._pool: WorkerPool | None = None
+        self._stop_requested = threading.Event()
+        self._force_stop = False
+        self._stopped = False
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind, start the pool and the listener; return once listening."""
+        config = self.config
+        try:
+            for address in config.binds:
+                self.sockets.append(bind_socket(address, config.backlog))
+                if address.kind == "unix":
+                    self._unix_paths.append(address.path)
+        except Exception:
+            self._close_sockets()
+            raise
+        gateway = Gateway(self.app, config)
+        pool = WorkerPool(config.threads)
+        listener = Listener(self.sockets, config, pool.submit, pool.depth)
+        pool.start(ConnectionHandler(gateway, listener))
+        listener.start()
+        self._pool, self._listener = pool, listener
+        # Remembered now: they stay readable after stop() closed the sockets.
+        self._addresses = [sock.getsockname() for sock in self.sockets]
+        self._urls = [describe(sock) for sock in self.sockets]
+        for url in self.urls:
+            log.info("listening on %s (%d threads)", url, config.threads)
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop accepting, let in-flight requests finish (up to ``timeout``, by default the
+        graceful timeout), close the rest. True when every connection finished in time."""
+        if self._stopped:
+            return True
+        self._stopped = True
+        listener, pool = self._listener, self._pool
+        if listener is None or pool is None:
+            self._close_sockets()
+            return True
+        if timeout is None:
+            timeout = self.config.graceful_timeout
+        listener.drain()
+        deadline = time.monotonic() + timeout
+        clean = False
+        while not self._force_stop:
+            remaining = deadline - time.monotonic()
+            # Short waits, so a second Ctrl-C (which sets _force_stop) is noticed quickly.
+            if listener.wait_idle(min(0.2, max(0.0, remaining))):
+                clean = True
+                break
+            if remaining <= 0:
+                break
+        if not clean:
+            log.warning(
+                "graceful timeout: closing %d connection(s) still open", listener.connection_count()
+            )
+        listener.stop()
+        pool.stop(timeout=5.0)
+        self._close_sockets()
+        return clean
+
+    def serve_forever(self) -> None:
+        """Start, then block until SIGINT or SIGTERM (or ``request_stop``), then stop."""
+        restore = self._install_signal_handlers()
+        try:
+            if not self._listener:
+                self.start()
+            self._stop_requested.wait()
+            log.info("shutting down: finishing in-flight requests")
+            self.stop()
+        finally:
+            restore()
+
+    def request_stop(self) -> None:
+        """Ask ``serve_forever`` to stop; safe from any thread or a signal handler."""
+        self._stop_requested.set()
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- introspection -------------------------------------------------------------------
+
+    @property
+    def addresses(self) -> list[Any]:
+        """What each listening socket is bound to: ``(host, port)`` tuples or Unix paths."""
+        return list(self._addresses)
+
+    @property
+    def urls(self) -> list[str]:
+        return list(self._urls)
+
+    @property
+    def connection_count(self) -> int:
+        return self._listener.connection_count() if self._listener else 0
+
+    @property
+    def alive_workers(self) -> int:
+        return self._pool.alive() if self._pool else 0
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if self._stop_requested.is_set() and signum == signal.SIGINT:
+                log.warning("second interrupt: stopping now")
+                self._force_stop = True
+            self._stop_requested.set()
+
+        previous = {
+            signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
+        }
+
+        def restore() -> None:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+        return restore
+
+    def _close_sockets(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        # Remove the socket files this server created (not those of inherited sockets).
+        for path in self._unix_paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def serve(app: WSGIApp, **options: Any) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM. Options are those of ``Config``."""
+    Server(app, **options).serve_forever()

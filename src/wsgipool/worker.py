@@ -1,0 +1,143 @@
+"""The worker pool: threads that take ready connections off the queue and serve requests."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+
+from .connection import ClientDisconnected, Connection
+from .http.errors import ProtocolError
+from .http.parser import parse_head
+from .http.response import error_response
+from .listener import Listener
+from .wsgi import Gateway
+
+log = logging.getLogger("wsgipool.error")
+
+
+class ConnectionHandler:
+    """Serves the requests waiting on one connection, then hands it back or closes it.
+
+    It never waits for a request head: when the bytes that arrived do not yet make a whole
+    head, the connection goes back to the listener, so a slow client holds no worker.
+    """
+
+    def __init__(self, gateway: Gateway, listener: Listener) -> None:
+        self._gateway = gateway
+        self._listener = listener
+        self._config = gateway.config
+
+    def __call__(self, conn: Connection) -> None:
+        try:
+            self._serve(conn)
+        except BaseException:
+            # Even SystemExit from an application must not cost the pool a thread.
+            log.exception("unexpected error serving %s", conn.peer)
+            self._close(conn)
+
+    def _serve(self, conn: Connection) -> None:
+        config = self._config
+        limits = config.limits
+        gateway = self._gateway
+        listener = self._listener
+        buffer = conn.buffer
+        while True:
+            try:
+                end = conn.scanner.find(buffer) if buffer else -1
+                if end < 0:
+                    received = conn.recv_available()
+                    if received == 0:
+                        # The peer closed (or reset) the connection between requests.
+                        self._close(conn)
+                        return
+                    if received < 0:
+                        self._hand_back(conn)
+                        return
+                    if not conn.head_started:
+                        conn.head_started = time.monotonic()
+                    continue
+                head = bytes(buffer[:end])
+                del buffer[:end]
+                conn.head_started = 0.0
+                request = parse_head(head, limits)
+            except ProtocolError as exc:
+                log.debug("bad request from %s: %s", conn.peer, exc)
+                with contextlib.suppress(ClientDisconnected):
+                    conn.sendall(error_response(exc.status, exc.detail))
+                self._close(conn, linger=True)
+                return
+            try:
+                keep_alive = gateway.handle(conn, request, listener.draining)
+            except ClientDisconnected:
+                keep_alive = False
+            if not keep_alive:
+                self._close(conn, linger=True)
+                return
+            if not buffer:
+                self._hand_back(conn)
+                return
+            # A pipelined request is already here: serve it without a hand-off.
+
+    def _hand_back(self, conn: Connection) -> None:
+        config = self._config
+        if conn.buffer:
+            if not conn.head_started:
+                conn.head_started = time.monotonic()
+            deadline = conn.head_started + config.header_timeout
+        else:
+            conn.head_started = 0.0
+            deadline = time.monotonic() + config.keepalive_timeout
+        self._listener.watch(conn, deadline)
+
+    def _close(self, conn: Connection, *, linger: bool = False) -> None:
+        self._listener.discard(conn)
+        conn.close(linger=linger)
+
+
+class WorkerPool:
+    """``threads`` workers sharing one queue of ready connections."""
+
+    def __init__(self, threads: int, name: str = "wsgipool-worker") -> None:
+        # SimpleQueue: a C-level lock-free-for-the-caller FIFO, much cheaper per put/get than
+        # queue.Queue. The listener is its only producer and bounds it (queue_limit).
+        self._queue: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True)
+            for index in range(threads)
+        ]
+        self._handler: ConnectionHandler | None = None
+
+    def start(self, handler: ConnectionHandler) -> None:
+        self._handler = handler
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, conn: Connection) -> None:
+        self._queue.put(conn)
+
+    def depth(self) -> int:
+        """Connections waiting for a worker."""
+        return self._queue.qsize()
+
+    def alive(self) -> int:
+        return sum(thread.is_alive() for thread in self._threads)
+
+    def stop(self, timeout: float) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _work(self) -> None:
+        handler = self._handler
+        assert handler is not None
+        get = self._queue.get
+        while True:
+            conn = get()
+            if conn is None:
+                return
+            handler(conn)

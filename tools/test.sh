@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Run the whole test suite in a virtualenv of its own: lint, type check, then pytest.
+# PYTHON picks the interpreter (default python3); each interpreter gets its own venv.
+# Extra arguments go to pytest, e.g. tools/test.sh -k parser
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+venv=.venv
+if [ -n "${PYTHON:-}" ]; then venv=".venv-$version"; fi
+if [ ! -x "$venv/bin/python" ]; then
+  "$python" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+echo "== Python $version ($venv)"
+if [ -z "${SKIP_LINT:-}" ]; then
+  "$venv/bin/ruff" check src tests examples benchmarks
+  "$venv/bin/mypy"
+fi
+exec "$venv/bin/python" -m pytest "$@"
