@@ -82,18 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-t",
         "--threads",
+        metavar="N",
         type=_positive_int,
         default=_DEFAULTS.threads,
         help="worker threads running the application",
     )
     parser.add_argument(
         "--queue-limit",
+        metavar="N",
         type=_positive_int,
         default=_DEFAULTS.queue_limit,
         help="ready connections that may wait for a worker before new requests get 503",
     )
     parser.add_argument(
         "--backlog",
+        metavar="N",
         type=_positive_int,
         default=_DEFAULTS.backlog,
         help="listen() backlog of each socket",
@@ -107,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--url-scheme",
+        metavar="SCHEME",
         default=_DEFAULTS.url_scheme,
         choices=("http", "https"),
         help="wsgi.url_scheme",
@@ -134,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-header-count",
+        metavar="N",
         type=_positive_int,
         default=_DEFAULTS.max_header_count,
         help="most header fields in a request; more gets 431",
@@ -180,12 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level",
+        metavar="LEVEL",
         default=_DEFAULTS.log_level,
         choices=("debug", "info", "warning", "error", "critical"),
         help="error log level",
     )
     parser.add_argument(
         "--poller",
+        metavar="KIND",
         default=_DEFAULTS.poller,
         choices=("auto", "epoll", "selectors"),
         help="readiness API for idle connections",

@@ -36,7 +36,6 @@ class Connection:
         "peer",
         "scanner",
         "sock",
-        "watched",
     )
 
     def __init__(self, sock: socket.socket, peer: Any, limits: Limits) -> None:
@@ -45,11 +44,12 @@ class Connection:
         self.peer = peer
         self.buffer = bytearray()
         self.scanner = HeadScanner(limits)
-        # Set by the listener: when this watched connection must be closed, and whether
-        # a request head had started arriving (then it earns a 408 rather than silence).
+        # Non-zero while the listener watches the connection: when to close it if nothing
+        # arrives. Zero while a worker owns it.
         self.deadline = 0.0
+        # When the current request head began arriving (0: none has); past the header
+        # timeout such a connection earns a 408 rather than a silent close.
         self.head_started = 0.0
-        self.watched = False
         self.closed = False
         # The per-connection part of the WSGI environ, built on the first request.
         self.environ_base: dict[str, Any] | None = None

@@ -1,9 +1,13 @@
 """The listener thread: accepts connections, watches idle ones, feeds ready ones to the pool.
 
 It owns the listening sockets, the poller and the registry of open connections. A worker
-hands a connection back with ``watch`` and tells of one it closed with ``discard``; both take
-the registry lock, which also serialises re-arming with the listener's own closes, so a
-descriptor number is never re-armed after it was closed and reused.
+hands a connection back with ``watch`` and tells of one it closed with ``discard``.
+
+A connection is *watched* (owned by the listener) while ``conn.deadline`` is non-zero and
+owned by a worker while it is zero: one attribute, so the hand-over is a single store on
+either side. The registry itself changes only under ``_lock``, and only the listener turns
+a readiness event into a dispatch, after finding the connection there and watched; a stale
+re-arm of a closed or reused descriptor therefore never runs anything twice.
 """
 
 from __future__ import annotations
@@ -69,19 +73,14 @@ class Listener:
         return self._draining
 
     def watch(self, conn: Connection, deadline: float) -> None:
-        """A worker hands ``conn`` back to wait for its next bytes until ``deadline``."""
-        with self._lock:
-            if self._draining and not conn.buffer:
-                # Shutting down: an idle connection is closed rather than kept.
-                self._remove(conn)
-                close_now = True
-            else:
-                conn.deadline = deadline
-                conn.watched = True
-                self._poller.rearm(conn.fd)
-                close_now = False
-        if close_now:
-            conn.close()
+        """A worker hands ``conn`` back to wait for its next bytes until ``deadline``.
+
+        Lock-free, as it runs once per request: the deadline is one attribute store, and
+        re-arming is a thread-safe system call. Should the listener close the connection in
+        between (shutdown), the re-arm fails harmlessly; the registry decides what runs.
+        """
+        conn.deadline = deadline
+        self._poller.rearm(conn.fd)
 
     def discard(self, conn: Connection) -> None:
         """A worker closed (or is about to close) ``conn``: forget it."""
@@ -104,7 +103,7 @@ class Listener:
         which own them, close them)."""
         with self._lock:
             self._draining = self._stopping = True
-            busy = [conn for conn in self._conns.values() if not conn.watched]
+            busy = [conn for conn in self._conns.values() if not conn.deadline]
         self._poller.wake()
         self._thread.join()
         for conn in busy:
@@ -122,8 +121,11 @@ class Listener:
         next_sweep = time.monotonic() + SWEEP_INTERVAL
         try:
             while not self._stopping:
-                if self._draining and self._accepting:
-                    self._stop_accepting()
+                if self._draining:
+                    # Every turn, not once: a worker may hand back an idle connection
+                    # after the drain began.
+                    if self._accepting:
+                        self._stop_accepting()
                     self._close_watched(idle_only=True)
                 ready = poller.poll(max(0.0, next_sweep - time.monotonic()))
                 if ready:
@@ -148,8 +150,8 @@ class Listener:
                 if fd in listening:
                     continue
                 conn = conns.get(fd)
-                if conn is not None and conn.watched:
-                    conn.watched = False
+                if conn is not None and conn.deadline:
+                    conn.deadline = 0.0
                     dispatch.append(conn)
         for fd in ready:
             sock = listening.get(fd)
@@ -190,7 +192,6 @@ class Listener:
             conn.deadline = deadline
             with self._lock:
                 self._conns[conn.fd] = conn
-                conn.watched = True
                 self._poller.register(conn.fd)
 
     def _pause_accepting(self, exc: OSError) -> None:
@@ -230,7 +231,7 @@ class Listener:
         expired = []
         with self._lock:
             for conn in self._conns.values():
-                if conn.watched and conn.deadline <= now:
+                if 0.0 < conn.deadline <= now:
                     expired.append(conn)
             for conn in expired:
                 self._poller.forget(conn.fd)
@@ -247,7 +248,7 @@ class Listener:
             closing = [
                 conn
                 for conn in self._conns.values()
-                if conn.watched and (not idle_only or not conn.buffer)
+                if conn.deadline and (not idle_only or not conn.buffer)
             ]
             for conn in closing:
                 self._poller.forget(conn.fd)
@@ -257,6 +258,6 @@ class Listener:
 
     def _remove(self, conn: Connection) -> None:
         """Drop ``conn`` from the registry; the registry lock must be held."""
-        conn.watched = False
+        conn.deadline = 0.0
         if self._conns.pop(conn.fd, None) is conn and not self._conns:
             self._empty.notify_all()

@@ -30,7 +30,7 @@ class Poller(Protocol):
         """Watch a new connection for one readable event (listener thread only)."""
 
     def rearm(self, fd: int) -> None:
-        """Watch a connection again; any thread, called with the listener's registry lock held."""
+        """Watch a connection again (any thread); a closed descriptor is ignored."""
 
     def forget(self, fd: int) -> None:
         """Stop watching a connection the listener is about to close (listener thread only).
@@ -93,7 +93,9 @@ class EpollPoller:
             self._epoll.modify(fd, self._ONESHOT_IN)
 
     def rearm(self, fd: int) -> None:
-        self._epoll.modify(fd, self._ONESHOT_IN)
+        # The listener may have closed the connection during shutdown: nothing to re-arm.
+        with contextlib.suppress(OSError):
+            self._epoll.modify(fd, self._ONESHOT_IN)
 
     def forget(self, fd: int) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -153,7 +155,9 @@ class SelectorPoller:
         with self._pending_lock:
             pending, self._pending = self._pending, []
         for fd in pending:
-            self.register(fd)
+            # A connection closed (or its number reused) since the request: skip it.
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.register(fd)
         wake_fd = self._wake_pipe.read_fd
         ready = []
         for key, _events in self._selector.select(timeout):

@@ -49,6 +49,8 @@ DRAIN_LIMIT = 256 * 1024
 # Below this size, head and body are joined into one buffer for one send() call; above it
 # they go out with sendmsg() so a large body is never copied.
 JOIN_LIMIT = 64 * 1024
+# Largest piece handed to one sendfile() call.
+SENDFILE_BLOCK = 1 << 24
 
 # RFC 9110 7.6.1: hop-by-hop fields belong to the connection, which the server manages.
 HOP_BY_HOP = frozenset(
@@ -310,7 +312,7 @@ class FileWrapper:
 
 def _sendfile_source(result: object) -> tuple[Any, int, int] | None:
     """(file, position, bytes left) when ``result`` wraps a regular file ``sendfile`` can send."""
-    if type(result) is not FileWrapper:
+    if type(result) is not FileWrapper or not hasattr(os, "sendfile"):
         return None
     filelike = result.filelike
     try:
@@ -331,6 +333,8 @@ class Response:
         "_conn",
         "_content_length",
         "_framing",
+        "_has_date",
+        "_has_server",
         "_head_only",
         "_request",
         "_sent",
@@ -351,6 +355,7 @@ class Response:
         self._body = body
         self._head_only = request.method == "HEAD"
         self._content_length: int | None = None
+        self._has_date = self._has_server = False
         self._framing = self.NONE
         self._sent = 0
         self._truncated = False
@@ -372,19 +377,23 @@ class Response:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response() called again without exc_info")
-        self._check(status, headers)
+        # Checked now, so a bad header raises where the application made it.
+        self._content_length, self._has_date, self._has_server = self._check(status, headers)
         self.status = status
         self.headers = headers
         return self.write
 
     @staticmethod
-    def _check(status: str, headers: list[tuple[str, str]]) -> None:
+    def _check(status: str, headers: list[tuple[str, str]]) -> tuple[int | None, bool, bool]:
+        """Validate status and headers; return (Content-Length, has Date, has Server)."""
         if type(status) is not str or STATUS.fullmatch(status) is None:
             raise ValueError(f"invalid status {status!r}: expected '200 OK' (3 digits, a reason)")
         if not isinstance(headers, list):
             raise TypeError(f"response headers must be a list, not {type(headers).__name__}")
         field_name = _abnf.FIELD_NAME.fullmatch
         field_value = _abnf.FIELD_VALUE.fullmatch
+        content_length = None
+        has_date = has_server = False
         for item in headers:
             if type(item) is not tuple or len(item) != 2:
                 raise TypeError(f"response header {item!r} is not a (name, value) tuple")
@@ -393,10 +402,20 @@ class Response:
                 raise ValueError(f"invalid response header name {name!r}")
             if type(value) is not str or field_value(value) is None:
                 raise ValueError(f"invalid response header value for {name}: {value!r}")
-            if name.lower() in HOP_BY_HOP:
+            lowered = name.lower()
+            if lowered == "content-length":
+                if content_length is not None or _abnf.CONTENT_LENGTH.fullmatch(value) is None:
+                    raise ValueError(f"invalid or repeated Content-Length {value!r}")
+                content_length = int(value)
+            elif lowered == "date":
+                has_date = True
+            elif lowered == "server":
+                has_server = True
+            elif lowered in HOP_BY_HOP:
                 raise ValueError(
                     f"hop-by-hop header {name!r} is the server's to set, not the app's"
                 )
+        return content_length, has_date, has_server
 
     def write(self, data: bytes) -> None:
         """Send one piece of the body (the PEP 3333 ``write()`` callable, and the iterator's)."""
@@ -438,25 +457,15 @@ class Response:
             raise AssertionError("the application sent body data before calling start_response()")
         request = self._request
         status = self.status
-        code = int(status[:3])
-        lines = [f"{request.version if not request.http11 else 'HTTP/1.1'} {status}\r\n"]
-        has_date = has_server = False
-        content_length: int | None = None
-        for name, value in self.headers:
-            lowered = name.lower()
-            if lowered == "content-length":
-                if _abnf.CONTENT_LENGTH.fullmatch(value) is None or content_length is not None:
-                    raise ValueError(f"invalid or repeated Content-Length {value!r}")
-                content_length = int(value)
-            elif lowered == "date":
-                has_date = True
-            elif lowered == "server":
-                has_server = True
-            lines.append(f"{name}: {value}\r\n")
-        if not has_date:
+        # RFC 9110 6.2: answer with the highest version we speak, 1.1, whatever the request's.
+        lines = [f"HTTP/1.1 {status}\r\n"]
+        lines += [f"{name}: {value}\r\n" for name, value in self.headers]
+        if not self._has_date:
             lines.append(f"Date: {http_date()}\r\n")
-        if not has_server:
+        if not self._has_server:
             lines.append(f"Server: {SERVER_HEADER}\r\n")
+        content_length = self._content_length
+        code = int(status[:3])
 
         if has_no_body(code):
             framing = self.NONE
@@ -522,23 +531,33 @@ class Response:
         send_parts(self._conn, parts)
 
     def send_file(self, filelike: Any, position: int, available: int) -> None:
-        """Send a file with ``socket.sendfile`` from its position, within the Content-Length."""
+        """Send a file with ``sendfile()`` from its position, within the Content-Length."""
         if not self.headers_sent:
-            # The file size is known, so the response gets a length rather than chunks.
-            if not any(name.lower() == "content-length" for name, _ in self.headers):
+            if self._content_length is None:
+                # The file size is known, so the response gets a length rather than chunks.
                 self.headers = [*self.headers, ("Content-Length", str(available))]
+                self._content_length = available
             self._send_head(b"", complete=False)
         if self._framing != self.LENGTH:
-            # HEAD or a body-less status: nothing to send.
-            return
-        count = min(available, (self._content_length or 0) - self._sent)
-        if count <= 0:
-            return
-        try:
-            sent = self._conn.sock.sendfile(filelike, offset=position, count=count)
-        except OSError as exc:
-            raise ClientDisconnected(str(exc)) from exc
-        self._sent += sent
+            return  # HEAD or a body-less status: nothing to send.
+        remaining = min(available, (self._content_length or 0) - self._sent)
+        # os.sendfile rather than socket.sendfile: the latter waits in select() without a
+        # timeout when the kernel send timeout fires, so a client that stops reading
+        # would hold the worker for ever.
+        out_fd, in_fd = self._conn.sock.fileno(), filelike.fileno()
+        offset = position
+        while remaining > 0:
+            try:
+                sent = os.sendfile(out_fd, in_fd, offset, min(remaining, SENDFILE_BLOCK))
+            except BlockingIOError as exc:
+                raise ClientDisconnected("client stopped reading (send timeout)") from exc
+            except OSError as exc:
+                raise ClientDisconnected(str(exc)) from exc
+            if sent == 0:
+                break  # The file is shorter than it was: finish() reports the shortfall.
+            offset += sent
+            remaining -= sent
+            self._sent += sent
 
 
 def send_parts(conn: Connection, parts: list[bytes]) -> None:
