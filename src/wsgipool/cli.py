@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -17,6 +18,7 @@ from .server import Server
 
 EXIT_USAGE = 2
 _DEFAULTS = Config()
+CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(Config))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,31 +40,21 @@ def parse_size(text: str) -> int:
     return number * {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[unit]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}")
-    return value
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except where there is none to show."""
 
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
-    return value
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # No "(default: None)": such options say their default in their own words.
+        if action.default in (None, ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wsgipool",
         description="Serve a WSGI application with a listener thread and a worker pool.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "app",
@@ -83,30 +75,34 @@ def build_parser() -> argparse.ArgumentParser:
         "-t",
         "--threads",
         metavar="N",
-        type=_positive_int,
+        type=int,
         default=_DEFAULTS.threads,
         help="worker threads running the application",
     )
     parser.add_argument(
         "--queue-limit",
         metavar="N",
-        type=_positive_int,
+        type=int,
         default=_DEFAULTS.queue_limit,
         help="ready connections that may wait for a worker before new requests get 503",
     )
     parser.add_argument(
         "--backlog",
         metavar="N",
-        type=_positive_int,
+        type=int,
         default=_DEFAULTS.backlog,
         help="listen() backlog of each socket",
     )
-    parser.add_argument("--chdir", metavar="DIR", help="change to DIR before importing the app")
+    parser.add_argument(
+        "--chdir",
+        metavar="DIR",
+        help="change to DIR before importing the app (default: stay in the current directory)",
+    )
     parser.add_argument(
         "--root-path",
         default=_DEFAULTS.root_path,
         metavar="PATH",
-        help="SCRIPT_NAME the app is mounted at, e.g. /api",
+        help="SCRIPT_NAME the app is mounted at, e.g. /api (default: none, the app is at /)",
     )
     parser.add_argument(
         "--url-scheme",
@@ -139,41 +135,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-header-count",
         metavar="N",
-        type=_positive_int,
+        type=int,
         default=_DEFAULTS.max_header_count,
         help="most header fields in a request; more gets 431",
     )
     parser.add_argument(
         "--header-timeout",
-        type=_seconds,
+        type=float,
         default=_DEFAULTS.header_timeout,
         metavar="SECONDS",
         help="a whole request head must arrive within this",
     )
     parser.add_argument(
         "--keepalive-timeout",
-        type=_seconds,
+        type=float,
         default=_DEFAULTS.keepalive_timeout,
         metavar="SECONDS",
         help="close keep-alive connections idle this long",
     )
     parser.add_argument(
         "--body-timeout",
-        type=_seconds,
+        type=float,
         default=_DEFAULTS.body_timeout,
         metavar="SECONDS",
         help="longest wait for the next piece of a request body",
     )
     parser.add_argument(
         "--send-timeout",
-        type=_seconds,
+        type=float,
         default=_DEFAULTS.send_timeout,
         metavar="SECONDS",
         help="longest wait for a client to take response bytes",
     )
     parser.add_argument(
         "--graceful-timeout",
-        type=_seconds,
+        type=float,
         default=_DEFAULTS.graceful_timeout,
         metavar="SECONDS",
         help="on SIGTERM/SIGINT, how long in-flight requests may take to finish",
@@ -228,6 +224,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(**options)
 
 
+def _option_name(message: str) -> str:
+    """``root_path: must ...`` -> ``--root-path: must ...``: name the option the user typed."""
+    field, colon, rest = message.partition(":")
+    if colon and field.isidentifier() and field in CONFIG_FIELDS:
+        return f"--{field.replace('_', '-')}:{rest}"
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -245,12 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Like `python -m`, the current directory is importable.
         sys.path.insert(0, os.getcwd())
         app = load_app(args.app)
-        server = Server(app, config)
-        server.start()
+        Server(app, config).serve_forever()
     except ConfigError as exc:
-        print(f"wsgipool: error: {exc}", file=sys.stderr)
+        print(f"wsgipool: error: {_option_name(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        # Ctrl-C before the server took over the signal (while importing the app).
         return 130
-    server.serve_forever()
     return 0

@@ -10,6 +10,25 @@ from typing import Any
 from .http.parser import Limits
 
 DEFAULT_PORT = 8000
+# Longest timeout accepted (a year): beyond it the kernel's timeval overflows, and no
+# real deadline is that long.
+MAX_SECONDS = 365 * 24 * 3600
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_COUNTS = (
+    "threads",
+    "queue_limit",
+    "backlog",
+    "max_request_line",
+    "max_header_size",
+    "max_header_count",
+)
+_DURATIONS = (
+    "header_timeout",
+    "keepalive_timeout",
+    "body_timeout",
+    "send_timeout",
+    "graceful_timeout",
+)
 
 
 class ConfigError(ValueError):
@@ -87,41 +106,35 @@ class Config:
     limits: Limits = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.bind, str):
-            object.__setattr__(self, "bind", (self.bind,))
-        if not self.bind:
+        bind = self.bind
+        if isinstance(bind, str):
+            bind = (bind,)
+        if not isinstance(bind, (list, tuple)) or not all(isinstance(b, str) for b in bind):
+            raise ConfigError(f"bind: expected an address or a list of addresses, not {bind!r}")
+        if not bind:
             raise ConfigError("bind: at least one address is needed")
-        object.__setattr__(self, "binds", tuple(BindAddress.parse(text) for text in self.bind))
-        for name in (
-            "threads",
-            "queue_limit",
-            "backlog",
-            "max_request_line",
-            "max_header_size",
-            "max_header_count",
-        ):
+        object.__setattr__(self, "bind", tuple(bind))
+        object.__setattr__(self, "binds", tuple(BindAddress.parse(text) for text in bind))
+        for name in _COUNTS:
             _require_int(name, getattr(self, name), minimum=1)
         _require_int("max_body_size", self.max_body_size, minimum=0)
-        for name in (
-            "header_timeout",
-            "keepalive_timeout",
-            "body_timeout",
-            "send_timeout",
-            "graceful_timeout",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"{name}: must be a positive number of seconds, not {value!r}")
-        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
+        for name in _DURATIONS:
+            _require_seconds(name, getattr(self, name))
+        if not isinstance(self.expose_tracebacks, bool):
             raise ConfigError(
-                f"root_path: must start with '/' and not end with one, not {self.root_path!r}"
+                f"expose_tracebacks: must be True or False, not {self.expose_tracebacks!r}"
             )
-        if self.url_scheme not in ("http", "https"):
-            raise ConfigError(f"url_scheme: must be http or https, not {self.url_scheme!r}")
-        if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
-            raise ConfigError(f"log_level: unknown level {self.log_level!r}")
-        if self.poller not in ("auto", "epoll", "selectors"):
-            raise ConfigError(f"poller: must be auto, epoll or selectors, not {self.poller!r}")
+        root_path = self.root_path
+        if not isinstance(root_path, str) or (
+            root_path and (not root_path.startswith("/") or root_path.endswith("/"))
+        ):
+            raise ConfigError(
+                f"root_path: must start with '/' and not end with one, not {root_path!r}"
+            )
+        _require_choice("url_scheme", self.url_scheme, ("http", "https"))
+        level = self.log_level
+        _require_choice("log_level", level.lower() if isinstance(level, str) else level, LOG_LEVELS)
+        _require_choice("poller", self.poller, ("auto", "epoll", "selectors"))
         object.__setattr__(
             self,
             "limits",
@@ -140,6 +153,22 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
         return cls(**options)
+
+
+def _require_seconds(name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 < value <= MAX_SECONDS  # also refuses NaN
+    ):
+        raise ConfigError(
+            f"{name}: must be a number of seconds above 0 and at most {MAX_SECONDS}, not {value!r}"
+        )
+
+
+def _require_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}: must be one of {', '.join(choices)}; not {value!r}")
 
 
 def _require_int(name: str, value: object, *, minimum: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import sys
 import traceback
 from types import ModuleType
@@ -18,6 +19,9 @@ from .config import ConfigError
 # Looked up in this order when only a module is named, as Flask does.
 DEFAULT_NAMES = ("app", "application")
 DEFAULT_FACTORIES = ("create_app", "make_app")
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class AppLoadError(ConfigError):
@@ -55,7 +59,8 @@ def _brief(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = ""
     for frame in reversed(frames):
-        if "importlib" not in frame.filename:
+        # Point at the application's code, not at the import machinery or wsgipool.
+        if "importlib" not in frame.filename and not frame.filename.startswith(_PACKAGE_DIR):
             where = f" ({frame.filename}:{frame.lineno})"
             break
     if isinstance(exc, SyntaxError) and exc.filename:
@@ -90,7 +95,7 @@ def _evaluate(module: ModuleType, expression: str, spec: str) -> Any:
         try:
             args = [ast.literal_eval(arg) for arg in tree.args]
             kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in tree.keywords if kw.arg}
-        except ValueError:
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             raise AppLoadError(
                 f"factory arguments in {spec!r} must be literals (strings, numbers, ...)"
             ) from None

@@ -103,6 +103,7 @@ class Server:
 
     def serve_forever(self) -> None:
         """Start, then block until SIGINT or SIGTERM (or ``request_stop``), then stop."""
+        # Handlers first: a signal that lands as "listening" is logged is a clean stop too.
         restore = self._install_signal_handlers()
         try:
             if not self._listener:

@@ -50,9 +50,10 @@ def _bind_tcp(host: str, port: int) -> socket.socket:
 
 
 def _bind_unix(path: str) -> socket.socket:
-    # A stale socket file from a previous run would make bind() fail; remove only sockets.
+    # A stale socket file from a previous run would make bind() fail, so remove it; but
+    # only a socket file, and only when nothing listens on it any more.
     with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.stat(path).st_mode):
+        if stat.S_ISSOCK(os.stat(path).st_mode) and not _unix_socket_in_use(path):
             os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -61,6 +62,17 @@ def _bind_unix(path: str) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _unix_socket_in_use(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def describe(sock: socket.socket) -> str:

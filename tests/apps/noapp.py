@@ -1,0 +1,7 @@
+"""A module with nothing the loader could serve."""
+
+something_else = 1
+
+
+def helper():
+    return None
