@@ -236,6 +236,8 @@ class RequestBody:
             while data := self._next(RECV_SIZE):
                 parts.append(data)
             return b"".join(parts)
+        if size == 0:
+            return b""
         data = self._next(size)
         if len(data) == size or not data:
             return data
@@ -419,6 +421,8 @@ class Response:
 
     def write(self, data: bytes) -> None:
         """Send one piece of the body (the PEP 3333 ``write()`` callable, and the iterator's)."""
+        if not isinstance(data, bytes):
+            raise TypeError(f"response body items must be bytes, not {type(data).__name__}")
         if not self.headers_sent:
             self._send_head(data, complete=False)
         elif data:
@@ -426,6 +430,8 @@ class Response:
 
     def write_complete(self, data: bytes) -> None:
         """Send a body known to be whole (a one-item iterable), so it gets a Content-Length."""
+        if not isinstance(data, bytes):
+            raise TypeError(f"response body items must be bytes, not {type(data).__name__}")
         self._send_head(data, complete=True)
 
     @property

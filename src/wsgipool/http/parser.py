@@ -106,19 +106,33 @@ class HeadScanner:
     def find(self, buf: bytearray) -> int:
         """Return the length of the complete head (CRLFCRLF included), or -1 for "need more".
 
-        Raises ``ProtocolError`` once the buffered head is over a limit.
+        Raises ``ProtocolError`` once the head is over a limit, or as soon as a bare LF
+        shows that the client does not end its lines with CRLF.
         """
         start = self._scanned - 3 if self._scanned > 3 else 0
         end = buf.find(HEAD_END, start)
         if end >= 0:
             self._scanned = 0
+            if end + 4 > self._limits.max_header_size:
+                raise ProtocolError(431, "request head too large")
             return end + 4
+        self._check_bare_lf(buf, start)
         self._scanned = len(buf)
         self._check_limits(buf)
         return -1
 
     def reset(self) -> None:
         self._scanned = 0
+
+    @staticmethod
+    def _check_bare_lf(buf: bytearray, start: int) -> None:
+        # Without this a client using bare LF line endings would wait for the header
+        # timeout, as its head never ends in CRLFCRLF; a complete head is checked anyway.
+        lf = buf.find(b"\n", start)
+        while lf >= 0:
+            if lf == 0 or buf[lf - 1] != 13:
+                raise ProtocolError(400, "bare LF in request head")
+            lf = buf.find(b"\n", lf + 1)
 
     def _check_limits(self, buf: bytearray) -> None:
         limits = self._limits
