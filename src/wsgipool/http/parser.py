@@ -142,7 +142,8 @@ class HeadScanner:
         skip = 2 if buf.startswith(CRLF) else 0
         line_end = buf.find(CRLF, skip)
         if line_end < 0:
-            line_end = len(buf)
+            # A trailing CR may be the first half of the line's CRLF.
+            line_end = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
         if line_end - skip > limits.max_request_line:
             raise ProtocolError(414, "request line too long")
 
@@ -240,6 +241,11 @@ def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
 
 def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
     """Return (path, query, host from an absolute-form target) for a request-target."""
+    if method == "CONNECT":
+        # RFC 9112 3.2.3: CONNECT takes the authority-form and nothing else.
+        if _abnf.AUTHORITY_FORM.fullmatch(target) is not None:
+            raise ProtocolError(501, "CONNECT is not supported")
+        raise ProtocolError(400, "CONNECT needs an authority-form target")
     if target[0] == "/":
         if _abnf.ORIGIN_FORM.fullmatch(target) is None:
             raise ProtocolError(400, "invalid request target")
@@ -259,8 +265,6 @@ def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
         path, _, query = (rest or "/").partition("?")
         return path or "/", query, authority
     if _abnf.AUTHORITY_FORM.fullmatch(target) is not None:
-        if method == "CONNECT":
-            raise ProtocolError(501, "CONNECT is not supported")
         raise ProtocolError(400, "authority-form target is only for CONNECT")
     raise ProtocolError(400, "invalid request target")
 

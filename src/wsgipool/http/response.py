@@ -41,7 +41,9 @@ def has_no_body(status_code: int) -> bool:
 
 
 def chunk(data: bytes) -> bytes:
-    """One chunk of a chunked body (RFC 9112 7.1)."""
+    """One chunk of a chunked body (RFC 9112 7.1); nothing for no data, never the last chunk."""
+    if not data:
+        return b""
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
@@ -49,7 +51,7 @@ def error_response(status: int, detail: str = "", *, extra_headers: str = "") ->
     """A complete ``Connection: close`` response for a request the server refuses itself."""
     line = status_line(status)
     body = f"{line}\n{detail}\n" if detail else f"{line}\n"
-    payload = body.encode("latin-1", "replace")
+    payload = body.encode("utf-8", "replace")
     head = (
         f"HTTP/1.1 {line}\r\n"
         f"Server: {SERVER_HEADER}\r\n"
