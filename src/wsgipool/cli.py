@@ -8,11 +8,12 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from . import __version__
-from .config import Config, ConfigError
+from .config import LOG_LEVELS, Config, ConfigError
 from .loader import load_app
 from .server import Server
 
@@ -50,6 +51,74 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+@dataclass(frozen=True)
+class Option:
+    """One command-line option that sets the ``Config`` field of the same name."""
+
+    field: str
+    metavar: str | None
+    help: str
+    type: Callable[[str], Any] = str
+    short: str | None = None
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def flags(self) -> list[str]:
+        long = "--" + self.field.replace("_", "-")
+        return [self.short, long] if self.short else [long]
+
+
+SECONDS = "SECONDS"
+# Every Config option the command line sets, in --help order. Defaults come from Config.
+OPTIONS = (
+    Option("threads", "N", "worker threads running the application", int, short="-t"),
+    Option(
+        "queue_limit",
+        "N",
+        "ready connections that may wait for a worker before new requests get 503",
+        int,
+    ),
+    Option("backlog", "N", "listen() backlog of each socket", int),
+    Option(
+        "root_path",
+        "PATH",
+        "SCRIPT_NAME the app is mounted at, e.g. /api (default: none, the app is at /)",
+    ),
+    Option("url_scheme", "SCHEME", "wsgi.url_scheme", choices=("http", "https")),
+    Option(
+        "max_body_size",
+        "SIZE",
+        "largest request body in bytes (K, M, G allowed); larger gets 413",
+        parse_size,
+    ),
+    Option("max_request_line", "SIZE", "longest request line; longer gets 414", parse_size),
+    Option("max_header_size", "SIZE", "largest request head; larger gets 431", parse_size),
+    Option("max_header_count", "N", "most header fields in a request; more gets 431", int),
+    Option("header_timeout", SECONDS, "a whole request head must arrive within this", float),
+    Option("keepalive_timeout", SECONDS, "close keep-alive connections idle this long", float),
+    Option("body_timeout", SECONDS, "longest wait for the next piece of a request body", float),
+    Option("send_timeout", SECONDS, "longest wait for a client to take response bytes", float),
+    Option(
+        "graceful_timeout",
+        SECONDS,
+        "on SIGTERM/SIGINT, how long in-flight requests may take to finish",
+        float,
+    ),
+    Option(
+        "expose_tracebacks",
+        None,
+        "put the traceback of an application error in the 500 response (development only)",
+    ),
+    Option("log_level", "LEVEL", "error log level", choices=LOG_LEVELS),
+    Option(
+        "poller",
+        "KIND",
+        "readiness API for idle connections",
+        choices=("auto", "epoll", "selectors"),
+    ),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wsgipool",
@@ -72,153 +141,28 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {_DEFAULTS.bind[0]})",
     )
     parser.add_argument(
-        "-t",
-        "--threads",
-        metavar="N",
-        type=int,
-        default=_DEFAULTS.threads,
-        help="worker threads running the application",
-    )
-    parser.add_argument(
-        "--queue-limit",
-        metavar="N",
-        type=int,
-        default=_DEFAULTS.queue_limit,
-        help="ready connections that may wait for a worker before new requests get 503",
-    )
-    parser.add_argument(
-        "--backlog",
-        metavar="N",
-        type=int,
-        default=_DEFAULTS.backlog,
-        help="listen() backlog of each socket",
-    )
-    parser.add_argument(
         "--chdir",
         metavar="DIR",
         help="change to DIR before importing the app (default: stay in the current directory)",
     )
-    parser.add_argument(
-        "--root-path",
-        default=_DEFAULTS.root_path,
-        metavar="PATH",
-        help="SCRIPT_NAME the app is mounted at, e.g. /api (default: none, the app is at /)",
-    )
-    parser.add_argument(
-        "--url-scheme",
-        metavar="SCHEME",
-        default=_DEFAULTS.url_scheme,
-        choices=("http", "https"),
-        help="wsgi.url_scheme",
-    )
-    parser.add_argument(
-        "--max-body-size",
-        type=parse_size,
-        default=_DEFAULTS.max_body_size,
-        metavar="SIZE",
-        help="largest request body in bytes (K, M, G allowed); larger gets 413",
-    )
-    parser.add_argument(
-        "--max-request-line",
-        type=parse_size,
-        default=_DEFAULTS.max_request_line,
-        metavar="SIZE",
-        help="longest request line; longer gets 414",
-    )
-    parser.add_argument(
-        "--max-header-size",
-        type=parse_size,
-        default=_DEFAULTS.max_header_size,
-        metavar="SIZE",
-        help="largest request head; larger gets 431",
-    )
-    parser.add_argument(
-        "--max-header-count",
-        metavar="N",
-        type=int,
-        default=_DEFAULTS.max_header_count,
-        help="most header fields in a request; more gets 431",
-    )
-    parser.add_argument(
-        "--header-timeout",
-        type=float,
-        default=_DEFAULTS.header_timeout,
-        metavar="SECONDS",
-        help="a whole request head must arrive within this",
-    )
-    parser.add_argument(
-        "--keepalive-timeout",
-        type=float,
-        default=_DEFAULTS.keepalive_timeout,
-        metavar="SECONDS",
-        help="close keep-alive connections idle this long",
-    )
-    parser.add_argument(
-        "--body-timeout",
-        type=float,
-        default=_DEFAULTS.body_timeout,
-        metavar="SECONDS",
-        help="longest wait for the next piece of a request body",
-    )
-    parser.add_argument(
-        "--send-timeout",
-        type=float,
-        default=_DEFAULTS.send_timeout,
-        metavar="SECONDS",
-        help="longest wait for a client to take response bytes",
-    )
-    parser.add_argument(
-        "--graceful-timeout",
-        type=float,
-        default=_DEFAULTS.graceful_timeout,
-        metavar="SECONDS",
-        help="on SIGTERM/SIGINT, how long in-flight requests may take to finish",
-    )
-    parser.add_argument(
-        "--expose-tracebacks",
-        action="store_true",
-        help="put the traceback of an application error in the 500 response (development only)",
-    )
-    parser.add_argument(
-        "--log-level",
-        metavar="LEVEL",
-        default=_DEFAULTS.log_level,
-        choices=("debug", "info", "warning", "error", "critical"),
-        help="error log level",
-    )
-    parser.add_argument(
-        "--poller",
-        metavar="KIND",
-        default=_DEFAULTS.poller,
-        choices=("auto", "epoll", "selectors"),
-        help="readiness API for idle connections",
-    )
+    for option in OPTIONS:
+        default = getattr(_DEFAULTS, option.field)
+        if isinstance(default, bool):
+            parser.add_argument(*option.flags, action="store_true", help=option.help)
+            continue
+        parser.add_argument(
+            *option.flags,
+            metavar=option.metavar,
+            type=option.type,
+            default=default,
+            choices=option.choices,
+            help=option.help,
+        )
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    options: dict[str, Any] = {
-        name: getattr(args, name)
-        for name in (
-            "threads",
-            "queue_limit",
-            "backlog",
-            "root_path",
-            "url_scheme",
-            "max_body_size",
-            "max_request_line",
-            "max_header_size",
-            "max_header_count",
-            "header_timeout",
-            "keepalive_timeout",
-            "body_timeout",
-            "send_timeout",
-            "graceful_timeout",
-            "expose_tracebacks",
-            "log_level",
-            "poller",
-        )
-    }
+    options: dict[str, Any] = {option.field: getattr(args, option.field) for option in OPTIONS}
     if args.bind:
         options["bind"] = tuple(args.bind)
     return Config(**options)
