@@ -34,6 +34,7 @@ class Connection:
         "fd",
         "head_started",
         "peer",
+        "queued_at",
         "scanner",
         "sock",
     )
@@ -50,6 +51,8 @@ class Connection:
         # When the current request head began arriving (0: none has); past the header
         # timeout such a connection earns a 408 rather than a silent close.
         self.head_started = 0.0
+        # When the listener last queued the connection for a worker (time.monotonic()).
+        self.queued_at = 0.0
         self.closed = False
         # The per-connection part of the WSGI environ, built on the first request.
         self.environ_base: dict[str, Any] | None = None

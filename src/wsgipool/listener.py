@@ -18,12 +18,12 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
 
 from .config import Config
 from .connection import MSG_DONTWAIT, Connection, set_io_timeouts
 from .http.response import error_response
 from .poller import make_poller
+from .taskqueue import TaskQueue
 
 log = logging.getLogger("wsgipool.error")
 
@@ -41,12 +41,10 @@ class Listener:
         self,
         sockets: list[socket.socket],
         config: Config,
-        dispatch: Callable[[Connection], None],
-        queue_depth: Callable[[], int],
+        tasks: TaskQueue[Connection],
     ) -> None:
         self._config = config
-        self._dispatch = dispatch
-        self._queue_depth = queue_depth
+        self._tasks = tasks
         self._poller = make_poller(config.poller)
         self._listening = {sock.fileno(): sock for sock in sockets}
         self._tcp = {fd for fd, sock in self._listening.items() if sock.family != socket.AF_UNIX}
@@ -118,7 +116,9 @@ class Listener:
 
     def _run(self) -> None:
         poller = self._poller
+        tasks = self._tasks
         next_sweep = time.monotonic() + SWEEP_INTERVAL
+        next_wake_check: float | None = None
         try:
             while not self._stopping:
                 if self._draining:
@@ -127,10 +127,14 @@ class Listener:
                     if self._accepting:
                         self._stop_accepting()
                     self._close_watched(idle_only=True)
-                ready = poller.poll(max(0.0, next_sweep - time.monotonic()))
+                wake_at = (
+                    next_sweep if next_wake_check is None else min(next_sweep, next_wake_check)
+                )
+                ready = poller.poll(max(0.0, wake_at - time.monotonic()))
                 if ready:
                     self._handle_ready(ready)
                 now = time.monotonic()
+                next_wake_check = tasks.wake_stalled(now)
                 if now >= next_sweep:
                     self._sweep(now)
                     next_sweep = now + SWEEP_INTERVAL
@@ -157,12 +161,10 @@ class Listener:
             sock = listening.get(fd)
             if sock is not None:
                 self._accept(sock)
-        limit = self._config.queue_limit
+        put = self._tasks.put
         for conn in dispatch:
-            if self._queue_depth() >= limit:
+            if not put(conn):
                 self._shed(conn)
-            else:
-                self._dispatch(conn)
 
     def _accept(self, listening: socket.socket) -> None:
         config = self._config
@@ -213,7 +215,7 @@ class Listener:
         if now - self._last_overload_log >= 1.0:
             self._last_overload_log = now
             log.warning(
-                "overloaded: %d connections wait for a worker; answering 503", self._queue_depth()
+                "overloaded: %d connections wait for a worker; answering 503", len(self._tasks)
             )
         with contextlib.suppress(OSError):
             conn.sock.send(

@@ -13,8 +13,10 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from .config import Config
+from .connection import Connection
 from .listener import Listener
 from .sockets import bind_socket, describe
+from .taskqueue import TaskQueue
 from .worker import ConnectionHandler, WorkerPool
 from .wsgi import Gateway, WSGIApp
 
@@ -58,8 +60,9 @@ class Server:
             self._close_sockets()
             raise
         gateway = Gateway(self.app, config)
-        pool = WorkerPool(config.threads)
-        listener = Listener(self.sockets, config, pool.submit, pool.depth)
+        tasks: TaskQueue[Connection] = TaskQueue(config.queue_limit)
+        pool = WorkerPool(config.threads, tasks)
+        listener = Listener(self.sockets, config, tasks)
         pool.start(ConnectionHandler(gateway, listener))
         listener.start()
         self._pool, self._listener = pool, listener

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import threading
 import time
 
@@ -13,6 +12,7 @@ from .http.errors import ProtocolError
 from .http.parser import parse_head
 from .http.response import error_response
 from .listener import Listener
+from .taskqueue import TaskQueue
 from .wsgi import Gateway
 
 log = logging.getLogger("wsgipool.error")
@@ -98,12 +98,10 @@ class ConnectionHandler:
 
 
 class WorkerPool:
-    """``threads`` workers sharing one queue of ready connections."""
+    """``threads`` workers taking ready connections off one ``TaskQueue``."""
 
-    def __init__(self, threads: int, name: str = "wsgipool-worker") -> None:
-        # SimpleQueue: a C-level lock-free-for-the-caller FIFO, much cheaper per put/get than
-        # queue.Queue. The listener is its only producer and bounds it (queue_limit).
-        self._queue: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
+    def __init__(self, threads: int, tasks: TaskQueue[Connection], name: str = "wsgipool-worker"):
+        self._tasks = tasks
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True)
             for index in range(threads)
@@ -113,21 +111,14 @@ class WorkerPool:
     def start(self, handler: ConnectionHandler) -> None:
         self._handler = handler
         for thread in self._threads:
+            self._tasks.register_worker()
             thread.start()
-
-    def submit(self, conn: Connection) -> None:
-        self._queue.put(conn)
-
-    def depth(self) -> int:
-        """Connections waiting for a worker."""
-        return self._queue.qsize()
 
     def alive(self) -> int:
         return sum(thread.is_alive() for thread in self._threads)
 
     def stop(self, timeout: float) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
+        self._tasks.close()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -135,9 +126,12 @@ class WorkerPool:
     def _work(self) -> None:
         handler = self._handler
         assert handler is not None
-        get = self._queue.get
+        get = self._tasks.get
+        wake_lock = threading.Lock()
         while True:
-            conn = get()
-            if conn is None:
+            task = get(wake_lock)
+            if task is None:
                 return
+            conn, queued_at = task
+            conn.queued_at = queued_at
             handler(conn)
