@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
@@ -76,6 +77,19 @@ OPTIONS = (
         "queue_limit",
         "N",
         "ready connections that may wait for a worker before new requests get 503",
+        int,
+    ),
+    Option(
+        "queue_timeout",
+        SECONDS,
+        "a request that waited longer than this for a worker gets 503 instead of running "
+        "(0: no limit)",
+        float,
+    ),
+    Option(
+        "max_connections",
+        "N",
+        "open connections at most; beyond it new ones wait in the listen backlog",
         int,
     ),
     Option("backlog", "N", "listen() backlog of each socket", int),
@@ -168,6 +182,26 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(**options)
 
 
+def raise_open_file_limit(max_connections: int) -> None:
+    """Let the process hold ``max_connections`` sockets, as far as the hard limit allows.
+
+    Soft limits are often 1024, far below what the listener can hold; running out shows up
+    as EMFILE on accept. Only the command line does this: an embedding program owns its
+    process limits.
+    """
+    try:
+        import resource
+    except ImportError:  # Not on this platform.
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + 64  # Listening sockets, log files, the app's own files.
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def _option_name(message: str) -> str:
     """``root_path: must ...`` -> ``--root-path: must ...``: name the option the user typed."""
     field, colon, rest = message.partition(":")
@@ -193,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Like `python -m`, the current directory is importable.
         sys.path.insert(0, os.getcwd())
         app = load_app(args.app)
+        raise_open_file_limit(config.max_connections)
         Server(app, config).serve_forever()
     except ConfigError as exc:
         print(f"wsgipool: error: {_option_name(str(exc))}", file=sys.stderr)

@@ -17,6 +17,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _COUNTS = (
     "threads",
     "queue_limit",
+    "max_connections",
     "backlog",
     "max_request_line",
     "max_header_size",
@@ -87,6 +88,8 @@ class Config:
     bind: tuple[str, ...] = ("127.0.0.1:8000",)
     threads: int = 16
     queue_limit: int = 1024
+    queue_timeout: float = 0.0
+    max_connections: int = 65536
     backlog: int = 2048
     root_path: str = ""
     max_request_line: int = 8192
@@ -120,6 +123,8 @@ class Config:
         _require_int("max_body_size", self.max_body_size, minimum=0)
         for name in _DURATIONS:
             _require_seconds(name, getattr(self, name))
+        if self.queue_timeout != 0:  # 0: no queue timeout
+            _require_seconds("queue_timeout", self.queue_timeout)
         if not isinstance(self.expose_tracebacks, bool):
             raise ConfigError(
                 f"expose_tracebacks: must be True or False, not {self.expose_tracebacks!r}"

@@ -21,7 +21,7 @@ import time
 
 from .config import Config
 from .connection import MSG_DONTWAIT, Connection, set_io_timeouts
-from .http.response import error_response
+from .http.response import RETRY_AFTER, error_response
 from .poller import make_poller
 from .taskqueue import TaskQueue
 
@@ -51,8 +51,11 @@ class Listener:
         self._conns: dict[int, Connection] = {}
         self._lock = threading.Lock()
         self._empty = threading.Condition(self._lock)
-        self._accepting = True
+        # Whether the listening sockets are in the poller, and until when accepting is
+        # paused after EMFILE/ENFILE.
+        self._accepting = False
         self._accept_paused_until = 0.0
+        self._at_capacity = False
         self._draining = False
         self._stopping = False
         self._last_overload_log = 0.0
@@ -63,7 +66,7 @@ class Listener:
     def start(self) -> None:
         for sock in self._listening.values():
             sock.setblocking(False)
-            self._poller.add_listener(sock.fileno())
+        self._update_accepting(time.monotonic())
         self._thread.start()
 
     @property
@@ -124,8 +127,6 @@ class Listener:
                 if self._draining:
                     # Every turn, not once: a worker may hand back an idle connection
                     # after the drain began.
-                    if self._accepting:
-                        self._stop_accepting()
                     self._close_watched(idle_only=True)
                 wake_at = (
                     next_sweep if next_wake_check is None else min(next_sweep, next_wake_check)
@@ -135,6 +136,7 @@ class Listener:
                     self._handle_ready(ready)
                 now = time.monotonic()
                 next_wake_check = tasks.wake_stalled(now)
+                self._update_accepting(now)
                 if now >= next_sweep:
                     self._sweep(now)
                     next_sweep = now + SWEEP_INTERVAL
@@ -170,8 +172,9 @@ class Listener:
         config = self._config
         is_tcp = listening.fileno() in self._tcp
         deadline = time.monotonic() + config.header_timeout
-        # Accept everything pending: one wake-up, many connections.
-        for _ in range(256):
+        # Accept everything pending (one wake-up, many connections), up to the limit.
+        room = self._config.max_connections - self.connection_count()
+        for _ in range(min(256, room)):
             try:
                 sock, peer = listening.accept()
             except (BlockingIOError, InterruptedError):
@@ -199,15 +202,24 @@ class Listener:
     def _pause_accepting(self, exc: OSError) -> None:
         now = time.monotonic()
         if now >= self._accept_paused_until + 60:
+            # Once a minute at most: a descriptor shortage can last.
             log.error("accept() failed (%s); pausing accepts for %.1fs", exc, ACCEPT_BACKOFF)
         self._accept_paused_until = now + ACCEPT_BACKOFF
-        self._stop_accepting()
-        self._accepting = True  # Still meant to accept: the sweep resumes it.
+        self._update_accepting(now)
 
-    def _stop_accepting(self) -> None:
+    def _update_accepting(self, now: float) -> None:
+        """Watch the listening sockets exactly when a new connection may be taken."""
+        with self._lock:
+            self._at_capacity = len(self._conns) >= self._config.max_connections
+        wanted = not (self._draining or self._at_capacity or now < self._accept_paused_until)
+        if wanted == self._accepting:
+            return
         for fd in self._listening:
-            self._poller.remove_listener(fd)
-        self._accepting = False
+            if wanted:
+                self._poller.add_listener(fd)
+            else:
+                self._poller.remove_listener(fd)
+        self._accepting = wanted
 
     def _shed(self, conn: Connection) -> None:
         """Refuse a request at once when the queue is full: a 503 costs no worker."""
@@ -219,17 +231,13 @@ class Listener:
             )
         with contextlib.suppress(OSError):
             conn.sock.send(
-                error_response(503, "server overloaded", extra_headers="Retry-After: 1\r\n"),
+                error_response(503, "server overloaded", extra_headers=RETRY_AFTER),
                 MSG_DONTWAIT,
             )
         self.discard(conn)
         conn.close(linger=True)
 
     def _sweep(self, now: float) -> None:
-        if self._accept_paused_until and now >= self._accept_paused_until and not self._draining:
-            self._accept_paused_until = 0.0
-            for fd in self._listening:
-                self._poller.add_listener(fd)
         expired = []
         with self._lock:
             for conn in self._conns.values():
@@ -261,5 +269,8 @@ class Listener:
     def _remove(self, conn: Connection) -> None:
         """Drop ``conn`` from the registry; the registry lock must be held."""
         conn.deadline = 0.0
-        if self._conns.pop(conn.fd, None) is conn and not self._conns:
-            self._empty.notify_all()
+        if self._conns.pop(conn.fd, None) is conn:
+            if not self._conns:
+                self._empty.notify_all()
+            if self._at_capacity:
+                self._poller.wake()  # Below max_connections again: accept once more.

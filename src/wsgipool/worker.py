@@ -10,7 +10,7 @@ import time
 from .connection import ClientDisconnected, Connection
 from .http.errors import ProtocolError
 from .http.parser import parse_head
-from .http.response import error_response
+from .http.response import RETRY_AFTER, error_response
 from .listener import Listener
 from .taskqueue import TaskQueue
 from .wsgi import Gateway
@@ -63,10 +63,18 @@ class ConnectionHandler:
                 del buffer[:end]
                 conn.head_started = 0.0
                 request = parse_head(head, limits)
+                if conn.queued_at:
+                    # The first request of this turn waited in the queue; a client that
+                    # waited past queue_timeout has likely given up, so do not run it.
+                    waited = time.monotonic() - conn.queued_at
+                    conn.queued_at = 0.0
+                    if 0 < config.queue_timeout < waited:
+                        raise ProtocolError(503, f"waited {waited:.1f}s for a worker")
             except ProtocolError as exc:
-                log.debug("bad request from %s: %s", conn.peer, exc)
+                log.debug("refused a request from %s: %s", conn.peer, exc)
+                extra = RETRY_AFTER if exc.status == 503 else ""
                 with contextlib.suppress(ClientDisconnected):
-                    conn.sendall(error_response(exc.status, exc.detail))
+                    conn.sendall(error_response(exc.status, exc.detail, extra_headers=extra))
                 self._close(conn, linger=True)
                 return
             try:

@@ -11,6 +11,8 @@ from .. import __version__
 SERVER_HEADER = f"wsgipool/{__version__}"
 LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Sent with every 503: overload is brief, so invite a retry soon.
+RETRY_AFTER = "Retry-After: 1\r\n"
 
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 
