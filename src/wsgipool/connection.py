@@ -33,16 +33,19 @@ class Connection:
         "environ_base",
         "fd",
         "head_started",
+        "local",
         "peer",
         "queued_at",
         "scanner",
         "sock",
     )
 
-    def __init__(self, sock: socket.socket, peer: Any, limits: Limits) -> None:
+    def __init__(self, sock: socket.socket, peer: Any, local: Any, limits: Limits) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
+        # The address of the listening socket it came in on (a tuple, or a Unix path).
+        self.local = local
         self.buffer = bytearray()
         self.scanner = HeadScanner(limits)
         # Non-zero while the listener watches the connection: when to close it if nothing

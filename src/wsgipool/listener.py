@@ -23,6 +23,7 @@ from .config import Config
 from .connection import MSG_DONTWAIT, Connection, set_io_timeouts
 from .http.response import RETRY_AFTER, error_response
 from .poller import make_poller
+from .sockets import defers_accept
 from .taskqueue import TaskQueue
 
 log = logging.getLogger("wsgipool.error")
@@ -48,6 +49,8 @@ class Listener:
         self._poller = make_poller(config.poller)
         self._listening = {sock.fileno(): sock for sock in sockets}
         self._tcp = {fd for fd, sock in self._listening.items() if sock.family != socket.AF_UNIX}
+        self._deferred = {fd for fd, sock in self._listening.items() if defers_accept(sock)}
+        self._addresses = {fd: sock.getsockname() for fd, sock in self._listening.items()}
         self._conns: dict[int, Connection] = {}
         self._lock = threading.Lock()
         self._empty = threading.Condition(self._lock)
@@ -171,6 +174,8 @@ class Listener:
     def _accept(self, listening: socket.socket) -> None:
         config = self._config
         is_tcp = listening.fileno() in self._tcp
+        deferred = listening.fileno() in self._deferred
+        local = self._addresses[listening.fileno()]
         deadline = time.monotonic() + config.header_timeout
         # Accept everything pending (one wake-up, many connections), up to the limit.
         room = self._config.max_connections - self.connection_count()
@@ -193,11 +198,17 @@ class Listener:
             except OSError:
                 sock.close()
                 continue
-            conn = Connection(sock, peer, config.limits)
-            conn.deadline = deadline
+            conn = Connection(sock, peer, local, config.limits)
             with self._lock:
                 self._conns[conn.fd] = conn
-                self._poller.register(conn.fd)
+                if deferred:
+                    # Its first bytes are already here: straight to a worker.
+                    self._poller.register(conn.fd, armed=False)
+                else:
+                    conn.deadline = deadline
+                    self._poller.register(conn.fd)
+            if deferred and not self._tasks.put(conn):
+                self._shed(conn)
 
     def _pause_accepting(self, exc: OSError) -> None:
         now = time.monotonic()

@@ -26,8 +26,9 @@ class Poller(Protocol):
 
     def remove_listener(self, fd: int) -> None: ...
 
-    def register(self, fd: int) -> None:
-        """Watch a new connection for one readable event (listener thread only)."""
+    def register(self, fd: int, armed: bool = True) -> None:
+        """Add a new connection (listener thread only), watched for one readable event
+        unless ``armed`` is False: then it waits for its first ``rearm``."""
 
     def rearm(self, fd: int) -> None:
         """Watch a connection again (any thread); a closed descriptor is ignored."""
@@ -86,11 +87,14 @@ class EpollPoller:
     def remove_listener(self, fd: int) -> None:
         self.forget(fd)
 
-    def register(self, fd: int) -> None:
+    def register(self, fd: int, armed: bool = True) -> None:
+        # Unarmed, the descriptor is still one-shot, so a hang-up reported while a worker
+        # owns the connection fires once, not in a loop.
+        events = self._ONESHOT_IN if armed else select.EPOLLONESHOT
         try:
-            self._epoll.register(fd, self._ONESHOT_IN)
+            self._epoll.register(fd, events)
         except FileExistsError:
-            self._epoll.modify(fd, self._ONESHOT_IN)
+            self._epoll.modify(fd, events)
 
     def rearm(self, fd: int) -> None:
         # The listener may have closed the connection during shutdown: nothing to re-arm.
@@ -137,8 +141,9 @@ class SelectorPoller:
         self._listeners.discard(fd)
         self._unregister(fd)
 
-    def register(self, fd: int) -> None:
-        self._selector.register(fd, selectors.EVENT_READ)
+    def register(self, fd: int, armed: bool = True) -> None:
+        if armed:
+            self._selector.register(fd, selectors.EVENT_READ)
 
     def rearm(self, fd: int) -> None:
         with self._pending_lock:

@@ -42,6 +42,10 @@ def _bind_tcp(host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6:
             # "[::]:8000" means IPv6 only; bind 0.0.0.0 too for both.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if hasattr(socket, "TCP_DEFER_ACCEPT"):
+            # Linux: accept() returns a connection once its first bytes are in, so the
+            # listener can queue it for a worker at once instead of polling it first.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
         sock.bind(sockaddr)
     except OSError:
         sock.close()
@@ -73,6 +77,16 @@ def _unix_socket_in_use(path: str) -> bool:
     finally:
         probe.close()
     return True
+
+
+def defers_accept(sock: socket.socket) -> bool:
+    """Whether accept() on ``sock`` waits for the client's first bytes (TCP_DEFER_ACCEPT)."""
+    if sock.family == socket.AF_UNIX or not hasattr(socket, "TCP_DEFER_ACCEPT"):
+        return False
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) > 0
+    except OSError:
+        return False
 
 
 def describe(sock: socket.socket) -> str:

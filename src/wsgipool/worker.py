@@ -13,7 +13,7 @@ from .http.parser import parse_head
 from .http.response import RETRY_AFTER, error_response
 from .listener import Listener
 from .taskqueue import TaskQueue
-from .wsgi import Gateway
+from .wsgi import Gateway, Outcome
 
 log = logging.getLogger("wsgipool.error")
 
@@ -78,11 +78,11 @@ class ConnectionHandler:
                 self._close(conn, linger=True)
                 return
             try:
-                keep_alive = gateway.handle(conn, request, listener.draining)
+                outcome = gateway.handle(conn, request, listener.draining)
             except ClientDisconnected:
-                keep_alive = False
-            if not keep_alive:
-                self._close(conn, linger=True)
+                outcome = Outcome.CLOSE
+            if outcome is not Outcome.KEEP_ALIVE:
+                self._close(conn, linger=outcome is Outcome.ABORT)
                 return
             if not buffer:
                 self._hand_back(conn)

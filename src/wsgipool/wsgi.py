@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
 import re
@@ -114,6 +115,15 @@ def cgi_name(field_name: str) -> str:
     if name is None:
         name = "HTTP_" + field_name.upper().replace("-", "_")
     return name
+
+
+class Outcome(enum.Enum):
+    """How a connection goes on after a request."""
+
+    KEEP_ALIVE = "keep-alive"  # Ready for the next request.
+    CLOSE = "close"  # The exchange is complete: close normally.
+    ABORT = "abort"  # The client may still be sending: half-close and drop what arrives,
+    # so the response is not destroyed by a reset.
 
 
 class RequestBodyError(OSError):
@@ -609,7 +619,9 @@ class Gateway:
 
     def _connection_environ(self, conn: Connection) -> dict[str, Any]:
         environ = dict(self._static_environ)
-        local = conn.sock.getsockname()
+        # The listening socket's address, as gunicorn and werkzeug report it (0.0.0.0 for
+        # a wildcard bind); HTTP_HOST says what the client asked for.
+        local = conn.local
         if isinstance(local, tuple):
             environ["SERVER_NAME"] = local[0]
             environ["SERVER_PORT"] = str(local[1])
@@ -663,12 +675,12 @@ class Gateway:
             environ["CONTENT_LENGTH"] = str(request.content_length)
         return environ
 
-    def handle(self, conn: Connection, request: Request, draining: bool) -> bool:
-        """Serve one request; return whether the connection can carry another."""
+    def handle(self, conn: Connection, request: Request, draining: bool) -> Outcome:
+        """Serve one request; say whether and how the connection goes on."""
         max_body = self.config.max_body_size
         if request.content_length is not None and request.content_length > max_body:
             conn.sendall(error_response(413, "request body larger than max_body_size"))
-            return False
+            return Outcome.ABORT
         decoder: FixedLengthBody | ChunkedBody | None
         if request.chunked:
             decoder = ChunkedBody(self.config.limits)
@@ -686,16 +698,16 @@ class Gateway:
             self._send_result(response, result)
         except ClientDisconnected as exc:
             log.debug("client %s went away: %s", conn.peer, exc)
-            return False
+            return Outcome.CLOSE
         except Exception as exc:
             self._fail(conn, request, response, body, exc)
-            return False
+            return Outcome.ABORT
         finally:
             if result is not None:
                 self._close_result(result, request)
         if not response.keep_alive:
-            return False
-        return body.done or body.drain()
+            return Outcome.CLOSE if body.done and not conn.buffer else Outcome.ABORT
+        return Outcome.KEEP_ALIVE if body.done or body.drain() else Outcome.ABORT
 
     @staticmethod
     def _send_result(response: Response, result: Iterable[bytes]) -> None:
