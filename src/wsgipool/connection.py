@@ -111,14 +111,25 @@ class Connection:
             sock.close()
 
 
-def set_io_timeouts(sock: socket.socket, recv_timeout: float, send_timeout: float) -> None:
-    """Bound blocking recv()/send() in the kernel (SO_RCVTIMEO/SO_SNDTIMEO).
+def timeval(seconds: float) -> bytes:
+    """A ``struct timeval`` for SO_RCVTIMEO/SO_SNDTIMEO."""
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+
+
+def prepare_socket(
+    sock: socket.socket, tcp: bool, recv_timeout: bytes, send_timeout: bytes
+) -> None:
+    """Make an accepted socket blocking, with kernel I/O timeouts (``timeval`` values).
 
     A Python-level ``settimeout()`` makes every recv and send call poll() first: one extra
-    system call per operation on the hot path. Kernel timeouts cost nothing until they fire;
-    then the call fails with EAGAIN.
+    system call per operation on the hot path. Kernel timeouts (SO_RCVTIMEO, SO_SNDTIMEO)
+    cost nothing until they fire; then the call fails with EAGAIN.
     """
-    for option, seconds in ((socket.SO_RCVTIMEO, recv_timeout), (socket.SO_SNDTIMEO, send_timeout)):
-        whole = int(seconds)
-        micros = int((seconds - whole) * 1_000_000)
-        sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", whole, micros))
+    if sock.gettimeout() is not None:
+        # Only when socket.setdefaulttimeout() was used: accepted sockets are blocking.
+        sock.setblocking(True)
+    if tcp:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, recv_timeout)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, send_timeout)

@@ -20,7 +20,7 @@ import threading
 import time
 
 from .config import Config
-from .connection import MSG_DONTWAIT, Connection, set_io_timeouts
+from .connection import MSG_DONTWAIT, Connection, prepare_socket, timeval
 from .http.response import RETRY_AFTER, error_response
 from .poller import make_poller
 from .sockets import defers_accept
@@ -51,6 +51,8 @@ class Listener:
         self._tcp = {fd for fd, sock in self._listening.items() if sock.family != socket.AF_UNIX}
         self._deferred = {fd for fd, sock in self._listening.items() if defers_accept(sock)}
         self._addresses = {fd: sock.getsockname() for fd, sock in self._listening.items()}
+        self._recv_timeout = timeval(config.body_timeout)
+        self._send_timeout = timeval(config.send_timeout)
         self._conns: dict[int, Connection] = {}
         self._lock = threading.Lock()
         self._empty = threading.Condition(self._lock)
@@ -191,10 +193,7 @@ class Listener:
                 # ECONNABORTED and friends: that client is gone, the next may not be.
                 continue
             try:
-                sock.setblocking(True)
-                if is_tcp:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                set_io_timeouts(sock, config.body_timeout, config.send_timeout)
+                prepare_socket(sock, is_tcp, self._recv_timeout, self._send_timeout)
             except OSError:
                 sock.close()
                 continue
