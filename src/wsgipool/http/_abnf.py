@@ -141,6 +141,11 @@ ABSOLUTE_FORM = re.compile(absolute_form_tolerated)
 AUTHORITY_FORM = re.compile(authority_form)
 FIELD_NAME = re.compile(field_name)
 FIELD_VALUE = re.compile(field_value)
+# field-line CRLF, with the value's OWS kept in the second group (the caller strips it):
+# one character class for OWS and value, so matching never backtracks.
+FIELD_LINE = re.compile(r"(" + field_name + r"):(" + field_value + r")\r\n")
+# The field section: *( field-line CRLF )
+FIELD_SECTION = re.compile(r"(?:" + field_name + r":" + field_value + r"\r\n)*")
 TOKEN = re.compile(token)
 # RFC 9110 8.6: Content-Length = 1*DIGIT (ASCII only: Python's int() would take "+1", " 1",
 # "1_0" and non-ASCII digits, each a smuggling vector).

@@ -13,6 +13,7 @@ ever read as another request.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NoReturn
 
 from . import _abnf
 from .errors import ProtocolError
@@ -155,11 +156,13 @@ def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
         text = text[2:]
         if not text.endswith("\r\n\r\n"):
             raise ProtocolError(400, "empty request line")
-    lines = text[:-4].split("\r\n")
-    request_line = lines[0]
+    line_end = text.find("\r\n")
+    request_line = text[:line_end]
     if len(request_line) > limits.max_request_line:
         raise ProtocolError(414, "request line too long")
-    if len(lines) - 1 > limits.max_header_count:
+    # Every field line with its CRLF; the head's final empty line is left out.
+    fields = text[line_end + 2 : -2]
+    if fields.count("\r\n") > limits.max_header_count:
         raise ProtocolError(431, "too many header fields")
     match = _abnf.REQUEST_LINE.fullmatch(request_line)
     if match is None:
@@ -171,37 +174,30 @@ def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
     version = "HTTP/1.0" if minor == "0" else "HTTP/1.1"
     path, query, target_host = _split_target(method, target)
 
+    # The whole field section is checked by one regular expression, then split by another:
+    # two passes in C instead of several calls per line.
+    if _abnf.FIELD_SECTION.fullmatch(fields) is None:
+        _raise_field_error(fields)
     headers: list[tuple[str, str]] = []
     host_values: list[str] = []
     content_lengths: list[str] = []
     transfer_codings: list[str] = []
     connection_tokens: list[str] = []
     expect_continue = False
-    field_name = _abnf.FIELD_NAME.fullmatch
-    field_value = _abnf.FIELD_VALUE.fullmatch
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon:
-            if line[:1] in (" ", "\t"):
-                raise ProtocolError(400, "obsolete line folding")
-            raise ProtocolError(400, "header line without a colon")
-        if field_name(name) is None:
-            # Also catches whitespace before the colon and obs-fold (RFC 9112 5.1, 5.2).
-            raise ProtocolError(400, "invalid header field name")
-        value = value.strip(" \t")
-        if field_value(value) is None:
-            raise ProtocolError(400, "invalid character in header field value")
+    for name, value in _abnf.FIELD_LINE.findall(fields):
         name = name.lower()
-        if name == "host":
-            host_values.append(value)
-        elif name == "content-length":
-            content_lengths.append(value)
-        elif name == "transfer-encoding":
-            transfer_codings.extend(value.split(","))
-        elif name == "connection":
-            connection_tokens.extend(token.strip(" \t").lower() for token in value.split(","))
-        elif name == "expect":
-            expect_continue = _parse_expect(value)
+        value = value.strip(" \t")
+        if name in _FRAMING_FIELDS:
+            if name == "host":
+                host_values.append(value)
+            elif name == "content-length":
+                content_lengths.append(value)
+            elif name == "transfer-encoding":
+                transfer_codings.extend(value.split(","))
+            elif name == "connection":
+                connection_tokens.extend(token.strip(" \t").lower() for token in value.split(","))
+            else:
+                expect_continue = _parse_expect(value)
         headers.append((name, value))
 
     http11 = version == "HTTP/1.1"
@@ -237,6 +233,28 @@ def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
         keep_alive=keep_alive,
         expect_continue=expect_continue and http11,
     )
+
+
+# The fields that decide how the request is framed and handled.
+_FRAMING_FIELDS = frozenset({"host", "content-length", "transfer-encoding", "connection", "expect"})
+
+
+def _raise_field_error(fields: str) -> NoReturn:
+    """Say which rule the field section broke (it failed FIELD_SECTION)."""
+    field_name = _abnf.FIELD_NAME.fullmatch
+    field_value = _abnf.FIELD_VALUE.fullmatch
+    for line in fields.split("\r\n")[:-1]:
+        name, colon, value = line.partition(":")
+        if not colon:
+            if line[:1] in (" ", "\t"):
+                raise ProtocolError(400, "obsolete line folding")
+            raise ProtocolError(400, "header line without a colon")
+        if field_name(name) is None:
+            # Also catches whitespace before the colon and obs-fold (RFC 9112 5.1, 5.2).
+            raise ProtocolError(400, "invalid header field name")
+        if field_value(value.strip(" \t")) is None:
+            raise ProtocolError(400, "invalid character in header field value")
+    raise ProtocolError(400, "invalid header section")
 
 
 def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
