@@ -44,7 +44,7 @@ def render(parser: argparse.ArgumentParser) -> str:
             shown = "(none)"
         else:
             shown = f"`{default}`"
-        help_text = (action.help or "").replace("|", "\\|")
+        help_text = (action.help or "").replace("%%", "%").replace("|", "\\|")
         if action.choices:
             help_text += " (" + ", ".join(str(choice) for choice in action.choices) + ")"
         rows.append(f"| {names} | {shown} | {help_text} |")

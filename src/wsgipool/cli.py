@@ -125,6 +125,18 @@ OPTIONS = (
     ),
     Option("log_level", "LEVEL", "error log level", choices=LOG_LEVELS),
     Option(
+        "access_log",
+        "FILE",
+        "write an access log line per request to FILE, or to stdout with '-' (default: off)",
+    ),
+    Option(
+        "access_log_format",
+        "FORMAT",
+        "access log line, in gunicorn's atoms: %%(h)s remote address, %%(r)s request line, "
+        "%%(s)s status, %%(b)s body bytes, %%(D)s microseconds, %%(w)s ms waited for a worker, "
+        "%%({name}i)s request header, %%({name}o)s response header, %%({key}e)s environ",
+    ),
+    Option(
         "poller",
         "KIND",
         "readiness API for idle connections",

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .accesslog import COMBINED, check_format
 from .http.parser import Limits
 
 DEFAULT_PORT = 8000
@@ -104,6 +105,8 @@ class Config:
     graceful_timeout: float = 30.0
     url_scheme: str = "http"
     log_level: str = "info"
+    access_log: str = ""
+    access_log_format: str = COMBINED
     poller: str = "auto"
     binds: tuple[BindAddress, ...] = field(init=False, repr=False, compare=False)
     limits: Limits = field(init=False, repr=False, compare=False)
@@ -139,6 +142,12 @@ class Config:
         _require_choice("url_scheme", self.url_scheme, ("http", "https"))
         level = self.log_level
         _require_choice("log_level", level.lower() if isinstance(level, str) else level, LOG_LEVELS)
+        if not isinstance(self.access_log, str):
+            raise ConfigError(f"access_log: a file path or '-', not {self.access_log!r}")
+        try:
+            check_format(self.access_log_format)
+        except ValueError as exc:
+            raise ConfigError(f"access_log_format: {exc}") from None
         _require_choice("poller", self.poller, ("auto", "epoll", "selectors"))
         object.__setattr__(
             self,

@@ -12,7 +12,8 @@ import time
 from types import FrameType, TracebackType
 from typing import Any
 
-from .config import Config
+from .accesslog import close_access_log, open_access_log
+from .config import Config, ConfigError
 from .connection import Connection
 from .listener import Listener
 from .sockets import bind_socket, describe
@@ -44,6 +45,7 @@ class Server:
         self._pool: WorkerPool | None = None
         self._stop_requested = threading.Event()
         self._force_stop = False
+        self._access_handler: logging.Handler | None = None
         self._stopped = False
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -51,6 +53,13 @@ class Server:
     def start(self) -> None:
         """Bind, start the pool and the listener; return once listening."""
         config = self.config
+        if config.access_log:
+            try:
+                self._access_handler = open_access_log(config.access_log)
+            except OSError as exc:
+                raise ConfigError(
+                    f"access_log: cannot open {config.access_log}: {exc.strerror}"
+                ) from None
         try:
             for address in config.binds:
                 self.sockets.append(bind_socket(address, config.backlog))
@@ -58,6 +67,7 @@ class Server:
                     self._unix_paths.append(address.path)
         except Exception:
             self._close_sockets()
+            self._close_access_log()
             raise
         gateway = Gateway(self.app, config)
         tasks: TaskQueue[Connection] = TaskQueue(config.queue_limit)
@@ -102,6 +112,7 @@ class Server:
         listener.stop()
         pool.stop(timeout=5.0)
         self._close_sockets()
+        self._close_access_log()
         return clean
 
     def serve_forever(self) -> None:
@@ -173,6 +184,11 @@ class Server:
                 signal.signal(signum, handler)
 
         return restore
+
+    def _close_access_log(self) -> None:
+        if self._access_handler is not None:
+            close_access_log(self._access_handler)
+            self._access_handler = None
 
     def _close_sockets(self) -> None:
         for sock in self.sockets:

@@ -63,13 +63,14 @@ class ConnectionHandler:
                 del buffer[:end]
                 conn.head_started = 0.0
                 request = parse_head(head, limits)
+                queue_wait = 0.0
                 if conn.queued_at:
                     # The first request of this turn waited in the queue; a client that
                     # waited past queue_timeout has likely given up, so do not run it.
-                    waited = time.monotonic() - conn.queued_at
+                    queue_wait = time.monotonic() - conn.queued_at
                     conn.queued_at = 0.0
-                    if 0 < config.queue_timeout < waited:
-                        raise ProtocolError(503, f"waited {waited:.1f}s for a worker")
+                    if 0 < config.queue_timeout < queue_wait:
+                        raise ProtocolError(503, f"waited {queue_wait:.1f}s for a worker")
             except ProtocolError as exc:
                 log.debug("refused a request from %s: %s", conn.peer, exc)
                 extra = RETRY_AFTER if exc.status == 503 else ""
@@ -78,7 +79,7 @@ class ConnectionHandler:
                 self._close(conn, linger=True)
                 return
             try:
-                outcome = gateway.handle(conn, request, listener.draining)
+                outcome = gateway.handle(conn, request, listener.draining, queue_wait)
             except ClientDisconnected:
                 outcome = Outcome.CLOSE
             if outcome is not Outcome.KEEP_ALIVE:

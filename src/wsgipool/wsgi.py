@@ -9,12 +9,14 @@ import os
 import re
 import stat
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
+from .accesslog import AccessLog
 from .config import Config
 from .connection import RECV_SIZE, ClientDisconnected, Connection
 from .http import _abnf
@@ -27,6 +29,7 @@ from .http.response import (
     error_response,
     has_no_body,
     http_date,
+    status_line,
 )
 
 log = logging.getLogger("wsgipool.error")
@@ -445,6 +448,11 @@ class Response:
         self._send_head(data, complete=True)
 
     @property
+    def body_sent(self) -> int:
+        """Body bytes sent so far."""
+        return self._sent
+
+    @property
     def finished_sending(self) -> bool:
         """Nothing more would reach the client: a HEAD head is out, or the length is reached."""
         return self.headers_sent and (
@@ -604,6 +612,7 @@ class Gateway:
     def __init__(self, app: WSGIApp, config: Config, *, multiprocess: bool = False) -> None:
         self.app = app
         self.config = config
+        self.access_log = AccessLog(config.access_log_format) if config.access_log else None
         self._static_environ: dict[str, Any] = {
             "SCRIPT_NAME": config.root_path,
             "SERVER_SOFTWARE": SERVER_HEADER,
@@ -675,8 +684,14 @@ class Gateway:
             environ["CONTENT_LENGTH"] = str(request.content_length)
         return environ
 
-    def handle(self, conn: Connection, request: Request, draining: bool) -> Outcome:
-        """Serve one request; say whether and how the connection goes on."""
+    def handle(
+        self, conn: Connection, request: Request, draining: bool, queue_wait: float = 0.0
+    ) -> Outcome:
+        """Serve one request; say whether and how the connection goes on.
+
+        ``queue_wait`` is how long the request waited for a worker (seconds); the app
+        sees it as ``environ["wsgipool.queue_wait"]``.
+        """
         max_body = self.config.max_body_size
         if request.content_length is not None and request.content_length > max_body:
             conn.sendall(error_response(413, "request body larger than max_body_size"))
@@ -691,23 +706,39 @@ class Gateway:
         body = RequestBody(conn, decoder, request.expect_continue, max_body)
         environ = self.make_environ(conn, request)
         environ["wsgi.input"] = body
+        environ["wsgipool.queue_wait"] = queue_wait
         response = Response(conn, request, body, draining)
+        access_log = self.access_log
+        started = time.monotonic() if access_log is not None else 0.0
         result: Iterable[bytes] | None = None
+        status: str | None = None
         try:
             result = self.app(environ, response.start_response)
             self._send_result(response, result)
+            status = response.status
+            if not response.keep_alive:
+                outcome = Outcome.CLOSE if body.done and not conn.buffer else Outcome.ABORT
+            else:
+                outcome = Outcome.KEEP_ALIVE if body.done or body.drain() else Outcome.ABORT
         except ClientDisconnected as exc:
             log.debug("client %s went away: %s", conn.peer, exc)
-            return Outcome.CLOSE
+            outcome = Outcome.CLOSE
         except Exception as exc:
-            self._fail(conn, request, response, body, exc)
-            return Outcome.ABORT
+            status = self._fail(conn, request, response, body, exc)
+            outcome = Outcome.ABORT
         finally:
             if result is not None:
                 self._close_result(result, request)
-        if not response.keep_alive:
-            return Outcome.CLOSE if body.done and not conn.buffer else Outcome.ABORT
-        return Outcome.KEEP_ALIVE if body.done or body.drain() else Outcome.ABORT
+        if access_log is not None:
+            access_log.log(
+                environ,
+                status or "-",
+                response.headers,
+                response.body_sent,
+                time.monotonic() - started,
+                queue_wait,
+            )
+        return outcome
 
     @staticmethod
     def _send_result(response: Response, result: Iterable[bytes]) -> None:
@@ -731,7 +762,8 @@ class Gateway:
         response: Response,
         body: RequestBody,
         exc: Exception,
-    ) -> None:
+    ) -> str | None:
+        """Answer an application or body error; return the status sent, if any."""
         if response.headers_sent:
             log.error(
                 "error after the response started for %s %s; aborting the connection",
@@ -739,7 +771,7 @@ class Gateway:
                 request.target,
                 exc_info=exc,
             )
-            return
+            return response.status
         status = body.failure
         if status is None:
             status = 500
@@ -753,6 +785,7 @@ class Gateway:
             detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         with contextlib.suppress(ClientDisconnected):
             conn.sendall(error_response(status, detail))
+        return status_line(status)
 
     @staticmethod
     def _close_result(result: Iterable[bytes], request: Request) -> None:

@@ -1,0 +1,111 @@
+"""The access log: off by default, one line per request, gunicorn's atoms."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import wait_for
+from wsgipool import Config, ConfigError
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/boom":
+        raise RuntimeError("boom")
+    body = b"hello"
+    start_response("201 Created", [("Content-Length", "5"), ("X-Out", "yes")])
+    return [body]
+
+
+def read_lines(path: Path, count: int) -> list[str]:
+    wait_for(lambda: path.exists() and len(path.read_text().splitlines()) >= count)
+    return path.read_text().splitlines()
+
+
+def test_combined_format_by_default(serve, tmp_path):
+    log = tmp_path / "access.log"
+    live = serve(app, access_log=str(log))
+    requests.get(
+        live.url + "/x?y=1", headers={"User-Agent": "ua/1", "Referer": "http://r/"}, timeout=10
+    )
+    (line,) = read_lines(log, 1)
+    assert line.startswith("127.0.0.1 - - [")
+    assert '"GET /x?y=1 HTTP/1.1" 201 5 "http://r/" "ua/1"' in line
+
+
+def test_custom_atoms(serve, tmp_path):
+    log = tmp_path / "access.log"
+    fmt = (
+        "%(m)s %(U)s %(q)s %(s)s %(B)s %({x-in}i)s %({x-out}o)s %({SERVER_PROTOCOL}e)s %(w)s %(D)s"
+    )
+    live = serve(app, access_log=str(log), access_log_format=fmt)
+    requests.get(live.url + "/p?q=2", headers={"X-In": "abc"}, timeout=10)
+    (line,) = read_lines(log, 1)
+    method, path, query, status, size, x_in, x_out, protocol, waited, micros = line.split()
+    assert (method, path, query, status, size) == ("GET", "/p", "q=2", "201", "5")
+    assert (x_in, x_out, protocol) == ("abc", "yes", "HTTP/1.1")
+    assert float(waited) >= 0 and int(micros) >= 0
+
+
+def test_application_error_is_logged_as_500(serve, tmp_path):
+    log = tmp_path / "access.log"
+    live = serve(app, access_log=str(log), access_log_format="%(r)s %(s)s")
+    assert requests.get(live.url + "/boom", timeout=10).status_code == 500
+    assert read_lines(log, 1) == ["GET /boom HTTP/1.1 500"]
+
+
+def test_queue_wait_reaches_the_environ(serve):
+    seen = []
+
+    def waiting_app(environ, start_response):
+        seen.append(environ["wsgipool.queue_wait"])
+        start_response("200 OK", [("Content-Length", "0")])
+        return []
+
+    live = serve(waiting_app)
+    requests.get(live.url, timeout=10)
+    assert len(seen) == 1 and isinstance(seen[0], float) and seen[0] >= 0
+
+
+def test_bad_format_is_a_config_error():
+    with pytest.raises(ConfigError, match="access_log_format"):
+        Config(access_log_format="%(h)d %(")
+
+
+def test_cli_access_log_to_stdout(tmp_path):
+    apps = Path(__file__).parent / "apps"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wsgipool",
+            "goodapp:app",
+            "-b",
+            "127.0.0.1:0",
+            "--chdir",
+            str(apps),
+            "--access-log",
+            "-",
+            "--access-log-format",
+            "%(r)s %(s)s",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = None
+        for line in proc.stderr:
+            if "listening on http://" in line:
+                url = line.split("listening on ")[1].split()[0]
+                break
+        assert url is not None
+        requests.get(url + "/logged", timeout=10)
+        assert proc.stdout.readline().strip() == "GET /logged HTTP/1.1 200"
+    finally:
+        proc.terminate()
+        proc.wait(10)
