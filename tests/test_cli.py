@@ -567,7 +567,7 @@ def test_serves_then_stops_cleanly_on_signal(spawn: Any, signum: int) -> None:
     (url,) = proc.listening()
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url), url
     assert int(url.rsplit(":", 1)[1]) > 0
-    assert "(2 threads)" in proc.stderr
+    assert "with 2 threads" in proc.stderr
     response = requests.get(url + "/", timeout=10)
     assert response.status_code == 200
     assert response.text == "hello from goodapp"

@@ -11,9 +11,10 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__
+from . import __version__, settings
 from .config import LOG_LEVELS, Config, ConfigError
 from .loader import load_app
 from .server import Server
@@ -145,23 +146,48 @@ OPTIONS = (
 )
 
 
+# What the command line can set: Config fields, and the app.
+_SETTING_NAMES = frozenset({"app", "bind", *(option.field for option in OPTIONS)})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wsgipool",
-        description="Serve a WSGI application with a listener thread and a worker pool.",
+        description="Serve a WSGI application with a listener thread and a worker pool. "
+        "Every option can also be set in the environment (--queue-limit as "
+        "WSGIPOOL_QUEUE_LIMIT) or under [tool.wsgipool] in ./pyproject.toml "
+        "(queue_limit = 64); the command line wins over the environment, which wins over "
+        "the file.",
         formatter_class=_HelpFormatter,
+        # Abbreviations would make an option's meaning depend on which others exist.
+        allow_abbrev=False,
     )
     parser.add_argument(
         "app",
         metavar="APP",
+        nargs="?",
+        default=argparse.SUPPRESS,
         help="the application: module:name, module:name.attr, module:factory(), "
-        "module:factory(arg=1) or module (looks for app, application, create_app(), make_app())",
+        "module:factory(arg=1) or module (looks for app, application, create_app(), "
+        "make_app()); also WSGIPOOL_APP or app = ... in pyproject.toml",
     )
     parser.add_argument("--version", action="version", version=f"wsgipool {__version__}")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print every option's value and where it came from, then exit",
+    )
+    parser.add_argument(
+        "--log-config",
+        metavar="FILE",
+        help="configure logging from a logging.config.dictConfig file (.json or .toml) "
+        "(default: log to stderr at --log-level)",
+    )
     parser.add_argument(
         "-b",
         "--bind",
         action="append",
+        default=argparse.SUPPRESS,
         metavar="ADDRESS",
         help="where to listen, repeatable: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N "
         f"(default: {_DEFAULTS.bind[0]})",
@@ -172,26 +198,55 @@ def build_parser() -> argparse.ArgumentParser:
         help="change to DIR before importing the app (default: stay in the current directory)",
     )
     for option in OPTIONS:
+        # No argparse default: an option left off the command line may come from the
+        # environment or pyproject.toml. --help still shows Config's default.
         default = getattr(_DEFAULTS, option.field)
+        help_text = option.help
+        if default != "":
+            help_text += f" (default: {default})".replace("%", "%%")
         if isinstance(default, bool):
-            parser.add_argument(*option.flags, action="store_true", help=option.help)
+            parser.add_argument(
+                *option.flags, action="store_true", default=argparse.SUPPRESS, help=help_text
+            )
             continue
         parser.add_argument(
             *option.flags,
             metavar=option.metavar,
             type=option.type,
-            default=default,
+            default=argparse.SUPPRESS,
             choices=option.choices,
-            help=option.help,
+            help=help_text,
         )
     return parser
 
 
+def resolve_settings(args: argparse.Namespace) -> tuple[Config, str | None, settings.Resolved]:
+    """The Config and app from the command line, the environment and ./pyproject.toml."""
+    given = {name: value for name, value in vars(args).items() if name in _SETTING_NAMES}
+    if "bind" in given:
+        given["bind"] = tuple(given["bind"])
+    parsers = {option.field: option.type for option in OPTIONS}
+    resolved = settings.resolve(
+        given, parsers, settings.environment(), Path.cwd(), extra_fields=("app",)
+    )
+    values = dict(resolved.values)
+    app = values.pop("app", None)
+    return Config(**values), app, resolved
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
-    options: dict[str, Any] = {option.field: getattr(args, option.field) for option in OPTIONS}
-    if args.bind:
-        options["bind"] = tuple(args.bind)
-    return Config(**options)
+    """The Config alone (see ``resolve_settings``)."""
+    return resolve_settings(args)[0]
+
+
+def configure_logging(level: str, config_file: str | None) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S %z",
+    )
+    if config_file:
+        settings.apply_logging_config(Path(config_file))
 
 
 def raise_open_file_limit(max_connections: int) -> None:
@@ -224,23 +279,27 @@ def _option_name(message: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S %z",
-    )
     try:
-        config = config_from_args(args)
         if args.chdir:
             try:
                 os.chdir(args.chdir)
             except OSError as exc:
                 raise ConfigError(f"--chdir {args.chdir}: {exc.strerror}") from None
+        # After --chdir: ./pyproject.toml is the project's.
+        config, app_spec, resolved = resolve_settings(args)
+        if args.print_config:
+            print(settings.describe(resolved, config, app_spec))
+            return 0
+        if app_spec is None:
+            raise ConfigError("no application: name one as APP (e.g. myapp:app)")
+        configure_logging(config.log_level, args.log_config)
         # Like `python -m`, the current directory is importable.
         sys.path.insert(0, os.getcwd())
-        app = load_app(args.app)
+        app = load_app(app_spec)
         raise_open_file_limit(config.max_connections)
-        Server(app, config).serve_forever()
+        server = Server(app, config)
+        server.app_name = app_spec
+        server.serve_forever()
     except ConfigError as exc:
         print(f"wsgipool: error: {_option_name(str(exc))}", file=sys.stderr)
         return EXIT_USAGE

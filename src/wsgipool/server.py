@@ -12,6 +12,7 @@ import time
 from types import FrameType, TracebackType
 from typing import Any
 
+from . import __version__
 from .accesslog import close_access_log, open_access_log
 from .config import Config, ConfigError
 from .connection import Connection
@@ -36,6 +37,10 @@ class Server:
         if config is not None and options:
             raise TypeError("pass either config= or keyword options, not both")
         self.app = app
+        # How logs name the app: the command line sets the spec it was loaded from.
+        self.app_name = (
+            f"{getattr(app, '__module__', '?')}:{getattr(app, '__qualname__', type(app).__name__)}"
+        )
         self.config = config if config is not None else Config.from_options(**options)
         self.sockets: list[socket.socket] = []
         self._unix_paths: list[str] = []
@@ -79,8 +84,15 @@ class Server:
         # Remembered now: they stay readable after stop() closed the sockets.
         self._addresses = [sock.getsockname() for sock in self.sockets]
         self._urls = [describe(sock) for sock in self.sockets]
+        log.info(
+            "wsgipool %s serving %s with %d threads (queue limit %d)",
+            __version__,
+            self.app_name,
+            config.threads,
+            config.queue_limit,
+        )
         for url in self.urls:
-            log.info("listening on %s (%d threads)", url, config.threads)
+            log.info("listening on %s", url)
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop accepting, let in-flight requests finish (up to ``timeout``, by default the
