@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import sys
 from typing import Any
 
 from .http.parser import HeadScanner, Limits
@@ -117,19 +118,21 @@ def timeval(seconds: float) -> bytes:
     return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
 
 
-def prepare_socket(
+def set_socket_options(
     sock: socket.socket, tcp: bool, recv_timeout: bytes, send_timeout: bytes
 ) -> None:
-    """Make an accepted socket blocking, with kernel I/O timeouts (``timeval`` values).
+    """TCP_NODELAY (for TCP) and kernel I/O timeouts (``timeval`` values) on ``sock``.
 
     A Python-level ``settimeout()`` makes every recv and send call poll() first: one extra
     system call per operation on the hot path. Kernel timeouts (SO_RCVTIMEO, SO_SNDTIMEO)
     cost nothing until they fire; then the call fails with EAGAIN.
     """
-    if sock.gettimeout() is not None:
-        # Only when socket.setdefaulttimeout() was used: accepted sockets are blocking.
-        sock.setblocking(True)
     if tcp:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, recv_timeout)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, send_timeout)
+
+
+# Linux copies these options from a listening TCP socket to the sockets it accepts, so
+# they can be set once on the listener rather than three system calls per connection.
+TCP_OPTIONS_INHERITED = sys.platform.startswith("linux")

@@ -20,11 +20,18 @@ import threading
 import time
 
 from .config import Config
-from .connection import MSG_DONTWAIT, Connection, prepare_socket, timeval
+from .connection import (
+    MSG_DONTWAIT,
+    TCP_OPTIONS_INHERITED,
+    Connection,
+    set_socket_options,
+    timeval,
+)
 from .http.response import RETRY_AFTER, error_response
 from .poller import make_poller
 from .sockets import defers_accept
 from .taskqueue import TaskQueue
+from .threads import start_thread
 
 log = logging.getLogger("wsgipool.error")
 
@@ -64,15 +71,17 @@ class Listener:
         self._draining = False
         self._stopping = False
         self._last_overload_log = 0.0
-        self._thread = threading.Thread(target=self._run, name="wsgipool-listener", daemon=True)
+        self._thread: threading.Thread | None = None
 
     # --- called from other threads -------------------------------------------------------
 
     def start(self) -> None:
-        for sock in self._listening.values():
+        for fd, sock in self._listening.items():
             sock.setblocking(False)
+            if fd in self._tcp and TCP_OPTIONS_INHERITED:
+                set_socket_options(sock, True, self._recv_timeout, self._send_timeout)
         self._update_accepting(time.monotonic())
-        self._thread.start()
+        self._thread = start_thread(self._run, "wsgipool-listener")
 
     @property
     def draining(self) -> bool:
@@ -111,7 +120,8 @@ class Listener:
             self._draining = self._stopping = True
             busy = [conn for conn in self._conns.values() if not conn.deadline]
         self._poller.wake()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         for conn in busy:
             with contextlib.suppress(OSError):
                 conn.sock.shutdown(socket.SHUT_RDWR)
@@ -193,7 +203,11 @@ class Listener:
                 # ECONNABORTED and friends: that client is gone, the next may not be.
                 continue
             try:
-                prepare_socket(sock, is_tcp, self._recv_timeout, self._send_timeout)
+                if sock.gettimeout() is not None:
+                    # Only after socket.setdefaulttimeout(): accepted sockets are blocking.
+                    sock.setblocking(True)
+                if not (is_tcp and TCP_OPTIONS_INHERITED):
+                    set_socket_options(sock, is_tcp, self._recv_timeout, self._send_timeout)
             except OSError:
                 sock.close()
                 continue

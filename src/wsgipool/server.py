@@ -24,6 +24,9 @@ from .wsgi import Gateway, WSGIApp
 
 log = logging.getLogger("wsgipool.error")
 
+# Longest a stop signal can wait to be noticed by the main thread.
+SIGNAL_POLL_INTERVAL = 0.5
+
 
 class Server:
     """A WSGI server you can start, embed and stop.
@@ -134,7 +137,10 @@ class Server:
         try:
             if not self._listener:
                 self.start()
-            self._stop_requested.wait()
+            # A bounded wait, repeated: a signal that lands just before the thread blocks
+            # would otherwise go unnoticed until something else woke it (seen under load).
+            while not self._stop_requested.wait(SIGNAL_POLL_INTERVAL):
+                pass
             log.info("shutting down: finishing in-flight requests")
             self.stop()
         finally:

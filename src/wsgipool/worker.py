@@ -13,6 +13,7 @@ from .http.parser import parse_head
 from .http.response import RETRY_AFTER, error_response
 from .listener import Listener
 from .taskqueue import TaskQueue
+from .threads import start_thread
 from .wsgi import Gateway, Outcome
 
 log = logging.getLogger("wsgipool.error")
@@ -111,17 +112,16 @@ class WorkerPool:
 
     def __init__(self, threads: int, tasks: TaskQueue[Connection], name: str = "wsgipool-worker"):
         self._tasks = tasks
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True)
-            for index in range(threads)
-        ]
+        self._size = threads
+        self._name = name
+        self._threads: list[threading.Thread] = []
         self._handler: ConnectionHandler | None = None
 
     def start(self, handler: ConnectionHandler) -> None:
         self._handler = handler
-        for thread in self._threads:
+        for index in range(self._size):
             self._tasks.register_worker()
-            thread.start()
+            self._threads.append(start_thread(self._work, f"{self._name}-{index}"))
 
     def alive(self) -> int:
         return sum(thread.is_alive() for thread in self._threads)
