@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import struct
 import sys
+import time
 from typing import Any
 
 from .http.parser import HeadScanner, Limits
@@ -28,6 +29,7 @@ class Connection:
     """A client socket with the bytes received but not yet consumed."""
 
     __slots__ = (
+        "accepted_at",
         "buffer",
         "closed",
         "deadline",
@@ -37,6 +39,7 @@ class Connection:
         "local",
         "peer",
         "queued_at",
+        "requests",
         "scanner",
         "sock",
     )
@@ -57,6 +60,9 @@ class Connection:
         self.head_started = 0.0
         # When the listener last queued the connection for a worker (time.monotonic()).
         self.queued_at = 0.0
+        self.accepted_at = time.monotonic()
+        # Requests parsed so far: until the first, the header timeout bounds idleness.
+        self.requests = 0
         self.closed = False
         # The per-connection part of the WSGI environ, built on the first request.
         self.environ_base: dict[str, Any] | None = None

@@ -50,6 +50,7 @@ class Listener:
         sockets: list[socket.socket],
         config: Config,
         tasks: TaskQueue[Connection],
+        draining: threading.Event,
     ) -> None:
         self._config = config
         self._tasks = tasks
@@ -68,7 +69,8 @@ class Listener:
         self._accepting = False
         self._accept_paused_until = 0.0
         self._at_capacity = False
-        self._draining = False
+        # Set once shutdown begins; the gateway reads it as each response head goes out.
+        self._draining = draining
         self._stopping = False
         self._last_overload_log = 0.0
         self._thread: threading.Thread | None = None
@@ -85,7 +87,7 @@ class Listener:
 
     @property
     def draining(self) -> bool:
-        return self._draining
+        return self._draining.is_set()
 
     def watch(self, conn: Connection, deadline: float) -> None:
         """A worker hands ``conn`` back to wait for its next bytes until ``deadline``.
@@ -104,8 +106,7 @@ class Listener:
 
     def drain(self) -> None:
         """Stop accepting and close idle connections; busy ones finish their request."""
-        with self._lock:
-            self._draining = True
+        self._draining.set()
         self._poller.wake()
 
     def wait_idle(self, timeout: float) -> bool:
@@ -116,8 +117,9 @@ class Listener:
     def stop(self) -> None:
         """End the loop, close watched connections and shut down the rest (their workers,
         which own them, close them)."""
+        self._draining.set()
         with self._lock:
-            self._draining = self._stopping = True
+            self._stopping = True
             busy = [conn for conn in self._conns.values() if not conn.deadline]
         self._poller.wake()
         if self._thread is not None:
@@ -139,7 +141,7 @@ class Listener:
         next_wake_check: float | None = None
         try:
             while not self._stopping:
-                if self._draining:
+                if self._draining.is_set():
                     # Every turn, not once: a worker may hand back an idle connection
                     # after the drain began.
                     self._close_watched(idle_only=True)
@@ -233,9 +235,12 @@ class Listener:
 
     def _update_accepting(self, now: float) -> None:
         """Watch the listening sockets exactly when a new connection may be taken."""
+        if self._draining.is_set():
+            self._close_listening()
+            return
         with self._lock:
             self._at_capacity = len(self._conns) >= self._config.max_connections
-        wanted = not (self._draining or self._at_capacity or now < self._accept_paused_until)
+        wanted = not (self._at_capacity or now < self._accept_paused_until)
         if wanted == self._accepting:
             return
         for fd in self._listening:
@@ -244,6 +249,16 @@ class Listener:
             else:
                 self._poller.remove_listener(fd)
         self._accepting = wanted
+
+    def _close_listening(self) -> None:
+        """Shutting down: close the listening sockets, so new clients are refused at once
+        rather than left in the backlog until the drain ends."""
+        for fd, sock in self._listening.items():
+            if self._accepting:
+                self._poller.remove_listener(fd)
+            sock.close()
+        self._listening = {}
+        self._accepting = False
 
     def _shed(self, conn: Connection) -> None:
         """Refuse a request at once when the queue is full: a 503 costs no worker."""

@@ -77,10 +77,11 @@ class Server:
             self._close_sockets()
             self._close_access_log()
             raise
-        gateway = Gateway(self.app, config)
+        draining = threading.Event()
+        gateway = Gateway(self.app, config, draining=draining)
         tasks: TaskQueue[Connection] = TaskQueue(config.queue_limit)
         pool = WorkerPool(config.threads, tasks)
-        listener = Listener(self.sockets, config, tasks)
+        listener = Listener(self.sockets, config, tasks, draining)
         pool.start(ConnectionHandler(gateway, listener))
         listener.start()
         self._pool, self._listener = pool, listener
@@ -125,7 +126,8 @@ class Server:
                 "graceful timeout: closing %d connection(s) still open", listener.connection_count()
             )
         listener.stop()
-        pool.stop(timeout=5.0)
+        # Workers still inside the app after a forced stop are daemon threads: don't wait.
+        pool.stop(timeout=0.1 if self._force_stop else 5.0)
         self._close_sockets()
         self._close_access_log()
         return clean

@@ -43,7 +43,6 @@ class ConnectionHandler:
         config = self._config
         limits = config.limits
         gateway = self._gateway
-        listener = self._listener
         buffer = conn.buffer
         while True:
             try:
@@ -63,6 +62,7 @@ class ConnectionHandler:
                 head = bytes(buffer[:end])
                 del buffer[:end]
                 conn.head_started = 0.0
+                conn.requests += 1
                 request = parse_head(head, limits)
                 queue_wait = 0.0
                 if conn.queued_at:
@@ -80,7 +80,7 @@ class ConnectionHandler:
                 self._close(conn, linger=True)
                 return
             try:
-                outcome = gateway.handle(conn, request, listener.draining, queue_wait)
+                outcome = gateway.handle(conn, request, queue_wait)
             except ClientDisconnected:
                 outcome = Outcome.CLOSE
             if outcome is not Outcome.KEEP_ALIVE:
@@ -97,6 +97,10 @@ class ConnectionHandler:
             if not conn.head_started:
                 conn.head_started = time.monotonic()
             deadline = conn.head_started + config.header_timeout
+        elif not conn.requests:
+            # Connected but has not said anything yet (a deferred accept that timed out):
+            # the header timeout applies, and expiry is a silent close.
+            deadline = conn.accepted_at + config.header_timeout
         else:
             conn.head_started = 0.0
             deadline = time.monotonic() + config.keepalive_timeout

@@ -9,6 +9,7 @@ import os
 import re
 import stat
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -364,7 +365,9 @@ class Response:
     # How the body is delimited on the wire.
     LENGTH, CHUNKED, CLOSE, NONE = range(4)
 
-    def __init__(self, conn: Connection, request: Request, body: RequestBody, draining: bool):
+    def __init__(
+        self, conn: Connection, request: Request, body: RequestBody, draining: threading.Event
+    ):
         self._conn = conn
         self._request = request
         self._body = body
@@ -508,7 +511,7 @@ class Response:
             framing = self.NONE
         keep_alive = (
             self.keep_alive
-            and not self.draining
+            and not self.draining.is_set()
             and framing != self.CLOSE
             and self._body.can_keep_alive()
         )
@@ -609,9 +612,18 @@ def send_parts(conn: Connection, parts: list[bytes]) -> None:
 class Gateway:
     """Runs the WSGI application for requests parsed off a connection."""
 
-    def __init__(self, app: WSGIApp, config: Config, *, multiprocess: bool = False) -> None:
+    def __init__(
+        self,
+        app: WSGIApp,
+        config: Config,
+        *,
+        multiprocess: bool = False,
+        draining: threading.Event | None = None,
+    ) -> None:
         self.app = app
         self.config = config
+        # Set when the server shuts down: responses from then on carry Connection: close.
+        self.draining = draining if draining is not None else threading.Event()
         self.access_log = AccessLog(config.access_log_format) if config.access_log else None
         self._static_environ: dict[str, Any] = {
             "SCRIPT_NAME": config.root_path,
@@ -684,9 +696,7 @@ class Gateway:
             environ["CONTENT_LENGTH"] = str(request.content_length)
         return environ
 
-    def handle(
-        self, conn: Connection, request: Request, draining: bool, queue_wait: float = 0.0
-    ) -> Outcome:
+    def handle(self, conn: Connection, request: Request, queue_wait: float = 0.0) -> Outcome:
         """Serve one request; say whether and how the connection goes on.
 
         ``queue_wait`` is how long the request waited for a worker (seconds); the app
@@ -707,7 +717,7 @@ class Gateway:
         environ = self.make_environ(conn, request)
         environ["wsgi.input"] = body
         environ["wsgipool.queue_wait"] = queue_wait
-        response = Response(conn, request, body, draining)
+        response = Response(conn, request, body, self.draining)
         access_log = self.access_log
         started = time.monotonic() if access_log is not None else 0.0
         result: Iterable[bytes] | None = None
@@ -724,6 +734,10 @@ class Gateway:
             log.debug("client %s went away: %s", conn.peer, exc)
             outcome = Outcome.CLOSE
         except Exception as exc:
+            status = self._fail(conn, request, response, body, exc)
+            outcome = Outcome.ABORT
+        except SystemExit as exc:
+            # sys.exit() in a view must not stop a server thread: it is an app error.
             status = self._fail(conn, request, response, body, exc)
             outcome = Outcome.ABORT
         finally:
@@ -761,7 +775,7 @@ class Gateway:
         request: Request,
         response: Response,
         body: RequestBody,
-        exc: Exception,
+        exc: BaseException,
     ) -> str | None:
         """Answer an application or body error; return the status sent, if any."""
         if response.headers_sent:
