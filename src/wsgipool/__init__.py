@@ -9,7 +9,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .compat import run_simple
 from .config import Config, ConfigError
 from .server import Server, serve
 
-__all__ = ["Config", "ConfigError", "Server", "__version__", "serve"]
+__all__ = ["Config", "ConfigError", "Server", "__version__", "run_simple", "serve"]

@@ -16,7 +16,9 @@ from typing import Any, NoReturn
 
 from . import __version__, settings
 from .config import LOG_LEVELS, Config, ConfigError
+from .debug import check_debug_bind, wrap_debugger
 from .loader import load_app
+from .reload import is_reloader_child, run_with_reloader
 from .server import Server
 
 EXIT_USAGE = 2
@@ -217,6 +219,46 @@ def build_parser() -> argparse.ArgumentParser:
             choices=option.choices,
             help=help_text,
         )
+    # Development
+    parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart the server when a watched file changes; the sockets stay open meanwhile "
+        "(development only; uses watchfiles when installed, else polls)",
+    )
+    parser.add_argument(
+        "--reload-dir",
+        action="append",
+        metavar="DIR",
+        help="directory to watch with --reload, repeatable (default: the current directory, "
+        "after --chdir)",
+    )
+    parser.add_argument(
+        "--reload-include",
+        action="append",
+        metavar="GLOB",
+        help="watch files whose name or relative path matches GLOB, repeatable (default: *.py)",
+    )
+    parser.add_argument(
+        "--reload-exclude",
+        action="append",
+        metavar="GLOB",
+        help="ignore files, or whole directories, whose name or relative path matches GLOB, "
+        "repeatable (default: none)",
+    )
+    # Debugging
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="serve the app behind werkzeug's interactive debugger, which runs Python code for "
+        "whoever can reach it: local addresses only (127.0.0.1, ::1, localhost, unix:); "
+        "implies --expose-tracebacks (development only; needs werkzeug)",
+    )
+    parser.add_argument(
+        "--debug-allow-remote",
+        action="store_true",
+        help="let --debug listen on addresses other machines can reach (logs a warning)",
+    )
     return parser
 
 
@@ -277,9 +319,39 @@ def _option_name(message: str) -> str:
     return message
 
 
+def _supervise(
+    args: argparse.Namespace, config: Config, argv: Sequence[str] | None, start_dir: str
+) -> int:
+    """``--reload``: run ``run_with_reloader`` for this command line (after ``--chdir``)."""
+    here = os.getcwd()
+    # Paths as this process sees them after --chdir, made absolute: each server process
+    # is started from start_dir with the same command line and does its own --chdir.
+    reload_dirs = [os.path.join(here, directory) for directory in args.reload_dir or [here]]
+    binds = tuple(
+        "unix:" + os.path.join(here, text[len("unix:") :]) if text.startswith("unix:") else text
+        for text in config.bind
+    )
+    config = dataclasses.replace(config, bind=binds)
+    os.chdir(start_dir)
+    command = None if argv is None else [sys.executable, "-m", "wsgipool", *argv]
+    return run_with_reloader(
+        config,
+        reload_dirs=reload_dirs,
+        include=args.reload_include or ("*.py",),
+        exclude=args.reload_exclude or (),
+        argv=command,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.reload and (args.reload_dir or args.reload_include or args.reload_exclude):
+        parser.error("--reload-dir, --reload-include and --reload-exclude need --reload")
+    if args.debug_allow_remote and not args.debug:
+        parser.error("--debug-allow-remote needs --debug")
     try:
+        start_dir = os.getcwd()
         if args.chdir:
             try:
                 os.chdir(args.chdir)
@@ -293,9 +365,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if app_spec is None:
             raise ConfigError("no application: name one as APP (e.g. myapp:app)")
         configure_logging(config.log_level, args.log_config)
+        if args.debug:
+            check_debug_bind(config, args.debug_allow_remote)
+            # Whoever can use the debugger can run code; a traceback in a 500 is no more.
+            config = dataclasses.replace(config, expose_tracebacks=True)
+        if args.reload and not is_reloader_child():
+            # This process only holds the sockets and restarts a server process: it never
+            # imports the app, so an app that fails to import cannot stop it.
+            return _supervise(args, config, argv, start_dir)
         # Like `python -m`, the current directory is importable.
         sys.path.insert(0, os.getcwd())
         app = load_app(app_spec)
+        if args.debug:
+            app = wrap_debugger(app)
         raise_open_file_limit(config.max_connections)
         server = Server(app, config)
         server.app_name = app_spec

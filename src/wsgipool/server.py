@@ -14,9 +14,10 @@ from typing import Any
 
 from . import __version__
 from .accesslog import close_access_log, open_access_log
-from .config import Config, ConfigError
+from .config import BindAddress, Config, ConfigError
 from .connection import Connection
 from .listener import Listener
+from .reload import take_inherited_fds
 from .sockets import bind_socket, describe
 from .taskqueue import TaskQueue
 from .worker import ConnectionHandler, WorkerPool
@@ -69,7 +70,12 @@ class Server:
                     f"access_log: cannot open {config.access_log}: {exc.strerror}"
                 ) from None
         try:
-            for address in config.binds:
+            # Under --reload, the supervisor process holds the sockets and hands them over;
+            # it also unlinks Unix socket files, so they are not in _unix_paths here.
+            inherited = take_inherited_fds(len(config.binds))
+            for index, address in enumerate(config.binds):
+                if inherited is not None:
+                    address = BindAddress("fd", fd=inherited[index])
                 self.sockets.append(bind_socket(address, config.backlog))
                 if address.kind == "unix":
                     self._unix_paths.append(address.path)

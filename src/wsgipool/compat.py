@@ -1,0 +1,286 @@
+"""Drop-in entry points for code written for other servers.
+
+- ``run_simple``: the signature of ``werkzeug.serving.run_simple``; change the import and
+  keep the call.
+- ``paste_server_runner``: the ``paste.server_runner`` entry point behind
+  ``[server:main] use = egg:wsgipool`` in a Paste Deploy (Pyramid) ini file.
+
+Arguments wsgipool cannot honour are refused with ``ConfigError`` or warned about with a
+``RuntimeWarning``; none is silently ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import typing
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .config import Config, ConfigError
+from .debug import check_debug_bind, wrap_debugger
+from .server import Server
+from .wsgi import WSGIApp
+
+log = logging.getLogger("wsgipool.error")
+
+TLS_UNAVAILABLE = (
+    "wsgipool does not serve TLS yet (it arrives with a later release, as a server option); "
+    "terminate TLS in a proxy (nginx, Caddy, HAProxy) for now"
+)
+RELOADER_TYPES = ("auto", "stat", "watchdog")
+
+
+def bind_for(host: str, port: int) -> str:
+    """A ``--bind`` address from a werkzeug/Flask style host and port.
+
+    ``unix://PATH`` is a Unix socket (as in werkzeug), an IPv6 address gets its brackets.
+    """
+    if host.startswith("unix://"):
+        return "unix:" + host[len("unix://") :]
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def configure_logging(level: str = "info") -> None:
+    """Log to stderr as the ``wsgipool`` command does, unless logging is configured already."""
+    # Imported here: the command line module imports much that run_simple does not need.
+    from .cli import configure_logging as configure
+
+    configure(level, None)
+
+
+def run_simple(
+    hostname: str,
+    port: int,
+    application: WSGIApp,
+    use_reloader: bool = False,
+    use_debugger: bool = False,
+    use_evalex: bool = True,
+    extra_files: Iterable[str] | None = None,
+    exclude_patterns: Iterable[str] | None = None,
+    reloader_interval: float = 1,
+    reloader_type: str = "auto",
+    threaded: bool = True,
+    processes: int = 1,
+    request_handler: Any = None,
+    static_files: Mapping[str, str | tuple[str, str]] | None = None,
+    passthrough_errors: bool = False,
+    ssl_context: Any = None,
+    *,
+    debug_allow_remote: bool = False,
+) -> None:
+    """Serve ``application`` like ``werkzeug.serving.run_simple``, with wsgipool.
+
+    Blocks until SIGINT/SIGTERM. Differences from werkzeug:
+
+    - connections are kept alive (HTTP/1.1 persistent connections), and requests run on a
+      pool of worker threads (``Config.threads``);
+    - ``threaded=False`` runs one worker thread, so requests still run one at a time, but
+      not on the main thread (a ``RuntimeWarning`` says so);
+    - ``processes`` other than 1, ``request_handler`` and ``ssl_context`` raise
+      ``ConfigError``: wsgipool has no worker processes, its own HTTP implementation, and
+      no TLS yet;
+    - ``passthrough_errors=True`` warns: an application error is logged with its
+      traceback and answered with a 500 (or the debugger's page); it never stops the
+      server;
+    - ``use_debugger`` refuses addresses other computers can reach (the debugger runs
+      code for anyone who can reach it) unless ``debug_allow_remote=True``;
+    - ``use_reloader``: wsgipool's reloader watches ``*.py`` files under the current
+      directory (and ``extra_files``), with watchfiles when installed, else by polling;
+      ``reloader_type="watchdog"`` warns that it does so;
+    - ``static_files`` needs werkzeug (``SharedDataMiddleware``).
+    """
+    if processes != 1:
+        raise ConfigError(
+            f"processes={processes}: wsgipool has no worker processes yet; it runs requests "
+            "on threads (threaded=True) - run several servers behind a proxy for more processes"
+        )
+    if request_handler is not None:
+        raise ConfigError(
+            "request_handler: wsgipool has its own HTTP/1.1 implementation and cannot use a "
+            "BaseHTTPRequestHandler subclass; use WSGI middleware instead"
+        )
+    if ssl_context is not None:
+        raise ConfigError(f"ssl_context: {TLS_UNAVAILABLE}")
+    if reloader_type not in RELOADER_TYPES:
+        raise ConfigError(
+            f"reloader_type={reloader_type!r}: expected one of {', '.join(RELOADER_TYPES)}"
+        )
+    if use_reloader and reloader_type == "watchdog":
+        _warn(
+            "reloader_type='watchdog': wsgipool's reloader uses watchfiles when installed, "
+            "else polls file times"
+        )
+    threads = Config.threads
+    if not threaded:
+        _warn(
+            "threaded=False: wsgipool is always threaded; it runs one worker thread, so "
+            "requests run one at a time (but not on the main thread)"
+        )
+        threads = 1
+    if passthrough_errors:
+        _warn(
+            "passthrough_errors=True: wsgipool does not let application errors stop the "
+            "server; each is logged with its traceback and answered with a 500"
+        )
+    if static_files:
+        application = _shared_data(application, static_files)
+    config = Config(
+        bind=(bind_for(hostname, port),), threads=threads, expose_tracebacks=use_debugger
+    )
+    if use_debugger:
+        check_debug_bind(config, debug_allow_remote, override="debug_allow_remote=True")
+    configure_logging()
+    if use_reloader:
+        from .reload import is_reloader_child, run_with_reloader
+
+        if not is_reloader_child():
+            # werkzeug-style: the script is run again in a child, which serves.
+            raise SystemExit(
+                run_with_reloader(
+                    config,
+                    extra_files=tuple(extra_files or ()),
+                    exclude=tuple(exclude_patterns or ()),
+                    interval=float(reloader_interval),
+                )
+            )
+    if use_debugger:
+        application = wrap_debugger(application, evalex=use_evalex)
+    Server(application, config).serve_forever()
+
+
+def _warn(message: str) -> None:
+    # stacklevel 3: the caller of run_simple().
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _shared_data(app: WSGIApp, exports: Mapping[str, str | tuple[str, str]]) -> WSGIApp:
+    try:
+        from werkzeug.middleware.shared_data import SharedDataMiddleware
+    except ImportError:
+        raise ConfigError(
+            "static_files: serving them needs werkzeug (pip install werkzeug)"
+        ) from None
+    wrapped: WSGIApp = SharedDataMiddleware(app, dict(exports))  # type: ignore[arg-type]
+    return wrapped
+
+
+# --- Paste Deploy ------------------------------------------------------------------------
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+# Names in [server:*] besides Config's fields: host and port (as most Paste servers take
+# them) and waitress's listen, all turned into bind.
+ADDRESS_NAMES = ("host", "port", "listen")
+
+
+def paste_server_runner(
+    wsgi_app: WSGIApp, global_conf: Mapping[str, Any], **local_conf: str
+) -> None:
+    """``paste.server_runner``: serve ``wsgi_app`` with the ``[server:...]`` section's options.
+
+    Every ``Config`` option is accepted (``threads = 8``, ``max_body_size = 10M``,
+    ``expose_tracebacks = true``; dashes or underscores), plus ``host`` and ``port``
+    (default 127.0.0.1 and 8000) or waitress's ``listen = HOST:PORT ...``. ``log_level``
+    sets the ``wsgipool`` logger's level even when ``pserve`` configured logging. Blocks
+    until SIGINT/SIGTERM.
+    """
+    options = options_from_strings(local_conf)
+    config = Config(**options)
+    configure_logging(config.log_level)
+    if "log_level" in options:
+        # Asked for in the ini: applies even when pserve configured logging already.
+        logging.getLogger("wsgipool").setLevel(config.log_level.upper())
+    Server(wsgi_app, config).serve_forever()
+
+
+def options_from_strings(values: Mapping[str, str]) -> dict[str, Any]:
+    """``Config`` keywords from the strings of an ini section, converted by field type."""
+    names = {key.replace("-", "_"): value for key, value in values.items()}
+    converters = _converters()
+    unknown = sorted(set(names) - set(converters) - set(ADDRESS_NAMES))
+    if unknown:
+        raise ConfigError(
+            f"unknown server option(s): {', '.join(unknown)} (known: host, port, listen and "
+            f"wsgipool's options: {', '.join(converters)})"
+        )
+    options: dict[str, Any] = {}
+    for name, text in names.items():
+        if name in converters:
+            try:
+                options[name] = converters[name](text.strip())
+            except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+    addresses = _addresses(names)
+    if addresses:
+        if "bind" in options:
+            raise ConfigError("bind: give bind, or host/port/listen, not both")
+        options["bind"] = addresses
+    return options
+
+
+def _addresses(names: Mapping[str, str]) -> tuple[str, ...]:
+    if "listen" in names:
+        if "host" in names or "port" in names:
+            raise ConfigError("listen: give listen, or host and port, not both")
+        # waitress: "*:8080" is every interface.
+        return tuple(
+            "0.0.0.0" + item[1:] if item.startswith("*") else item
+            for item in names["listen"].split()
+        )
+    if "host" not in names and "port" not in names:
+        return ()
+    host = names.get("host", "127.0.0.1").strip()
+    port_text = names.get("port", str(Config().binds[0].port)).strip()
+    if not port_text.isdigit():
+        raise ConfigError(f"port: expected a port number, not {port_text!r}")
+    return (bind_for(host, int(port_text)),)
+
+
+def _converters() -> dict[str, Callable[[str], Any]]:
+    """Each ``Config`` field's string converter, from its type (sizes take K/M/G)."""
+    from .cli import OPTIONS, parse_size
+
+    sizes = {option.field for option in OPTIONS if option.type is parse_size}
+    hints = typing.get_type_hints(Config)
+    converters: dict[str, Callable[[str], Any]] = {}
+    for field in dataclasses.fields(Config):
+        if not field.init:
+            continue
+        kind = hints[field.name]
+        if field.name in sizes:
+            converters[field.name] = parse_size
+        elif kind is bool:
+            converters[field.name] = _boolean
+        elif kind is int:
+            converters[field.name] = _number(int, "a whole number")
+        elif kind is float:
+            converters[field.name] = _number(float, "a number")
+        elif kind is str:
+            converters[field.name] = str
+        else:  # tuple[str, ...]: bind, one address per word
+            converters[field.name] = lambda text: tuple(text.split())
+    return converters
+
+
+def _boolean(text: str) -> bool:
+    word = text.lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"expected true or false (or yes/no, on/off, 1/0), not {text!r}")
+
+
+def _number(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise ValueError(f"expected {what}, not {text!r}") from None
+
+    return convert

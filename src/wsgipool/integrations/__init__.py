@@ -1,0 +1,1 @@
+"""Integrations with frameworks' own tooling (``flask serve``); each imports its framework."""

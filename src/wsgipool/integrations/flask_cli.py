@@ -1,0 +1,318 @@
+"""``flask serve``: ``flask run`` with wsgipool instead of werkzeug's development server.
+
+Registered through the ``flask.commands`` entry point, so with wsgipool installed next to
+Flask::
+
+    flask --app hello serve                 # like flask run: 127.0.0.1:5000
+    flask --app hello --debug serve         # reloader and debugger on, as with flask run
+    flask --app hello serve --port 0 --threads 32 --access-log -
+
+It takes ``flask run``'s options (and reads ``FLASK_RUN_HOST``, ``FLASK_RUN_PORT``... as
+well as ``FLASK_SERVE_*``), follows ``--debug``/``FLASK_DEBUG`` the way ``flask run`` does,
+loads the app with Flask's own discovery, and adds every ``wsgipool`` option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import click
+from click.core import ParameterSource
+from flask.cli import ScriptInfo, pass_script_info
+from flask.helpers import get_debug_flag
+
+from ..cli import OPTIONS, raise_open_file_limit
+from ..compat import TLS_UNAVAILABLE, bind_for, configure_logging
+from ..config import Config, ConfigError
+from ..debug import check_debug_bind, wrap_debugger
+from ..server import Server
+from ..wsgi import WSGIApp
+
+_DEFAULTS = Config()
+# flask run's own flags; a wsgipool option never takes one of them.
+RUN_FLAGS = frozenset(
+    {
+        "-h",
+        "--host",
+        "-p",
+        "--port",
+        "--cert",
+        "--key",
+        "--reload",
+        "--debugger",
+        "--with-threads",
+        "--extra-files",
+        "--exclude-patterns",
+        "--debug",
+        "--bind",
+    }
+)
+
+
+class ServeError(click.ClickException):
+    """A configuration error: ``Error: ...`` on stderr and exit status 2, like ``wsgipool``."""
+
+    exit_code = 2
+
+
+def _path_list(ctx: click.Context, param: click.Parameter, value: Any) -> list[str] | None:
+    """Paths or patterns separated by ``os.pathsep``, as ``flask run`` takes them."""
+    if value is None:
+        return None
+    return [item for item in str(value).split(os.pathsep) if item]
+
+
+def _converted(
+    convert: Callable[[str], Any],
+) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback running the ``wsgipool`` command line's own converter (sizes: 10M)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return convert(value)
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+
+    return callback
+
+
+def _run_envvars(name: str) -> list[str]:
+    """``flask serve`` reads FLASK_SERVE_NAME, then flask run's FLASK_RUN_NAME."""
+    return [f"FLASK_SERVE_{name}", f"FLASK_RUN_{name}"]
+
+
+_CLICK_TYPES: dict[Callable[[str], Any], Any] = {
+    int: click.INT,
+    float: click.FLOAT,
+    str: click.STRING,
+}
+
+
+def wsgipool_params() -> list[click.Parameter]:
+    """A click option for every ``wsgipool`` command-line option (``wsgipool.cli.OPTIONS``)."""
+    params: list[click.Parameter] = []
+    for option in OPTIONS:
+        default = getattr(_DEFAULTS, option.field)
+        flags = [flag for flag in option.flags if flag not in RUN_FLAGS]
+        text = option.help.replace("%%", "%")  # argparse escapes; click does not
+        if isinstance(default, bool):
+            params.append(click.Option(flags, is_flag=True, default=default, help=text))
+            continue
+        kind: Any = _CLICK_TYPES.get(option.type, click.STRING)
+        callback = None if option.type in _CLICK_TYPES else _converted(option.type)
+        if option.choices:
+            kind = click.Choice(list(option.choices))
+        params.append(
+            click.Option(
+                flags,
+                type=kind,
+                callback=callback,
+                default=default,
+                metavar=option.metavar,
+                show_default=default not in ("", None),
+                help=text,
+            )
+        )
+    params.append(
+        click.Option(
+            ["--bind", "-b"],
+            multiple=True,
+            metavar="ADDRESS",
+            help="where to listen, repeatable, instead of --host/--port: HOST:PORT, "
+            "[IPv6]:PORT, unix:PATH or fd://N",
+        )
+    )
+    params.append(
+        click.Option(
+            ["--debug-allow-remote"],
+            is_flag=True,
+            default=False,
+            help="let the debugger listen on addresses other machines can reach "
+            "(it runs arbitrary code for anyone who can reach it)",
+        )
+    )
+    return params
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool | None) -> bool | None:
+    # As flask run's --debug: only an explicit flag counts, and it goes to FLASK_DEBUG so the
+    # app factory (and a reloaded child) sees it.
+    source = ctx.get_parameter_source(param.name or "debug")
+    if value is None or source in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+        return None
+    os.environ["FLASK_DEBUG"] = "1" if value else "0"
+    return value
+
+
+@click.command(
+    "serve", short_help="Serve the app with wsgipool (flask run's options, and wsgipool's)."
+)
+@click.option(
+    "--debug/--no-debug",
+    default=None,
+    expose_value=False,
+    callback=_set_debug,
+    help="Set debug mode (turns the reloader and debugger on).",
+)
+@click.option(
+    "--host", "-h", default="127.0.0.1", envvar=_run_envvars("HOST"), help="Interface to bind to."
+)
+@click.option(
+    "--port",
+    "-p",
+    default=5000,
+    type=click.IntRange(0, 65535),
+    envvar=_run_envvars("PORT"),
+    help="Port to bind to (0: any free port, logged as 'listening on').",
+)
+@click.option("--cert", envvar=_run_envvars("CERT"), help="Not supported yet: wsgipool has no TLS.")
+@click.option("--key", envvar=_run_envvars("KEY"), help="Not supported yet: wsgipool has no TLS.")
+@click.option(
+    "--reload/--no-reload",
+    default=None,
+    envvar=_run_envvars("RELOAD"),
+    help="Restart when files change; on by default in debug mode.",
+)
+@click.option(
+    "--debugger/--no-debugger",
+    default=None,
+    envvar=_run_envvars("DEBUGGER"),
+    help="Werkzeug's interactive debugger; on by default in debug mode.",
+)
+@click.option(
+    "--with-threads/--without-threads",
+    default=None,
+    envvar=_run_envvars("WITH_THREADS"),
+    help="--without-threads runs one worker thread (requests one at a time).",
+)
+@click.option(
+    "--extra-files",
+    default=None,
+    callback=_path_list,
+    envvar=_run_envvars("EXTRA_FILES"),
+    help=f"Files that also trigger a reload, separated by {os.pathsep!r}.",
+)
+@click.option(
+    "--exclude-patterns",
+    default=None,
+    callback=_path_list,
+    envvar=_run_envvars("EXCLUDE_PATTERNS"),
+    help=f"fnmatch patterns of files that never trigger a reload, separated by {os.pathsep!r}.",
+)
+@pass_script_info
+def serve_command(
+    info: ScriptInfo,
+    /,
+    host: str,
+    port: int,
+    cert: str | None,
+    key: str | None,
+    reload: bool | None,
+    debugger: bool | None,
+    with_threads: bool | None,
+    extra_files: list[str] | None,
+    exclude_patterns: list[str] | None,
+    bind: tuple[str, ...],
+    debug_allow_remote: bool,
+    **options: Any,
+) -> None:
+    """Serve the Flask app with wsgipool, a multithreaded HTTP/1.1 server.
+
+    A drop-in for 'flask run': the same options and defaults, debug mode turns the reloader
+    and werkzeug's debugger on, and every wsgipool option is available too. The debugger
+    only listens on local addresses unless --debug-allow-remote.
+    """
+    ctx = click.get_current_context()
+    if cert is not None or key is not None:
+        raise ServeError(f"--cert/--key: {TLS_UNAVAILABLE}")
+    debug = get_debug_flag()
+    if reload is None:
+        reload = debug
+    if debugger is None:
+        debugger = debug
+    if debug_allow_remote and not debugger:
+        raise ServeError("--debug-allow-remote needs the debugger (--debug or --debugger)")
+    values: dict[str, Any] = {option.field: options[option.field] for option in OPTIONS}
+    if bind:
+        for name in ("host", "port"):
+            if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+                raise ServeError(f"--bind replaces --{name}: give one or the other")
+        values["bind"] = bind
+    else:
+        values["bind"] = (bind_for(host, port),)
+    if with_threads is False:
+        if ctx.get_parameter_source("threads") is ParameterSource.COMMANDLINE:
+            raise ServeError("--without-threads means one thread: drop it or --threads")
+        values["threads"] = 1
+    if debugger:
+        # Whoever can use the debugger can run code; a traceback in a 500 is no more.
+        values["expose_tracebacks"] = True
+    try:
+        config = Config(**values)
+        if debugger:
+            check_debug_bind(config, debug_allow_remote)
+    except ConfigError as exc:
+        raise ServeError(str(exc)) from None
+    configure_logging(config.log_level)
+    if reload:
+        from ..reload import is_reloader_child, run_with_reloader
+
+        if not is_reloader_child():
+            _banner(info, debug)
+            try:
+                code = run_with_reloader(
+                    config,
+                    extra_files=tuple(extra_files or ()),
+                    exclude=tuple(exclude_patterns or ()),
+                )
+            except ConfigError as exc:
+                raise ServeError(str(exc)) from None
+            ctx.exit(code)
+        app = _load_in_reloader(info)
+    else:
+        _banner(info, debug)
+        app = info.load_app()  # errors stop the command, as with flask run
+    if debugger:
+        app = wrap_debugger(app)
+    raise_open_file_limit(config.max_connections)
+    server = Server(app, config)
+    if info.app_import_path:
+        server.app_name = info.app_import_path
+    try:
+        server.serve_forever()
+    except ConfigError as exc:
+        raise ServeError(str(exc)) from None
+
+
+def _banner(info: ScriptInfo, debug: bool) -> None:
+    if info.app_import_path:
+        click.echo(f" * Serving Flask app '{info.app_import_path}' with wsgipool")
+    click.echo(f" * Debug mode: {'on' if debug else 'off'}")
+
+
+def _load_in_reloader(info: ScriptInfo) -> WSGIApp:
+    """Load the app; if that fails, serve its error, so the reloader can pick up a fix."""
+    try:
+        app: WSGIApp = info.load_app()
+        return app
+    except Exception as exc:
+        traceback.print_exc()
+        error = exc
+
+        def failed(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            raise error from None
+
+        print(
+            " * the app failed to load; serving its error until a change fixes it", file=sys.stderr
+        )
+        return failed
+
+
+serve_command.params.extend(wsgipool_params())

@@ -1,0 +1,736 @@
+"""Drop-in use with frameworks: ``flask serve``, ``run_simple``, the debugger, Django through
+the command line, and Pyramid through Paste Deploy.
+
+Servers run as real subprocesses in a session of their own (so a reloader's child dies with
+it), on port 0; the port is read from the "listening on" log line, with a deadline. Every
+process group is killed at the end of its test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import wsgipool
+from conftest import ResponseReader, build_request, hello_app
+from wsgipool import Config, ConfigError, compat
+from wsgipool.debug import check_debug_bind, is_local
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+FLASK = Path(sys.executable).parent / "flask"
+STARTUP_DEADLINE = 30.0  # generous: only reached when something is broken
+EXIT_DEADLINE = 30.0
+LISTENING = re.compile(r"listening on http://([^\s:]+|\[[^\]]+\]):(\d+)")
+
+
+class Proc:
+    """A subprocess in its own session whose stderr and stdout are read on threads."""
+
+    def __init__(self, command: Sequence[str], cwd: Path, env: dict[str, str]) -> None:
+        self.popen = subprocess.Popen(
+            list(command),
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.append(line)
+            self._queue.put(line)
+        self._queue.put(None)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(
+        self, pattern: re.Pattern[str], timeout: float = STARTUP_DEADLINE
+    ) -> re.Match[str]:
+        """The first new output line matching ``pattern``; fail if the process exits first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no {pattern.pattern!r} in {timeout}s: {self.output!r}")
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                self._queue.put(None)
+                raise AssertionError(f"exited before {pattern.pattern!r}: {self.output!r}")
+            match = pattern.search(line)
+            if match:
+                return match
+
+    def port(self) -> int:
+        return int(self.wait_for(LISTENING).group(2))
+
+    def wait(self, timeout: float = EXIT_DEADLINE) -> int:
+        try:
+            rc = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after {timeout}s: {self.output!r}") from None
+        self._reader.join(timeout=EXIT_DEADLINE)
+        return rc
+
+    def stop(self) -> int:
+        """SIGTERM, as a service manager would stop it, and its exit status."""
+        self.popen.send_signal(signal.SIGTERM)
+        return self.wait()
+
+    def kill(self) -> None:
+        # The whole session: a reloader supervisor and its server child.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=EXIT_DEADLINE)
+        self._reader.join(timeout=EXIT_DEADLINE)
+        if self.popen.stdout:
+            self.popen.stdout.close()
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., Proc]]:
+    """``spawn(command, cwd=..., env={...})``: start a process, killed after the test."""
+    procs: list[Proc] = []
+
+    def start(command: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None) -> Proc:
+        environ = dict(os.environ)
+        environ["PYTHONDONTWRITEBYTECODE"] = "1"
+        environ["PYTHONUNBUFFERED"] = "1"
+        for name in ("PYTHONWARNINGS", "FLASK_DEBUG", "FLASK_APP", "WSGIPOOL_INHERITED_FDS"):
+            environ.pop(name, None)
+        environ.update(env or {})
+        proc = Proc(command, cwd, environ)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+
+
+def get(port: int, target: str = "/", host: str = "127.0.0.1") -> Any:
+    """One GET on a new connection; the parsed response."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(build_request("GET", target, host=f"{host}:{port}"))
+        return ResponseReader(sock).read()
+
+
+def flask_command(*args: str) -> list[str]:
+    if not FLASK.exists():
+        pytest.skip("no flask command next to this interpreter")
+    return [str(FLASK), *args]
+
+
+# --- flask serve -------------------------------------------------------------------------
+
+
+def test_flask_serve_serves_the_example(spawn: Any) -> None:
+    proc = spawn(
+        flask_command("--app", "flask_app", "serve", "--port", "0", "--threads", "2"),
+        cwd=EXAMPLES,
+    )
+    port = proc.port()
+    response = get(port)
+    assert response.status == 200
+    assert response.body == b"Hello from Flask on wsgipool!\n"
+    assert "Debug mode: off" in proc.output
+    # Not in debug mode: no debugger, Flask's own 500 page.
+    error = get(port, "/error")
+    assert error.status == 500
+    assert b"__debugger__" not in error.body
+    assert proc.stop() == 0
+
+
+def test_flask_serve_reads_flask_run_variables(spawn: Any) -> None:
+    # A .flaskenv written for flask run (FLASK_RUN_PORT) works unchanged.
+    proc = spawn(
+        flask_command("serve", "-t", "2"),
+        cwd=EXAMPLES,
+        env={"FLASK_APP": "flask_app", "FLASK_RUN_PORT": "0"},
+    )
+    assert get(proc.port()).status == 200
+    assert proc.stop() == 0
+
+
+def test_flask_debug_turns_the_debugger_and_reloader_on(spawn: Any) -> None:
+    proc = spawn(
+        flask_command("--app", "flask_app", "serve", "--port", "0", "-t", "2"),
+        cwd=EXAMPLES,
+        env={"FLASK_DEBUG": "1"},
+    )
+    port = proc.port()
+    assert "reloader: holding" in proc.output
+    assert "console PIN" in proc.output
+    response = get(port, "/error")
+    assert response.status == 500
+    assert b"__debugger__" in response.body  # werkzeug's debugger page
+    assert b"this route fails on purpose" in response.body
+    assert get(port).status == 200
+    assert proc.stop() == 0
+
+
+def test_flask_no_debugger_in_debug_mode(spawn: Any) -> None:
+    proc = spawn(
+        flask_command(
+            "--app", "flask_app", "--debug", "serve", "--port", "0", "--no-reload", "--no-debugger"
+        ),
+        cwd=EXAMPLES,
+    )
+    port = proc.port()
+    assert "reloader" not in proc.output
+    response = get(port, "/error")
+    assert response.status == 500
+    assert b"__debugger__" not in response.body
+    assert proc.stop() == 0
+
+
+def test_flask_debug_refuses_a_non_loopback_host(spawn: Any) -> None:
+    proc = spawn(
+        flask_command("--app", "flask_app", "serve", "--host", "0.0.0.0", "--port", "0"),
+        cwd=EXAMPLES,
+        env={"FLASK_DEBUG": "1"},
+    )
+    assert proc.wait() == 2
+    assert "arbitrary Python code" in proc.output
+    assert "--debug-allow-remote" in proc.output
+    assert "Traceback" not in proc.output
+
+
+def test_flask_debug_allow_remote_warns_and_serves(spawn: Any) -> None:
+    proc = spawn(
+        flask_command(
+            "--app",
+            "flask_app",
+            "serve",
+            "-h",
+            "0.0.0.0",
+            "-p",
+            "0",
+            "--no-reload",
+            "--debug-allow-remote",
+        ),
+        cwd=EXAMPLES,
+        env={"FLASK_DEBUG": "1"},
+    )
+    port = proc.port()
+    assert "reachable from other machines" in proc.output
+    assert get(port).status == 200
+    assert proc.stop() == 0
+
+
+@pytest.mark.parametrize("option", [["--cert", "cert.pem"], ["--key", "key.pem"]])
+def test_flask_serve_tls_options_are_refused(spawn: Any, option: list[str]) -> None:
+    proc = spawn(flask_command("--app", "flask_app", "serve", *option), cwd=EXAMPLES)
+    assert proc.wait() == 2
+    assert "does not serve TLS yet" in proc.output
+    assert "proxy" in proc.output
+
+
+def test_flask_serve_bad_wsgipool_option(spawn: Any) -> None:
+    proc = spawn(
+        flask_command("--app", "flask_app", "serve", "--max-body-size", "lots"), cwd=EXAMPLES
+    )
+    assert proc.wait() == 2
+    assert "invalid size 'lots'" in proc.output
+
+
+def test_flask_serve_options_follow_the_command_line() -> None:
+    """Every wsgipool option is a flask serve option, with the same default."""
+    pytest.importorskip("flask")
+    from wsgipool.cli import OPTIONS
+    from wsgipool.integrations.flask_cli import serve_command
+
+    by_name = {param.name: param for param in serve_command.params}
+    for option in OPTIONS:
+        param = by_name[option.field]
+        assert param.default == getattr(Config(), option.field), option.field
+        assert f"--{option.field.replace('_', '-')}" in param.opts
+
+
+@pytest.fixture
+def flask_serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., tuple[Any, list[Any]]]]:
+    """Run ``flask --app examples/flask_app.py ARGS`` in this process, with ``serve_forever``
+    replaced: (the click result, the servers that would have served)."""
+    pytest.importorskip("flask")
+    from click.testing import CliRunner
+    from flask.cli import cli
+
+    from wsgipool.integrations import flask_cli
+
+    built: list[wsgipool.Server] = []
+    monkeypatch.setattr(flask_cli.Server, "serve_forever", lambda self: built.append(self))
+    for name in ("FLASK_RUN_FROM_CLI", "FLASK_DEBUG", "FLASK_APP"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FLASK_SKIP_DOTENV", "1")
+    # Flask's app discovery puts examples/ on sys.path and imports flask_app: undone after.
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+    def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[Any, list[Any]]:
+        app = str(EXAMPLES / "flask_app.py")
+        result = CliRunner().invoke(cli, ["--app", app, "serve", *args], env=env)
+        return result, built
+
+    yield invoke
+    sys.modules.pop("flask_app", None)
+
+
+def test_flask_serve_in_process_options(flask_serve: Any, tmp_path: Path) -> None:
+    result, built = flask_serve("--without-threads", "-b", f"unix:{tmp_path}/s", "-b", ":0")
+    assert result.exit_code == 0, result.output
+    (server,) = built
+    assert server.config.threads == 1
+    assert server.config.bind == (f"unix:{tmp_path}/s", ":0")
+    assert server.app_name.endswith("flask_app.py")
+
+
+def test_flask_serve_in_process_environment(flask_serve: Any) -> None:
+    env = {"FLASK_SERVE_THREADS": "3", "FLASK_RUN_HOST": "::1", "FLASK_RUN_PORT": "5055"}
+    result, built = flask_serve(env=env)
+    assert result.exit_code == 0, result.output
+    assert built[0].config.threads == 3
+    assert built[0].config.bind == ("[::1]:5055",)
+
+
+def test_flask_serve_in_process_debugger(flask_serve: Any) -> None:
+    result, built = flask_serve("--debugger", "--port", "0")
+    assert result.exit_code == 0, result.output
+    assert type(built[0].app).__name__ == "DebuggedApplication"
+    assert built[0].config.expose_tracebacks
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bind", "127.0.0.1:0", "--port", "5001"], "--bind replaces --port"),
+        (["--without-threads", "--threads", "4"], "--without-threads means one thread"),
+        (["--debugger", "--host", "192.0.2.1"], "arbitrary Python code"),
+        (["--threads", "0"], "threads: must be a whole number >= 1"),
+        (["--poller", "kqueue"], "kqueue"),
+        (["--debug-allow-remote"], "--debug-allow-remote needs the debugger"),
+    ],
+)
+def test_flask_serve_in_process_refusals(flask_serve: Any, args: list[str], message: str) -> None:
+    result, built = flask_serve(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert built == []
+
+
+def test_flask_serve_reloads_on_change(spawn: Any, tmp_path: Path) -> None:
+    app_file = tmp_path / "reloading.py"
+    source = textwrap.dedent(
+        """
+        from flask import Flask
+        app = Flask(__name__)
+
+        @app.get("/")
+        def index():
+            return "version %d"
+        """
+    )
+    app_file.write_text(source % 1)
+    proc = spawn(
+        flask_command("--app", "reloading", "serve", "--reload", "--port", "0", "-t", "2"),
+        cwd=tmp_path,
+        env={"WSGIPOOL_RELOAD_POLL": "1"},
+    )
+    port = proc.port()
+    assert get(port).body == b"version 1"
+    app_file.write_text(source % 2)
+    # The supervisor holds the socket: the same port answers, with the new code.
+    proc.wait_for(re.compile(r"reloader: .*changed"))
+    proc.wait_for(LISTENING)
+    assert get(port).body == b"version 2"
+    assert proc.stop() == 0
+
+
+# --- run_simple ---------------------------------------------------------------------------
+
+RUN_SIMPLE_SCRIPT = """
+import ast
+import sys
+from wsgipool import run_simple
+
+def app(environ, start_response):
+    body = environ["PATH_INFO"].encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+run_simple("127.0.0.1", 0, app, static_files={"/static": sys.argv[1]}, **ast.literal_eval(sys.argv[2]))
+"""
+
+
+def test_run_simple_keeps_connections_alive_and_serves_static_files(
+    spawn: Any, tmp_path: Path
+) -> None:
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "style.css").write_text("body { color: teal }\n")
+    script = tmp_path / "serve.py"
+    script.write_text(RUN_SIMPLE_SCRIPT)
+    proc = spawn([sys.executable, str(script), str(static), "{}"], cwd=tmp_path)
+    port = proc.port()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        reader = ResponseReader(sock)
+        # Two requests, one connection: werkzeug's server would close after the first.
+        sock.sendall(build_request("GET", "/first"))
+        first = reader.read()
+        sock.sendall(build_request("GET", "/static/style.css"))
+        second = reader.read()
+    assert (first.status, first.body) == (200, b"/first")
+    assert "close" not in first.connection_tokens
+    assert second.status == 200
+    assert second.body == b"body { color: teal }\n"
+    assert (second.get("content-type") or "").startswith("text/css")
+    assert proc.stop() == 0
+
+
+def test_run_simple_reloader_reruns_the_script(spawn: Any, tmp_path: Path) -> None:
+    static = tmp_path / "static"
+    static.mkdir()
+    script = tmp_path / "serve.py"
+    script.write_text(RUN_SIMPLE_SCRIPT)
+    proc = spawn(
+        [sys.executable, str(script), str(static), "{'use_reloader': True}"],
+        cwd=tmp_path,
+        env={"WSGIPOOL_RELOAD_POLL": "1"},
+    )
+    port = proc.port()
+    assert "reloader: holding" in proc.output
+    assert get(port, "/a").body == b"/a"
+    script.write_text(
+        RUN_SIMPLE_SCRIPT.replace('environ["PATH_INFO"]', '("new " + environ["PATH_INFO"])')
+    )
+    proc.wait_for(re.compile(r"reloader: .*changed"))
+    proc.wait_for(LISTENING)
+    assert get(port, "/a").body == b"new /a"
+    assert proc.stop() == 0
+
+
+@pytest.fixture
+def no_serving(monkeypatch: pytest.MonkeyPatch) -> list[wsgipool.Server]:
+    """run_simple builds its server but returns instead of serving; the servers it built."""
+    built: list[wsgipool.Server] = []
+    monkeypatch.setattr(compat.Server, "serve_forever", lambda self: built.append(self))
+    return built
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"processes": 4}, "no worker processes"),
+        ({"processes": 4, "threaded": False}, "no worker processes"),
+        ({"request_handler": object}, "request_handler"),
+        ({"ssl_context": "adhoc"}, "does not serve TLS yet"),
+        ({"reloader_type": "inotify"}, "reloader_type"),
+    ],
+)
+def test_run_simple_refuses_what_it_cannot_honour(
+    no_serving: list[Any], arguments: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        wsgipool.run_simple("127.0.0.1", 0, hello_app, **arguments)
+    assert no_serving == []
+
+
+def test_run_simple_unthreaded_warns_and_runs_one_thread(no_serving: list[Any]) -> None:
+    with pytest.warns(RuntimeWarning, match="always threaded"):
+        wsgipool.run_simple("127.0.0.1", 0, hello_app, threaded=False)
+    assert [server.config.threads for server in no_serving] == [1]
+
+
+def test_run_simple_passthrough_errors_warns(no_serving: list[Any]) -> None:
+    with pytest.warns(RuntimeWarning, match="passthrough_errors"):
+        wsgipool.run_simple("127.0.0.1", 0, hello_app, passthrough_errors=True)
+    assert len(no_serving) == 1
+
+
+def test_run_simple_defaults(no_serving: list[Any]) -> None:
+    wsgipool.run_simple("localhost", 5001, hello_app)
+    (server,) = no_serving
+    assert server.config.bind == ("localhost:5001",)
+    assert server.config.threads == Config().threads
+    assert server.app is hello_app
+
+
+def test_run_simple_debugger(no_serving: list[Any]) -> None:
+    pytest.importorskip("werkzeug")
+    wsgipool.run_simple("::1", 0, hello_app, use_debugger=True, use_evalex=False)
+    (server,) = no_serving
+    assert type(server.app).__name__ == "DebuggedApplication"
+    assert server.config.bind == ("[::1]:0",)
+    assert server.config.expose_tracebacks
+    with pytest.raises(ConfigError, match="arbitrary Python code"):
+        wsgipool.run_simple("0.0.0.0", 0, hello_app, use_debugger=True)
+
+
+def test_run_simple_debugger_remote_when_allowed(
+    no_serving: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("werkzeug")
+    with caplog.at_level(logging.WARNING, logger="wsgipool"):
+        wsgipool.run_simple("0.0.0.0", 0, hello_app, use_debugger=True, debug_allow_remote=True)
+    assert len(no_serving) == 1
+    assert "reachable from other machines" in caplog.text
+
+
+def test_run_simple_unix_socket(no_serving: list[Any], tmp_path: Path) -> None:
+    wsgipool.run_simple(f"unix://{tmp_path}/app.sock", 0, hello_app)
+    assert no_serving[0].config.bind == (f"unix:{tmp_path}/app.sock",)
+
+
+# --- the debugger's bind check --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bind", "local"),
+    [
+        ("127.0.0.1:0", True),
+        ("127.1.2.3:80", True),
+        ("localhost:8000", True),
+        ("[::1]:0", True),
+        ("[::ffff:127.0.0.1]:0", True),
+        ("unix:/tmp/x.sock", True),
+        ("0.0.0.0:0", False),
+        (":8000", False),
+        ("[::]:0", False),
+        ("192.168.1.10:80", False),
+        ("example.com:80", False),
+    ],
+)
+def test_debugger_bind_is_local(bind: str, local: bool) -> None:
+    config = Config(bind=bind)
+    assert is_local(config.binds[0]) is local
+    if local:
+        check_debug_bind(config, allow_remote=False)
+    else:
+        with pytest.raises(ConfigError, match="runs arbitrary Python code for anyone"):
+            check_debug_bind(config, allow_remote=False)
+        check_debug_bind(config, allow_remote=True)  # a warning, no error
+
+
+def test_debugger_bind_inherited_socket() -> None:
+    with socket.socket() as loopback, socket.socket() as anywhere:
+        loopback.bind(("127.0.0.1", 0))
+        anywhere.bind(("0.0.0.0", 0))
+        assert is_local(Config(bind=f"fd://{loopback.fileno()}").binds[0])
+        assert not is_local(Config(bind=f"fd://{anywhere.fileno()}").binds[0])
+        assert loopback.getsockname()[0] == "127.0.0.1"  # still open and usable
+
+
+# --- wsgipool --debug ---------------------------------------------------------------------
+
+
+def test_wsgipool_debug_shows_the_debugger(spawn: Any, tmp_path: Path) -> None:
+    pytest.importorskip("werkzeug")
+    (tmp_path / "failing.py").write_text(
+        "def app(environ, start_response):\n    raise ValueError('it broke')\n"
+    )
+    proc = spawn(
+        [sys.executable, "-m", "wsgipool", "failing:app", "--debug", "-b", "127.0.0.1:0"],
+        cwd=tmp_path,
+    )
+    response = get(proc.port())
+    assert response.status == 500
+    assert b"__debugger__" in response.body
+    assert b"it broke" in response.body
+    assert proc.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--debug", "-b", "0.0.0.0:0"], "arbitrary Python code"),
+        (["--debug-allow-remote"], "--debug-allow-remote needs --debug"),
+    ],
+)
+def test_wsgipool_debug_refusals(spawn: Any, options: list[str], message: str) -> None:
+    proc = spawn([sys.executable, "-m", "wsgipool", "hello:app", *options], cwd=EXAMPLES)
+    assert proc.wait() == 2
+    assert message in proc.output
+    assert "Traceback" not in proc.output
+
+
+# --- Django ---------------------------------------------------------------------------------
+
+
+def test_django_example_through_the_command_line(spawn: Any) -> None:
+    pytest.importorskip("django")
+    proc = spawn(
+        [sys.executable, "-m", "wsgipool", "mysite.wsgi", "-b", "127.0.0.1:0", "-t", "2"],
+        cwd=EXAMPLES / "django_site",
+    )
+    port = proc.port()
+    response = get(port)
+    assert response.status == 200
+    assert response.body == b"Hello from Django on wsgipool!\n"
+    assert get(port, "/missing").status == 404
+    assert proc.stop() == 0
+
+
+# --- Pyramid / Paste Deploy -----------------------------------------------------------------
+
+PASTE_SCRIPT = """
+import sys
+from paste.deploy import loadapp, loadserver
+
+uri = "config:" + sys.argv[1]
+server = loadserver(uri)
+server(loadapp(uri))
+"""
+
+
+def paste_ini(tmp_path: Path, server_options: str) -> Path:
+    """An ini that uses the example's sections, overriding server options."""
+    example = EXAMPLES / "pyramid" / "development.ini"
+    ini = tmp_path / "test.ini"
+    ini.write_text(
+        f"[app:main]\nuse = config:{example}#main\n\n"
+        f"[server:main]\nuse = config:{example}#main\n{server_options}\n"
+    )
+    return ini
+
+
+def test_pyramid_example_through_paste_deploy(spawn: Any, tmp_path: Path) -> None:
+    pytest.importorskip("pyramid")
+    pytest.importorskip("paste.deploy")
+    script = tmp_path / "serve.py"
+    script.write_text(PASTE_SCRIPT)
+    ini = paste_ini(tmp_path, "port = 0\nthreads = 2\nmax_body_size = 1M")
+    proc = spawn(
+        [sys.executable, str(script), str(ini)],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(EXAMPLES / "pyramid")},
+    )
+    port = proc.port()
+    assert "with 2 threads" in proc.output
+    response = get(port)
+    assert response.status == 200
+    assert response.body == b"Hello from Pyramid on wsgipool!\n"
+    assert proc.stop() == 0
+
+
+def test_paste_unknown_option_is_refused(spawn: Any, tmp_path: Path) -> None:
+    pytest.importorskip("pyramid")
+    pytest.importorskip("paste.deploy")
+    script = tmp_path / "serve.py"
+    script.write_text(PASTE_SCRIPT)
+    ini = paste_ini(tmp_path, "port = 0\nworkers = 4")
+    proc = spawn(
+        [sys.executable, str(script), str(ini)],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(EXAMPLES / "pyramid")},
+    )
+    assert proc.wait() != 0
+    assert "unknown server option(s): workers" in proc.output
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, {}),
+        ({"host": "0.0.0.0", "port": "6543"}, {"bind": ("0.0.0.0:6543",)}),
+        ({"port": "6543"}, {"bind": ("127.0.0.1:6543",)}),
+        ({"host": "::1"}, {"bind": ("[::1]:8000",)}),
+        ({"listen": "*:8080 unix:/tmp/a.sock"}, {"bind": ("0.0.0.0:8080", "unix:/tmp/a.sock")}),
+        ({"bind": "127.0.0.1:1 127.0.0.1:2"}, {"bind": ("127.0.0.1:1", "127.0.0.1:2")}),
+        (
+            {"threads": "8", "max-body-size": "10M", "keepalive_timeout": "2.5"},
+            {"threads": 8, "max_body_size": 10 * 1024**2, "keepalive_timeout": 2.5},
+        ),
+        ({"expose_tracebacks": "TRUE"}, {"expose_tracebacks": True}),
+        ({"expose_tracebacks": "off"}, {"expose_tracebacks": False}),
+        ({"access_log": "-", "log_level": "debug"}, {"access_log": "-", "log_level": "debug"}),
+    ],
+)
+def test_paste_options_are_converted_by_type(values: dict[str, str], expected: Any) -> None:
+    options = compat.options_from_strings(values)
+    assert options == expected
+    Config(**options)  # valid
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"threads": "many"}, "threads: expected a whole number, not 'many'"),
+        ({"keepalive_timeout": "soon"}, "keepalive_timeout: expected a number"),
+        ({"expose_tracebacks": "maybe"}, "expose_tracebacks: expected true or false"),
+        ({"max_body_size": "huge"}, "max_body_size: invalid size"),
+        ({"port": "http"}, "port: expected a port number"),
+        ({"listen": "a:1", "port": "2"}, "not both"),
+        ({"bind": "a:1", "port": "2"}, "not both"),
+        ({"workers": "4", "use_x": "1"}, r"unknown server option\(s\): use_x, workers"),
+    ],
+)
+def test_paste_bad_options(values: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        compat.options_from_strings(values)
+
+
+def test_paste_runner_builds_the_config(no_serving: list[Any]) -> None:
+    logger = logging.getLogger("wsgipool")
+    level = logger.level
+    try:
+        compat.paste_server_runner(hello_app, {"here": "/"}, port="0", log_level="debug")
+        assert logger.level == logging.DEBUG  # asked for in the ini: applies to wsgipool's logs
+    finally:
+        logger.setLevel(level)
+    (server,) = no_serving
+    assert server.config.bind == ("127.0.0.1:0",)
+    assert server.app is hello_app
+
+
+def test_paste_entry_point_is_registered() -> None:
+    from importlib import metadata
+
+    # What egg:wsgipool and flask's plugin lookup find (other servers have a "main" too).
+    ours = metadata.distribution("wsgipool").entry_points
+    runners = {ep.name: ep.value for ep in ours if ep.group == "paste.server_runner"}
+    assert runners == {"main": "wsgipool.compat:paste_server_runner"}
+    commands = {ep.name: ep.value for ep in ours if ep.group == "flask.commands"}
+    assert commands == {"serve": "wsgipool.integrations.flask_cli:serve_command"}
+
+
+def test_flask_is_not_a_core_dependency() -> None:
+    # wsgipool and its compat layer import without Flask; only flask serve needs it.
+    code = (
+        "import sys; sys.modules['flask'] = None; sys.modules['werkzeug'] = None\n"
+        "import wsgipool, wsgipool.compat, wsgipool.debug, wsgipool.cli\n"
+        "from wsgipool import Config, ConfigError\n"
+        "from wsgipool.debug import wrap_debugger\n"
+        "try:\n    wrap_debugger(lambda e, s: [])\n"
+        "except ConfigError as exc:\n    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=EXIT_DEADLINE
+    )
+    assert result.returncode == 0, result.stderr
+    assert "werkzeug is not installed" in result.stdout

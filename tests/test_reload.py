@@ -1,0 +1,503 @@
+"""``--reload``: a supervisor holds the sockets and restarts the server process on changes.
+
+End-to-end tests run ``python -m wsgipool app:app --reload`` as a real process group, once
+with watchfiles and once with the polling fallback (``WSGIPOOL_RELOAD_POLL=1``). Every wait
+polls a condition against a deadline; the process group is killed in ``finally``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import hello_app
+from wsgipool import Server
+from wsgipool.cli import main
+from wsgipool.config import ConfigError
+from wsgipool.reload import (
+    INHERITED_FDS_ENV,
+    POLL_ENV,
+    _FileFilter,
+    _make_watcher,
+    default_command,
+    is_reloader_child,
+    take_inherited_fds,
+)
+
+DEADLINE = 30.0  # generous for a loaded machine; only reached when something is broken
+
+APP = """\
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"{version}"]
+"""
+
+
+def write_app(directory: Path, version: str) -> None:
+    (directory / "app.py").write_text(APP.format(version=version))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def eventually(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def fetch(port: int, timeout: float = DEADLINE) -> bytes:
+    """GET / on a new connection; the body of a 200 response, else an error."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return read_body(sock)
+
+
+def read_body(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200 "):
+        raise ConnectionError(f"no 200 response: {data[:200]!r}")
+    return body
+
+
+class Supervisor:
+    """``python -m wsgipool app:app --reload`` in its own process group, output to a file."""
+
+    def __init__(
+        self,
+        directory: Path,
+        port: int,
+        *,
+        poll: bool,
+        extra: tuple[str, ...] = (),
+        command: list[str] | None = None,
+    ):
+        self.port = port
+        self.poll = poll
+        self.log_path = directory.parent / f"{directory.name}.log"
+        env = dict(os.environ)
+        env.pop("PYTHONWARNINGS", None)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # the stale-bytecode test needs a .pyc
+        env.pop(INHERITED_FDS_ENV, None)
+        env[POLL_ENV] = "1" if poll else "0"
+        command = command or [
+            sys.executable,
+            "-m",
+            "wsgipool",
+            "app:app",
+            "--reload",
+            "--reload-dir",
+            str(directory),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(directory),
+            "--threads",
+            "4",
+            *extra,
+        ]
+        with open(self.log_path, "wb") as log:
+            self.popen = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_body(self, expected: bytes) -> None:
+        def served() -> bool:
+            try:
+                return fetch(self.port, timeout=5.0) == expected
+            except OSError:
+                return False
+
+        try:
+            eventually(served, f"{expected!r} to be served")
+        except AssertionError:
+            raise AssertionError(f"{expected!r} never served; log:\n{self.log}") from None
+
+    def wait_log(self, text: str, count: int = 1) -> None:
+        try:
+            eventually(lambda: self.log.count(text) >= count, f"{text!r} in the log")
+        except AssertionError:
+            raise AssertionError(f"{text!r} never logged; log:\n{self.log}") from None
+
+    def stop(self, sig: int, *, group: bool = False) -> int:
+        if group:
+            os.killpg(self.popen.pid, sig)
+        else:
+            self.popen.send_signal(sig)
+        return self.popen.wait(timeout=DEADLINE)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=DEADLINE)
+
+
+def _has_watchfiles() -> bool:
+    return importlib.util.find_spec("watchfiles") is not None
+
+
+@pytest.fixture(params=["watchfiles", "polling"])
+def start(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Supervisor]]:
+    """``start(directory)`` runs a supervisor on a free port, in the watcher mode of the run."""
+    poll = request.param == "polling"
+    if not poll and not _has_watchfiles():
+        pytest.skip("watchfiles is not installed")
+    started: list[Supervisor] = []
+
+    def run(
+        directory: Path,
+        extra: tuple[str, ...] = (),
+        command: Callable[[int], list[str]] | None = None,
+    ) -> Supervisor:
+        port = free_port()
+        supervisor = Supervisor(
+            directory, port, poll=poll, extra=extra, command=command and command(port)
+        )
+        started.append(supervisor)
+        return supervisor
+
+    try:
+        yield run
+    finally:
+        for supervisor in started:
+            supervisor.kill()
+
+
+def app_dir(tmp_path: Path, version: str = "v1") -> Path:
+    directory = tmp_path / "project"
+    directory.mkdir()
+    write_app(directory, version)
+    return directory
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+
+def test_change_is_served_and_sigint_exits_cleanly(start, tmp_path):
+    directory = app_dir(tmp_path)
+    supervisor = start(directory)
+    supervisor.wait_body(b"v1")
+    assert "reloader: holding http://127.0.0.1:" in supervisor.log
+    assert ("(polling every 1s)" if supervisor.poll else "(watchfiles)") in supervisor.log
+    write_app(directory, "v2")
+    supervisor.wait_body(b"v2")
+    supervisor.wait_log("app.py changed; restarting")
+    assert supervisor.stop(signal.SIGINT) == 0
+    log = supervisor.log
+    assert "Traceback" not in log
+    assert "reloader: stopping" in log
+
+
+def test_no_connection_is_refused_while_reloading(start, tmp_path):
+    directory = app_dir(tmp_path)
+    supervisor = start(directory)
+    supervisor.wait_body(b"v1")
+    refused = 0
+    failures: list[str] = []
+    answered: list[bytes] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        nonlocal refused
+        while not stop.is_set():
+            try:
+                answered.append(fetch(supervisor.port))
+            except ConnectionRefusedError:
+                refused += 1
+            except OSError as exc:
+                failures.append(repr(exc))
+
+    clients = [threading.Thread(target=hammer) for _ in range(3)]
+    for client in clients:
+        client.start()
+    try:
+        for version in ("v2", "v3", "v4"):
+            write_app(directory, version)
+            supervisor.wait_body(version.encode())
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(timeout=DEADLINE)
+    assert refused == 0
+    assert failures == []
+    assert answered
+    assert set(answered) <= {b"v1", b"v2", b"v3", b"v4"}
+    assert supervisor.log.count("listening on") >= 4
+
+
+def test_syntax_error_keeps_the_supervisor_and_connections_wait(start, tmp_path):
+    directory = app_dir(tmp_path)
+    supervisor = start(directory)
+    supervisor.wait_body(b"v1")
+    (directory / "app.py").write_text("def app(environ, start_response:\n")
+    supervisor.wait_log("SyntaxError")
+    supervisor.wait_log("exited with status 2; restarting when a watched file changes")
+    assert supervisor.popen.poll() is None
+    # No server process: a client still connects (the backlog) and its request waits...
+    with socket.create_connection(("127.0.0.1", supervisor.port), timeout=DEADLINE) as waiting:
+        waiting.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        waiting.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            waiting.recv(1)
+        # ... until the file is fixed, and the new server answers it.
+        write_app(directory, "fixed")
+        waiting.settimeout(DEADLINE)
+        assert read_body(waiting) == b"fixed"
+    supervisor.wait_body(b"fixed")
+    assert supervisor.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in supervisor.log
+
+
+def test_ctrl_c_to_the_process_group(start, tmp_path):
+    directory = app_dir(tmp_path)
+    supervisor = start(directory)
+    supervisor.wait_body(b"v1")
+    assert supervisor.stop(signal.SIGINT, group=True) == 0
+    log = supervisor.log
+    assert "Traceback" not in log
+    # The port is free again: nothing was left holding it.
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", supervisor.port))
+
+
+def test_same_size_same_mtime_edit_is_not_served_stale(start, tmp_path):
+    # Python reuses a .pyc whose recorded mtime and size match the source: the supervisor
+    # removes the changed module's bytecode, and polling compares ctime too.
+    directory = app_dir(tmp_path)
+    supervisor = start(directory)
+    supervisor.wait_body(b"v1")
+    path = directory / "app.py"
+    before = path.stat()
+    cached = Path(importlib.util.cache_from_source(str(path)))
+    eventually(cached.exists, "the bytecode cache to be written")
+    write_app(directory, "v2")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    supervisor.wait_body(b"v2")
+
+
+def test_excluded_and_other_files_do_not_restart(start, tmp_path):
+    directory = app_dir(tmp_path)
+    (directory / "skipped").mkdir()
+    supervisor = start(directory, ("--reload-exclude", "skipped", "--reload-include", "*.cfg"))
+    supervisor.wait_body(b"v1")
+    (directory / "skipped" / "module.py").write_text("x = 1\n")
+    (directory / "notes.txt").write_text("hello\n")
+    (directory / "settings.cfg").write_text("a = 1\n")
+    supervisor.wait_log("changed; restarting")
+    supervisor.wait_body(b"v1")
+    log = supervisor.log
+    assert "settings.cfg changed" in log
+    assert "module.py" not in log
+    assert "notes.txt" not in log
+    assert log.count("changed; restarting") == 1
+    # --reload-include replaces the default *.py: app.py is not watched, so its bytecode is
+    # not refreshed either; another size keeps Python from reusing the old .pyc.
+    write_app(directory, "second")
+    (directory / "settings.cfg").write_text("a = 2\n")
+    supervisor.wait_log("changed; restarting", count=2)
+    supervisor.wait_body(b"second")
+
+
+def test_unix_socket_survives_restarts_and_is_removed_at_exit(start, tmp_path):
+    directory = app_dir(tmp_path)
+    path = tmp_path / "app.sock"
+    supervisor = start(directory, ("-b", f"unix:{path}"))
+    supervisor.wait_body(b"v1")
+
+    def unix_fetch() -> bytes:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(DEADLINE)
+            sock.connect(str(path))
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return read_body(sock)
+
+    assert unix_fetch() == b"v1"
+    write_app(directory, "v2")
+    supervisor.wait_body(b"v2")
+    # The old server process stopped without unlinking the supervisor's socket file.
+    assert path.exists()
+    assert unix_fetch() == b"v2"
+    assert supervisor.stop(signal.SIGTERM) == 0
+    assert not path.exists()
+
+
+def test_run_with_reloader_from_python_with_extra_files(start, tmp_path):
+    # What run_simple(use_reloader=True) and flask serve do: a program calls
+    # run_with_reloader, which runs argv (here a server command line) as the child.
+    directory = app_dir(tmp_path)
+    settings = tmp_path / "outside" / "settings.toml"
+    settings.parent.mkdir()
+    settings.write_text("a = 1\n")
+    script = tmp_path / "supervise.py"
+    script.write_text(
+        "import logging, sys\n"
+        "from wsgipool import Config\n"
+        "from wsgipool.reload import run_with_reloader\n"
+        "logging.basicConfig(level='INFO')\n"
+        "port, directory, settings = sys.argv[1:]\n"
+        "child = [sys.executable, '-m', 'wsgipool', 'app:app', '--chdir', directory,\n"
+        "         '-b', f'127.0.0.1:{port}']\n"
+        "sys.exit(run_with_reloader(Config(bind=[f'127.0.0.1:{port}']),\n"
+        "    reload_dirs=[directory], extra_files=[settings], interval=0.2, argv=child))\n"
+    )
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, str(script), str(port), str(directory), str(settings)]
+
+    supervisor = start(directory, command=command)
+    supervisor.wait_body(b"v1")
+    assert ("(polling every 0.2s)" if supervisor.poll else "(watchfiles)") in supervisor.log
+    settings.write_text("a = 2\n")
+    supervisor.wait_log("settings.toml changed; restarting")
+    write_app(directory, "second")
+    supervisor.wait_body(b"second")
+    assert supervisor.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in supervisor.log
+
+
+def test_polling_when_watchfiles_is_missing(monkeypatch, tmp_path):
+    monkeypatch.delenv(POLL_ENV, raising=False)
+    monkeypatch.setitem(sys.modules, "watchfiles", None)  # import fails
+    files = _FileFilter([str(tmp_path)], ("*.py",), (), ())
+    assert _make_watcher(files, 0.5, lambda paths: None).kind == "polling every 0.5s"
+
+
+# --- pieces ----------------------------------------------------------------------------------
+
+
+def test_file_filter(tmp_path):
+    root = str(tmp_path)
+    extra = str(tmp_path.parent / "settings.toml")
+    excluded = ("tests", "*_local.py", "docs/build", "*/migrations/*")
+    files = _FileFilter([root], ("*.py", "templates/*"), excluded, [extra])
+    assert files(f"{root}/app.py")
+    assert files(f"{root}/pkg/sub/module.py")
+    assert files(f"{root}/templates/index.html")
+    assert files(f"{root}/docs/conf.py")
+    assert files(extra)
+    assert not files(f"{root}/notes.txt")
+    assert not files(f"{root}/tests/test_app.py")
+    assert not files(f"{root}/pkg/tests/test_app.py")
+    assert not files(f"{root}/config_local.py")
+    assert not files(f"{root}/docs/build/gen.py")
+    assert not files(f"{root}/pkg/migrations/0001_initial.py")
+    assert not files(f"{root}/.venv/lib/site.py")
+    assert not files(f"{root}/pkg/__pycache__/module.py")
+    assert not files(f"{root}/.#app.py")
+    assert not files(f"{tmp_path.parent}/elsewhere.py")
+    assert files.skip_dir(f"{root}/tests")
+    assert files.skip_dir(f"{root}/docs/build")
+    assert files.skip_dir(f"{root}/.git")
+    assert not files.skip_dir(f"{root}/pkg")
+    assert not files.skip_dir(f"{root}/docs")
+    assert files.extra_dirs() == [str(tmp_path.parent)]
+    # A glob without a / is matched against names and relative paths only: this test's own
+    # directory has "test" in its path, and is not excluded by *test*.
+    assert "test" in root
+    files = _FileFilter([root], ("*.py",), ("*test*",), ())
+    assert files(f"{root}/app.py")
+    assert not files(f"{root}/test_app.py")
+    assert not files(f"{root}/testing/app.py")
+
+
+def test_take_inherited_fds(monkeypatch):
+    monkeypatch.delenv(INHERITED_FDS_ENV, raising=False)
+    assert not is_reloader_child()
+    assert take_inherited_fds(1) is None
+    monkeypatch.setenv(INHERITED_FDS_ENV, "3,x")
+    assert is_reloader_child()
+    with pytest.raises(ConfigError, match="expected descriptor numbers"):
+        take_inherited_fds(2)
+    with socket.socket() as sock:
+        monkeypatch.setenv(INHERITED_FDS_ENV, str(sock.fileno()))
+        with pytest.raises(ConfigError, match="1 descriptor"):
+            take_inherited_fds(2)
+        sock.set_inheritable(True)
+        assert take_inherited_fds(1) == [sock.fileno()]
+        assert not sock.get_inheritable()
+    # Consumed: a second server in the same process binds for itself.
+    assert INHERITED_FDS_ENV not in os.environ
+
+
+def test_server_uses_inherited_sockets(monkeypatch, tmp_path):
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    path = tmp_path / "s.sock"
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind(str(path))
+    unix.listen()
+    handed = [os.dup(listening.fileno()), os.dup(unix.fileno())]
+    monkeypatch.setenv(INHERITED_FDS_ENV, ",".join(map(str, handed)))
+    try:
+        # The bind list says where the supervisor listens; the server binds nothing itself.
+        server = Server(hello_app, bind=["127.0.0.1:1", f"unix:{path}"], threads=2)
+        server.start()
+        try:
+            assert server.addresses == [listening.getsockname(), str(path)]
+            assert fetch(listening.getsockname()[1]) == b"Hello, World!"
+        finally:
+            server.stop(timeout=5)
+        assert path.exists()  # the supervisor's file, not the server's to remove
+    finally:
+        listening.close()
+        unix.close()
+
+
+def test_inherited_count_mismatch_is_an_error(monkeypatch):
+    monkeypatch.setenv(INHERITED_FDS_ENV, "3")
+    server = Server(hello_app, bind=["127.0.0.1:0", "127.0.0.1:0"], threads=1)
+    with pytest.raises(ConfigError, match="same --bind list"):
+        server.start()
+
+
+def test_default_command_reruns_this_process():
+    command = default_command()
+    assert command[0] == sys.executable
+    assert command[1:] == sys.orig_argv[1:]
+
+
+def test_reload_options_need_reload(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["app:app", "--reload-dir", "."])
+    assert exc.value.code == 2
+    assert "need --reload" in capsys.readouterr().err
+
+
+def test_missing_reload_dir_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(INHERITED_FDS_ENV, raising=False)
+    code = main(
+        ["app:app", "--reload", "--reload-dir", str(tmp_path / "nope"), "-b", "127.0.0.1:0"]
+    )
+    assert code == 2
+    assert "no such directory" in capsys.readouterr().err
