@@ -42,6 +42,16 @@ ACCEPT_BACKOFF = 0.5
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
+def _peer_closed(sock: socket.socket) -> bool:
+    """Whether the peer closed the connection with nothing left to read (a peek, no read)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
 class Listener:
     """Runs the accept/watch loop on its own thread."""
 
@@ -262,6 +272,11 @@ class Listener:
 
     def _shed(self, conn: Connection) -> None:
         """Refuse a request at once when the queue is full: a 503 costs no worker."""
+        if conn.buffer == b"" and _peer_closed(conn.sock):
+            # Not a request: an idle client hung up. Close it without a word.
+            self.discard(conn)
+            conn.close()
+            return
         now = time.monotonic()
         if now - self._last_overload_log >= 1.0:
             self._last_overload_log = now
