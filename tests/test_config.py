@@ -200,8 +200,8 @@ def test_from_options_refuses_unknown_names() -> None:
 
 def test_from_options_names_every_unknown_option() -> None:
     with pytest.raises(ConfigError) as info:
-        Config.from_options(threads=2, thread=3, workers=4)
-    assert "thread" in str(info.value) and "workers" in str(info.value)
+        Config.from_options(threads=2, thread=3, processes=4)
+    assert "thread" in str(info.value) and "processes" in str(info.value)
 
 
 @pytest.mark.parametrize("name", ["binds", "limits"])

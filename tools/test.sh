@@ -14,7 +14,13 @@ fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
 echo "== Python $version ($venv)"
 if [ -z "${SKIP_LINT:-}" ]; then
-  "$venv/bin/ruff" check src tests examples benchmarks
+  "$venv/bin/ruff" check src tests examples benchmarks tools fuzz
   "$venv/bin/mypy"
+  # The documentation site, built outside the repository; --strict makes warnings fatal.
+  docs_site=$(mktemp -d)
+  trap 'rm -rf "$docs_site"' EXIT
+  "$venv/bin/mkdocs" build --strict --site-dir "$docs_site"
+  rm -rf "$docs_site"
+  trap - EXIT
 fi
 exec "$venv/bin/python" -m pytest "$@"

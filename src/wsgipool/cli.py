@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -20,6 +21,7 @@ from .debug import check_debug_bind, wrap_debugger
 from .loader import load_app
 from .reload import is_reloader_child, run_with_reloader
 from .server import Server
+from .supervisor import run_supervisor
 
 EXIT_USAGE = 2
 _DEFAULTS = Config()
@@ -145,6 +147,58 @@ OPTIONS = (
         "readiness API for idle connections",
         choices=("auto", "epoll", "selectors"),
     ),
+    Option(
+        "workers",
+        "N",
+        "worker processes, each with its own listener thread and --threads pool, sharing "
+        "the listening sockets; above 1 a supervisor process starts and watches them "
+        "(see docs/processes.md)",
+        int,
+        short="-w",
+    ),
+    Option(
+        "max_requests",
+        "N",
+        "a worker process that has run N requests stops accepting, finishes them and is "
+        "replaced (0: never; starts the supervisor even with --workers 1)",
+        int,
+    ),
+    Option(
+        "max_requests_jitter",
+        "N",
+        "add a random 0..N to --max-requests per worker, so they do not all restart at once",
+        int,
+    ),
+    Option(
+        "preload",
+        None,
+        "import the app once in the supervisor before forking the workers (less memory, "
+        "faster start; SIGHUP then cannot load new code)",
+    ),
+    Option(
+        "forwarded_allow_ips",
+        "IPS",
+        "peers whose Forwarded and X-Forwarded-* headers are applied: comma-separated "
+        "addresses and CIDR networks, '*' for all, '' for none; Unix socket peers count as "
+        "trusted unless empty (see docs/proxies.md)",
+    ),
+    Option(
+        "proxy_protocol",
+        None,
+        "require a PROXY protocol header (v1 or v2) at the start of every connection from "
+        "--proxy-allow-ips",
+    ),
+    Option(
+        "proxy_allow_ips",
+        "IPS",
+        "peers that must send a PROXY protocol header with --proxy-protocol (same syntax "
+        "as --forwarded-allow-ips)",
+    ),
+    Option(
+        "unix_socket_mode",
+        "MODE",
+        "file mode of unix: sockets, in octal, e.g. 660 (default: as the umask leaves it)",
+    ),
 )
 
 
@@ -191,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=argparse.SUPPRESS,
         metavar="ADDRESS",
-        help="where to listen, repeatable: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N "
+        help="where to listen, repeatable: HOST:PORT, [IPv6]:PORT, unix:PATH, fd://N or "
+        "systemd (the sockets of systemd socket activation) "
         f"(default: {_DEFAULTS.bind[0]})",
     )
     parser.add_argument(
@@ -369,12 +424,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_debug_bind(config, args.debug_allow_remote)
             # Whoever can use the debugger can run code; a traceback in a 500 is no more.
             config = dataclasses.replace(config, expose_tracebacks=True)
+        if args.reload and (config.workers > 1 or config.max_requests):
+            # Development: one server process, restarted on changes.
+            if not is_reloader_child():
+                logging.getLogger("wsgipool.error").warning(
+                    "--reload runs one server process: ignoring --workers and --max-requests"
+                )
+            config = dataclasses.replace(config, workers=1, max_requests=0)
+        if args.debug and (config.workers > 1 or config.max_requests):
+            raise ConfigError(
+                "--debug needs a single server process (the debugger keeps its state in "
+                "memory): drop --workers and --max-requests"
+            )
         if args.reload and not is_reloader_child():
             # This process only holds the sockets and restarts a server process: it never
             # imports the app, so an app that fails to import cannot stop it.
             return _supervise(args, config, argv, start_dir)
         # Like `python -m`, the current directory is importable.
         sys.path.insert(0, os.getcwd())
+        if config.workers > 1 or config.max_requests:
+            # The supervisor forks the workers; each imports the app (or, with --preload,
+            # the supervisor does once before forking).
+            raise_open_file_limit(config.max_connections)
+            return run_supervisor(config, functools.partial(load_app, app_spec), app_spec)
         app = load_app(app_spec)
         if args.debug:
             app = wrap_debugger(app)

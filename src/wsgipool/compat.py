@@ -82,7 +82,8 @@ def run_simple(
     - ``threaded=False`` runs one worker thread, so requests still run one at a time, but
       not on the main thread (a ``RuntimeWarning`` says so);
     - ``processes`` other than 1, ``request_handler`` and ``ssl_context`` raise
-      ``ConfigError``: wsgipool has no worker processes, its own HTTP implementation, and
+      ``ConfigError``: ``run_simple`` has no worker processes (``wsgipool --workers``
+      has), wsgipool has its own HTTP implementation, and
       no TLS yet;
     - ``passthrough_errors=True`` warns: an application error is logged with its
       traceback and answered with a 500 (or the debugger's page); it never stops the
@@ -96,8 +97,9 @@ def run_simple(
     """
     if processes != 1:
         raise ConfigError(
-            f"processes={processes}: wsgipool has no worker processes yet; it runs requests "
-            "on threads (threaded=True) - run several servers behind a proxy for more processes"
+            f"processes={processes}: run_simple has no worker processes; it serves in this "
+            "process, on threads (threaded=True); for worker processes use the wsgipool "
+            "command (--workers N)"
         )
     if request_handler is not None:
         raise ConfigError(
@@ -176,6 +178,9 @@ FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 # Names in [server:*] besides Config's fields: host and port (as most Paste servers take
 # them) and waitress's listen, all turned into bind.
 ADDRESS_NAMES = ("host", "port", "listen")
+# Config fields of the command line's worker-process supervisor, which the Paste runner
+# (serving in pserve's process) cannot honour.
+PROCESS_FIELDS = ("workers", "max_requests", "max_requests_jitter", "preload")
 
 
 def paste_server_runner(
@@ -201,12 +206,18 @@ def paste_server_runner(
 def options_from_strings(values: Mapping[str, str]) -> dict[str, Any]:
     """``Config`` keywords from the strings of an ini section, converted by field type."""
     names = {key.replace("-", "_"): value for key, value in values.items()}
-    converters = _converters()
+    # pserve serves in its own process: worker processes need the wsgipool command.
+    converters = {
+        name: convert for name, convert in _converters().items() if name not in PROCESS_FIELDS
+    }
     unknown = sorted(set(names) - set(converters) - set(ADDRESS_NAMES))
     if unknown:
+        hint = ""
+        if set(unknown) & set(PROCESS_FIELDS):
+            hint = "; worker processes need the wsgipool command (wsgipool --workers N)"
         raise ConfigError(
             f"unknown server option(s): {', '.join(unknown)} (known: host, port, listen and "
-            f"wsgipool's options: {', '.join(converters)})"
+            f"wsgipool's options: {', '.join(converters)}){hint}"
         )
     options: dict[str, Any] = {}
     for name, text in names.items():

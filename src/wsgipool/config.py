@@ -9,6 +9,7 @@ from typing import Any
 
 from .accesslog import COMBINED, check_format
 from .http.parser import Limits
+from .proxy import TrustedPeers
 
 DEFAULT_PORT = 8000
 # Longest timeout accepted (a year): beyond it the kernel's timeval overflows, and no
@@ -37,11 +38,31 @@ class ConfigError(ValueError):
     """An option has a value the server cannot run with; the message says which and why."""
 
 
+def parse_mode(value: str | int) -> int | None:
+    """A Unix socket file mode: ``0o660``, ``"0o660"``, ``"0660"`` or ``"660"`` (octal);
+    ``""`` for none (the umask decides). Raises ``ConfigError``."""
+    if value == "":
+        return None
+    mode: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    elif isinstance(value, str):
+        digits = value.strip().lower()
+        digits = digits[2:] if digits.startswith("0o") else digits
+        if digits and len(digits) <= 4 and all(char in "01234567" for char in digits):
+            mode = int(digits, 8)
+    if mode is None or not 0 <= mode <= 0o777:
+        raise ConfigError(
+            f"unix_socket_mode: an octal file mode such as 660 or 0o660, not {value!r}"
+        )
+    return mode
+
+
 @dataclass(frozen=True)
 class BindAddress:
     """Where to listen: a TCP host and port, a Unix socket path, or an inherited descriptor."""
 
-    kind: str  # "tcp", "unix" or "fd"
+    kind: str  # "tcp", "unix", "fd" or "systemd"
     host: str = ""
     port: int = 0
     path: str = ""
@@ -49,7 +70,10 @@ class BindAddress:
 
     @classmethod
     def parse(cls, text: str) -> BindAddress:
-        """Parse ``HOST:PORT``, ``[IPv6]:PORT``, ``HOST``, ``:PORT``, ``unix:PATH`` or ``fd://N``."""
+        """Parse ``HOST:PORT``, ``[IPv6]:PORT``, ``HOST``, ``:PORT``, ``unix:PATH``, ``fd://N``
+        or ``systemd`` (every socket systemd passed, see ``sockets.systemd_fds``)."""
+        if text == "systemd":
+            return cls("systemd")
         if text.startswith("unix:"):
             path = text[len("unix:") :]
             if not path:
@@ -73,6 +97,8 @@ class BindAddress:
         return cls("tcp", host=host, port=port)
 
     def __str__(self) -> str:
+        if self.kind == "systemd":
+            return "systemd"
         if self.kind == "unix":
             return f"unix:{self.path}"
         if self.kind == "fd":
@@ -108,8 +134,22 @@ class Config:
     access_log: str = ""
     access_log_format: str = COMBINED
     poller: str = "auto"
+    # Worker processes (the command line's supervisor; see docs/processes.md).
+    workers: int = 1
+    max_requests: int = 0  # 0: never recycle a worker process
+    max_requests_jitter: int = 0
+    preload: bool = False
+    # Proxies (docs/proxies.md).
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+    proxy_protocol: bool = False
+    proxy_allow_ips: str = "127.0.0.1,::1"
+    unix_socket_mode: str | int = ""
     binds: tuple[BindAddress, ...] = field(init=False, repr=False, compare=False)
     limits: Limits = field(init=False, repr=False, compare=False)
+    # Parsed forwarded_allow_ips, proxy_allow_ips and unix_socket_mode (None: the umask's).
+    forwarded_trust: TrustedPeers = field(init=False, repr=False, compare=False)
+    proxy_trust: TrustedPeers = field(init=False, repr=False, compare=False)
+    socket_mode: int | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         bind = self.bind
@@ -149,6 +189,22 @@ class Config:
         except ValueError as exc:
             raise ConfigError(f"access_log_format: {exc}") from None
         _require_choice("poller", self.poller, ("auto", "epoll", "selectors"))
+        _require_int("workers", self.workers, minimum=1)
+        _require_int("max_requests", self.max_requests, minimum=0)
+        _require_int("max_requests_jitter", self.max_requests_jitter, minimum=0)
+        if not isinstance(self.preload, bool):
+            raise ConfigError(f"preload: must be True or False, not {self.preload!r}")
+        for name, derived in (
+            ("forwarded_allow_ips", "forwarded_trust"),
+            ("proxy_allow_ips", "proxy_trust"),
+        ):
+            try:
+                object.__setattr__(self, derived, TrustedPeers(getattr(self, name)))
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+        if not isinstance(self.proxy_protocol, bool):
+            raise ConfigError(f"proxy_protocol: must be True or False, not {self.proxy_protocol!r}")
+        object.__setattr__(self, "socket_mode", parse_mode(self.unix_socket_mode))
         object.__setattr__(
             self,
             "limits",

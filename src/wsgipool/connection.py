@@ -35,9 +35,11 @@ class Connection:
         "deadline",
         "environ_base",
         "fd",
+        "forwarded_trusted",
         "head_started",
         "local",
         "peer",
+        "proxy_header_expected",
         "queued_at",
         "requests",
         "scanner",
@@ -66,6 +68,10 @@ class Connection:
         self.closed = False
         # The per-connection part of the WSGI environ, built on the first request.
         self.environ_base: dict[str, Any] | None = None
+        # Whether the peer may set forwarded headers (decided with environ_base).
+        self.forwarded_trusted = False
+        # --proxy-protocol: a PROXY header must come before the first request.
+        self.proxy_header_expected = False
 
     def recv_available(self) -> int:
         """Append whatever has arrived without waiting; return bytes read, 0 on EOF, -1 if none."""

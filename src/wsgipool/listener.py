@@ -71,6 +71,8 @@ class Listener:
         self._addresses = {fd: sock.getsockname() for fd, sock in self._listening.items()}
         self._recv_timeout = timeval(config.body_timeout)
         self._send_timeout = timeval(config.send_timeout)
+        # --proxy-protocol: whose connections must start with a PROXY header.
+        self._proxy_trust = config.proxy_trust if config.proxy_protocol else None
         self._conns: dict[int, Connection] = {}
         self._lock = threading.Lock()
         self._empty = threading.Condition(self._lock)
@@ -224,6 +226,8 @@ class Listener:
                 sock.close()
                 continue
             conn = Connection(sock, peer, local, config.limits)
+            if self._proxy_trust is not None and self._proxy_trust.trusts_peer(peer):
+                conn.proxy_header_expected = True
             with self._lock:
                 self._conns[conn.fd] = conn
                 if deferred:

@@ -13,6 +13,7 @@ leaves the poller until its worker hands it back with ``rearm``. Two implementat
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import selectors
@@ -80,8 +81,21 @@ class EpollPoller:
         self._epoll = select.epoll()
         self._wake_pipe = _WakePipe()
         self._epoll.register(self._wake_pipe.read_fd, select.EPOLLIN)
+        self._exclusive: int = getattr(select, "EPOLLEXCLUSIVE", 0)
 
     def add_listener(self, fd: int) -> None:
+        # EPOLLEXCLUSIVE (Linux >= 4.5): when worker processes share a listening socket,
+        # a new connection wakes one of their listeners, not all (the thundering herd).
+        # It is only ever added and deleted here, never modified (EPOLL_CTL_MOD refuses it);
+        # pausing accepts removes and re-adds the descriptor.
+        if self._exclusive:
+            try:
+                self._epoll.register(fd, select.EPOLLIN | self._exclusive)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self._exclusive = 0  # An older kernel: plain registration from now on.
         self._epoll.register(fd, select.EPOLLIN)
 
     def remove_listener(self, fd: int) -> None:

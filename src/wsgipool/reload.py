@@ -131,7 +131,7 @@ def run_with_reloader(
     unix_paths: list[str] = []
     try:
         for address in config.binds:
-            sockets.append(bind_socket(address, config.backlog))
+            sockets.append(bind_socket(address, config.backlog, config.socket_mode))
             if address.kind == "unix":
                 unix_paths.append(os.path.abspath(address.path))
         watched = _FileFilter(roots, include, exclude, extra_files)

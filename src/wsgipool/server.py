@@ -18,7 +18,7 @@ from .config import BindAddress, Config, ConfigError
 from .connection import Connection
 from .listener import Listener
 from .reload import take_inherited_fds
-from .sockets import bind_socket, describe
+from .sockets import bind_socket, describe, expand_binds
 from .taskqueue import TaskQueue
 from .worker import ConnectionHandler, WorkerPool
 from .wsgi import Gateway, WSGIApp
@@ -56,6 +56,8 @@ class Server:
         self._force_stop = False
         self._access_handler: logging.Handler | None = None
         self._stopped = False
+        # wsgi.multiprocess: set by the supervisor's worker processes before start().
+        self.multiprocess = False
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -73,10 +75,13 @@ class Server:
             # Under --reload, the supervisor process holds the sockets and hands them over;
             # it also unlinks Unix socket files, so they are not in _unix_paths here.
             inherited = take_inherited_fds(len(config.binds))
-            for index, address in enumerate(config.binds):
+            # "systemd" stands for the sockets systemd passed (none under --reload, whose
+            # supervisor hands over the descriptors it holds).
+            binds = config.binds if inherited is not None else expand_binds(config.binds)
+            for index, address in enumerate(binds):
                 if inherited is not None:
                     address = BindAddress("fd", fd=inherited[index])
-                self.sockets.append(bind_socket(address, config.backlog))
+                self.sockets.append(bind_socket(address, config.backlog, config.socket_mode))
                 if address.kind == "unix":
                     self._unix_paths.append(address.path)
         except Exception:
@@ -84,7 +89,7 @@ class Server:
             self._close_access_log()
             raise
         draining = threading.Event()
-        gateway = Gateway(self.app, config, draining=draining)
+        gateway = Gateway(self.app, config, multiprocess=self.multiprocess, draining=draining)
         tasks: TaskQueue[Connection] = TaskQueue(config.queue_limit)
         pool = WorkerPool(config.threads, tasks)
         listener = Listener(self.sockets, config, tasks, draining)
@@ -154,8 +159,18 @@ class Server:
         finally:
             restore()
 
-    def request_stop(self) -> None:
-        """Ask ``serve_forever`` to stop; safe from any thread or a signal handler."""
+    def drain(self) -> None:
+        """Stop accepting now and close idle connections; responses from now on carry
+        ``Connection: close``. Safe from any thread (not from a signal handler); ``stop()``
+        then waits for what is in flight."""
+        if self._listener is not None:
+            self._listener.drain()
+
+    def request_stop(self, force: bool = False) -> None:
+        """Ask ``serve_forever`` to stop; safe from any thread or a signal handler.
+        ``force``: do not wait for in-flight requests (as a second Ctrl-C does)."""
+        if force:
+            self._force_stop = True
         self._stop_requested.set()
 
     def __enter__(self) -> Server:

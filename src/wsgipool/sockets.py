@@ -6,6 +6,7 @@ import contextlib
 import os
 import socket
 import stat
+from collections.abc import MutableMapping, Sequence
 
 from .config import BindAddress, ConfigError
 
@@ -14,13 +15,23 @@ class BindError(ConfigError):
     """An address could not be bound (in use, not permitted, unknown host...)."""
 
 
-def bind_socket(address: BindAddress, backlog: int) -> socket.socket:
-    """Create, bind and listen on ``address``; raise ``BindError`` with a clear message."""
+# systemd socket activation (sd_listen_fds(3)): the first passed descriptor is 3.
+SD_LISTEN_FDS_START = 3
+
+
+def bind_socket(address: BindAddress, backlog: int, mode: int | None = None) -> socket.socket:
+    """Create, bind and listen on ``address``; raise ``BindError`` with a clear message.
+
+    ``mode``: the file mode of a Unix socket this binds (None: as the umask leaves it).
+    """
     try:
         if address.kind == "fd":
             sock = socket.socket(fileno=address.fd)
         elif address.kind == "unix":
-            sock = _bind_unix(address.path)
+            sock = _bind_unix(address.path, mode)
+        elif address.kind == "systemd":
+            # Only Server.start() expands it (see expand_binds): not --reload's supervisor.
+            raise BindError("bind systemd: not supported here (e.g. with --reload)")
         else:
             sock = _bind_tcp(address.host, address.port)
         sock.listen(backlog)
@@ -53,7 +64,7 @@ def _bind_tcp(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _bind_unix(path: str) -> socket.socket:
+def _bind_unix(path: str, mode: int | None = None) -> socket.socket:
     # A stale socket file from a previous run would make bind() fail, so remove it; but
     # only a socket file, and only when nothing listens on it any more.
     with contextlib.suppress(FileNotFoundError):
@@ -62,10 +73,64 @@ def _bind_unix(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
+        if mode is not None:
+            # Before listen(): until then a connect() is refused, so no client gets in
+            # under the umask's mode.
+            os.chmod(path, mode)
     except OSError:
         sock.close()
         raise
     return sock
+
+
+def systemd_fds(environ: MutableMapping[str, str] | None = None) -> list[int]:
+    """The listening descriptors systemd passed this process (socket activation), consumed.
+
+    ``LISTEN_FDS=N`` with ``LISTEN_PID`` equal to this process's id means descriptors
+    3 .. 3+N-1 are ours. The variables (and ``LISTEN_FDNAMES``) are removed, so processes
+    this one starts do not take them for theirs, and the descriptors are made
+    non-inheritable. Raises ``BindError`` when they are missing or meant for another process.
+    """
+    env = os.environ if environ is None else environ
+    count_text = env.get("LISTEN_FDS", "")
+    pid_text = env.get("LISTEN_PID", "")
+    for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+        env.pop(name, None)
+    if not count_text:
+        raise BindError("bind systemd: LISTEN_FDS is not set (not started by a systemd socket)")
+    if not count_text.isdigit() or int(count_text) < 1:
+        raise BindError(f"bind systemd: LISTEN_FDS={count_text!r}: expected a count >= 1")
+    if pid_text != str(os.getpid()):
+        raise BindError(
+            f"bind systemd: LISTEN_PID={pid_text!r} is not this process ({os.getpid()})"
+        )
+    fds = list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count_text)))
+    for fd in fds:
+        try:
+            os.set_inheritable(fd, False)
+        except OSError as exc:
+            raise BindError(f"bind systemd: descriptor {fd}: {exc.strerror}") from None
+    return fds
+
+
+def expand_binds(
+    binds: Sequence[BindAddress], environ: MutableMapping[str, str] | None = None
+) -> list[BindAddress]:
+    """``binds`` with a ``systemd`` address replaced by one ``fd`` address per socket
+    systemd passed (see ``systemd_fds``); the others as they are."""
+    if all(address.kind != "systemd" for address in binds):
+        return list(binds)
+    expanded: list[BindAddress] = []
+    for address in binds:
+        if address.kind != "systemd":
+            expanded.append(address)
+            continue
+        expanded.extend(BindAddress("fd", fd=fd) for fd in systemd_fds(environ))
+    fds = [address.fd for address in expanded if address.kind == "fd"]
+    if len(set(fds)) != len(fds):
+        # fd://N next to systemd is fine, but not for one of systemd's own descriptors.
+        raise BindError("bind: the same descriptor is named twice (systemd and fd://N?)")
+    return expanded
 
 
 def _unix_socket_in_use(path: str) -> bool:

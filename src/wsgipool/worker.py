@@ -10,6 +10,7 @@ import time
 from .connection import ClientDisconnected, Connection
 from .http.errors import ProtocolError
 from .http.parser import parse_head
+from .http.proxy_protocol import parse_proxy_header
 from .http.response import RETRY_AFTER, error_response
 from .listener import Listener
 from .taskqueue import TaskQueue
@@ -40,6 +41,8 @@ class ConnectionHandler:
             self._close(conn)
 
     def _serve(self, conn: Connection) -> None:
+        if conn.proxy_header_expected and not self._take_proxy_header(conn):
+            return
         config = self._config
         limits = config.limits
         gateway = self._gateway
@@ -90,6 +93,40 @@ class ConnectionHandler:
                 self._hand_back(conn)
                 return
             # A pipelined request is already here: serve it without a hand-off.
+
+    def _take_proxy_header(self, conn: Connection) -> bool:
+        """Consume the PROXY protocol header that must open ``conn`` (``--proxy-protocol``).
+
+        True once it is consumed (the peer is then the client it names); False when the
+        connection was handed back to wait for the rest, or closed. A malformed header, or
+        a peer that closes first, is closed without an HTTP response: the peer is a proxy.
+        """
+        buffer = conn.buffer
+        while True:
+            try:
+                header = parse_proxy_header(buffer) if buffer else None
+            except ProtocolError as exc:
+                log.debug("closing %s: %s", conn.peer, exc)
+                self._close(conn)
+                return False
+            if header is not None:
+                break
+            received = conn.recv_available()
+            if received == 0:
+                self._close(conn)
+                return False
+            if received < 0:
+                # The header timeout from the accept applies; expiry is a silent close
+                # (head_started stays 0: no 408 to a proxy).
+                self._listener.watch(conn, conn.accepted_at + self._config.header_timeout)
+                return False
+        del buffer[: header.consumed]
+        conn.proxy_header_expected = False
+        if header.source is not None:
+            # The environ base is built from conn.peer on the first request, after this.
+            conn.peer = header.source
+            conn.environ_base = None
+        return True
 
     def _hand_back(self, conn: Connection) -> None:
         config = self._config

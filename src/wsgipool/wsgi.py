@@ -32,6 +32,7 @@ from .http.response import (
     http_date,
     status_line,
 )
+from .proxy import apply_forwarded
 
 log = logging.getLogger("wsgipool.error")
 
@@ -637,6 +638,8 @@ class Gateway:
             "wsgi.input_terminated": True,
             "wsgi.file_wrapper": FileWrapper,
         }
+        trust = config.forwarded_trust
+        self._forwarded_trust = None if trust.empty else trust
 
     def _connection_environ(self, conn: Connection) -> dict[str, Any]:
         environ = dict(self._static_environ)
@@ -657,6 +660,10 @@ class Gateway:
             # Unix sockets have no peer address.
             environ["REMOTE_ADDR"] = ""
             environ["REMOTE_PORT"] = ""
+        # Once per connection: only a trusted peer's forwarded headers are ever read.
+        conn.forwarded_trusted = self._forwarded_trust is not None and (
+            self._forwarded_trust.trusts_peer(peer)
+        )
         conn.environ_base = environ
         return environ
 
@@ -694,6 +701,8 @@ class Gateway:
             environ.pop("CONTENT_LENGTH", None)
         elif request.content_length is not None:
             environ["CONTENT_LENGTH"] = str(request.content_length)
+        if conn.forwarded_trusted:
+            apply_forwarded(environ, self.config.forwarded_trust)
         return environ
 
     def handle(self, conn: Connection, request: Request, queue_wait: float = 0.0) -> Outcome:

@@ -158,3 +158,33 @@ CHUNK_LINE = re.compile(chunk_line.encode("latin-1"))
 FIELD_LINE_BYTES = re.compile(
     (r"(" + field_name + r"):" + OWS + r"(" + field_value + r")").encode("latin-1")
 )
+
+# RFC 7239 4: the Forwarded header field.
+# value = token / quoted-string
+forwarded_value = r"(?:" + token + r"|" + quoted_string + r")"
+# forwarded-pair = token "=" value
+forwarded_pair = r"(" + token + r")=(" + forwarded_value + r")"
+# forwarded-element = [ forwarded-pair ] *( ";" [ forwarded-pair ] )
+_pair = token + r"=" + forwarded_value
+forwarded_element = r"(?:" + _pair + r")?(?:;(?:" + _pair + r")?)*"
+# Forwarded = 1#forwarded-element, a list (RFC 9110 5.6.1: OWS "," OWS between elements,
+# and empty elements are accepted).
+forwarded = forwarded_element + r"(?:" + OWS + r"," + OWS + forwarded_element + r")*"
+# RFC 7239 6: node = nodename [ ":" node-port ]
+# nodename = IPv4address / "[" IPv6address "]" / "unknown" / obfnode
+# obfnode = "_" 1*( ALPHA / DIGIT / "." / "_" / "-"); node-port = port / obfport
+# port = 1*5DIGIT; obfport = "_" 1*(ALPHA / DIGIT / "." / "_" / "-")
+# The addresses are matched loosely here (and checked with ipaddress by the caller).
+obfnode = r"_[-._0-9A-Za-z]+"
+node_port = r"(?:(" + DIGIT + r"{1,5})|" + obfnode + r")"
+nodename = r"(?:([0-9.]+)|\[([0-9A-Fa-f:.]+)\]|unknown|" + obfnode + r")"
+node = nodename + r"(?::" + node_port + r")?"
+
+FORWARDED = re.compile(forwarded)
+# One forwarded-pair, with name and (still quoted) value captured, for scanning a value
+# FORWARDED already matched.
+FORWARDED_PAIR = re.compile(forwarded_pair)
+# Groups: IPv4address, IPv6address, port (each None when absent or obfuscated).
+NODE = re.compile(node)
+# RFC 3986 3.3 absolute-path, for X-Forwarded-Prefix.
+ABSOLUTE_PATH = re.compile(absolute_path)

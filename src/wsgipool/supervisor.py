@@ -1,0 +1,580 @@
+"""``--workers N``: a supervisor process and N worker processes sharing the listening sockets.
+
+The supervisor binds the sockets once, then forks the workers; each runs an ordinary
+``Server`` (its own listener thread and thread pool) on the inherited listening sockets,
+which it takes over through ``INHERITED_FDS_ENV`` as a ``--reload`` child does. The kernel
+hands each new connection to one of the processes accepting on the shared socket; one
+that stops accepting (stopping, recycling, dead) leaves new connections to the others.
+
+The supervisor starts no thread (forking a process that has threads is unsafe) and,
+without ``--preload``, never imports the application: each worker imports it after the
+fork, so a rolling restart (SIGHUP) picks up new code. It sleeps in ``select`` on a pipe
+that ``signal.set_wakeup_fd`` writes to (SIGCHLD included) and on one pipe per worker that
+the worker writes to once it listens: no polling loop.
+
+Signals to the supervisor: TERM graceful stop; INT, QUIT quick stop; HUP rolling restart;
+TTIN, TTOU one worker more or fewer; USR1 reopen log files (here and in every worker).
+See docs/processes.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import random
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from .config import Config, ConfigError
+from .reload import INHERITED_FDS_ENV, KILL_MARGIN, _exit_reason
+from .server import Server
+from .sockets import bind_socket, describe
+from .wsgi import WSGIApp
+
+log = logging.getLogger("wsgipool.error")
+
+# After a worker failed to start, the next start waits this long (no fork storm).
+BOOT_BACKOFF = 1.0
+# INT/QUIT: how long workers get to exit before SIGKILL.
+QUICK_STOP_TIMEOUT = 5.0
+# Longest the supervisor sleeps without a wake-up (a safety net: signals and child exits
+# wake it at once), and how often a worker checks that its supervisor still lives.
+IDLE_WAKE = 1.0
+# A worker that cannot load the application exits with this status.
+EXIT_BOOT_FAILED = 3
+
+SUPERVISOR_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in (
+        "SIGTERM",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGHUP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGUSR1",
+        "SIGCHLD",
+    )
+    if hasattr(signal, name)
+)
+
+
+def reopen_log_files() -> int:
+    """Close and reopen every ``logging.FileHandler`` (the access log's included), so a
+    rotated file is let go and a new one created at the configured path. Returns how many
+    handlers were reopened. Call from a thread, not from inside a signal handler."""
+    loggers: list[logging.Logger] = [logging.getLogger()]
+    loggers += [
+        item
+        for item in logging.Logger.manager.loggerDict.values()
+        if isinstance(item, logging.Logger)
+    ]
+    seen: set[int] = set()
+    count = 0
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if not isinstance(handler, logging.FileHandler) or id(handler) in seen:
+                continue
+            seen.add(id(handler))
+            handler.acquire()
+            try:
+                if handler.stream is None:  # delay=True and nothing written yet
+                    continue
+                with contextlib.suppress(OSError):
+                    handler.stream.close()
+                handler.stream = handler._open()
+                count += 1
+            except OSError:
+                log.exception("cannot reopen %s", handler.baseFilename)
+            finally:
+                handler.release()
+    return count
+
+
+def run_supervisor(
+    config: Config, load: Callable[[], WSGIApp], app_name: str = "the application"
+) -> int:
+    """Serve with ``config.workers`` worker processes until TERM, INT or QUIT; return the
+    exit status (0, or 1 when the first workers could not load the application).
+
+    ``load`` imports the application: in each worker after the fork, or once here before
+    forking with ``config.preload``. POSIX only (``os.fork``); main thread only.
+    """
+    if not hasattr(os, "fork"):
+        raise ConfigError("workers: worker processes need os.fork (POSIX)")
+    return _Supervisor(config, load, app_name).run()
+
+
+@dataclass(eq=False)
+class _Worker:
+    pid: int
+    ready_fd: int  # read end of the pipe the worker writes to once it listens; -1: closed
+    generation: int
+    ready: bool = False
+    retiring: bool = False  # sent SIGTERM (or SIGQUIT): no longer counted
+    kill_at: float = 0.0  # SIGKILL when still running then (0: not planned)
+
+
+class _Supervisor:
+    def __init__(self, config: Config, load: Callable[[], WSGIApp], app_name: str) -> None:
+        self._config = config
+        self._load = load
+        self._app_name = app_name
+        self._app: WSGIApp | None = None
+        self._sockets: list[socket.socket] = []
+        self._unix_paths: list[str] = []
+        self._workers: dict[int, _Worker] = {}
+        self._target = config.workers
+        self._generation = 0
+        self._stopping = ""  # "", "graceful" or "quick"
+        self._failed = False
+        self._ever_ready = False
+        self._next_spawn = 0.0
+        self._signals: collections.deque[int] = collections.deque()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # --- the supervisor's life -----------------------------------------------------------
+
+    def run(self) -> int:
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("the worker supervisor must run on the main thread")
+        if threading.active_count() > 1:
+            log.warning(
+                "supervisor: %d threads run before forking workers; forking them is unsafe",
+                threading.active_count(),
+            )
+        config = self._config
+        restore: Callable[[], None] = lambda: None  # noqa: E731
+        try:
+            for address in config.binds:
+                self._sockets.append(bind_socket(address, config.backlog, config.socket_mode))
+                if address.kind == "unix":
+                    self._unix_paths.append(os.path.abspath(address.path))
+            if config.preload:
+                self._app = self._load()
+                log.info("supervisor: preloaded %s", self._app_name)
+            restore = self._install_signal_handlers()
+            self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+            log.info(
+                "supervisor: serving %s on %s with %d worker processes of %d threads",
+                self._app_name,
+                ", ".join(describe(sock) for sock in self._sockets),
+                self._target,
+                config.threads,
+            )
+            return self._loop()
+        finally:
+            restore()
+            self._kill_all()
+            self._selector.close()
+            for sock in self._sockets:
+                sock.close()
+            for path in self._unix_paths:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _loop(self) -> int:
+        while True:
+            now = time.monotonic()
+            if not self._stopping:
+                self._maintain(now)
+            for key, _events in self._selector.select(self._timeout(time.monotonic())):
+                if key.data is None:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(self._wake_r, 4096):
+                            pass
+                else:
+                    self._read_ready(key.data)
+            self._reap()
+            while self._signals:
+                self._on_signal(self._signals.popleft())
+            if self._failed and not self._stopping:
+                log.error("supervisor: the workers cannot start; stopping")
+                self._stop("quick")
+            self._kill_overdue(time.monotonic())
+            if self._stopping and not self._workers:
+                log.info("supervisor: every worker has exited")
+                return 1 if self._failed else 0
+
+    def _timeout(self, now: float) -> float:
+        wake = now + IDLE_WAKE
+        for worker in self._workers.values():
+            if worker.kill_at:
+                wake = min(wake, worker.kill_at)
+        if not self._stopping and self._next_spawn > now and self._short_of_workers():
+            wake = min(wake, self._next_spawn)
+        return max(0.0, wake - now)
+
+    # --- signals -------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            # Only recorded: the main loop, woken by the wakeup fd, acts on it.
+            self._signals.append(signum)
+
+        previous: dict[int, Any] = {
+            signum: signal.signal(signum, on_signal) for signum in SUPERVISOR_SIGNALS
+        }
+        previous_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+
+        def restore() -> None:
+            signal.set_wakeup_fd(previous_fd)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+        return restore
+
+    def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGCHLD:
+            return  # _reap runs every turn
+        if signum == signal.SIGTERM:
+            if not self._stopping:
+                log.info("supervisor: SIGTERM: stopping the workers gracefully")
+                self._stop("graceful")
+        elif signum in (signal.SIGINT, signal.SIGQUIT):
+            if self._stopping != "quick":
+                log.info("supervisor: %s: stopping now", signal.Signals(signum).name)
+                self._stop("quick")
+        elif self._stopping:
+            return
+        elif signum == signal.SIGHUP:
+            self._generation += 1
+            log.info("supervisor: SIGHUP: starting %d new workers", self._target)
+        elif signum == signal.SIGTTIN:
+            self._target += 1
+            log.info("supervisor: SIGTTIN: %d workers", self._target)
+        elif signum == signal.SIGTTOU:
+            if self._target > 1:
+                self._target -= 1
+            log.info("supervisor: SIGTTOU: %d workers", self._target)
+        elif signum == signal.SIGUSR1:
+            count = reopen_log_files()
+            log.info("supervisor: SIGUSR1: reopened %d log file(s); telling the workers", count)
+            for worker in self._workers.values():
+                self._send(worker, signal.SIGUSR1)
+
+    def _stop(self, how: str) -> None:
+        self._stopping = how
+        now = time.monotonic()
+        if how == "graceful":
+            signum, wait = signal.SIGTERM, self._config.graceful_timeout + KILL_MARGIN
+        else:
+            signum, wait = signal.SIGQUIT, QUICK_STOP_TIMEOUT
+        for worker in self._workers.values():
+            self._retire(worker, now, signum, wait)
+
+    # --- workers -------------------------------------------------------------------------
+
+    def _current(self) -> list[_Worker]:
+        return [
+            worker
+            for worker in self._workers.values()
+            if worker.generation == self._generation and not worker.retiring
+        ]
+
+    def _short_of_workers(self) -> bool:
+        return len(self._current()) < self._target
+
+    def _maintain(self, now: float) -> None:
+        current = self._current()
+        while len(current) < self._target and now >= self._next_spawn:
+            worker = self._spawn()
+            if worker is None:
+                self._next_spawn = now + BOOT_BACKOFF
+                return
+            current.append(worker)
+        # TTOU: the oldest go first.
+        for worker in sorted(current, key=lambda w: w.pid)[: max(0, len(current) - self._target)]:
+            self._retire(worker, now)
+        # A rolling restart ends once the new generation listens: then the old one leaves.
+        current = self._current()
+        if len(current) >= self._target and all(worker.ready for worker in current):
+            for worker in list(self._workers.values()):
+                if worker.generation != self._generation and not worker.retiring:
+                    self._retire(worker, now)
+
+    def _retire(
+        self,
+        worker: _Worker,
+        now: float,
+        signum: int = signal.SIGTERM,
+        wait: float | None = None,
+    ) -> None:
+        if wait is None:
+            wait = self._config.graceful_timeout + KILL_MARGIN
+        worker.retiring = True
+        deadline = now + wait
+        worker.kill_at = min(worker.kill_at, deadline) if worker.kill_at else deadline
+        self._send(worker, signum)
+
+    def _send(self, worker: _Worker, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signum)
+
+    def _kill_overdue(self, now: float) -> None:
+        for worker in self._workers.values():
+            if worker.kill_at and now >= worker.kill_at:
+                log.warning("supervisor: worker %d did not exit in time; killing it", worker.pid)
+                worker.kill_at = 0.0
+                self._send(worker, signal.SIGKILL)
+
+    def _kill_all(self) -> None:
+        """Last resort on the way out (an exception in the loop): no worker outlives us."""
+        for worker in self._workers.values():
+            self._send(worker, signal.SIGKILL)
+        for pid in list(self._workers):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            self._forget(self._workers.pop(pid))
+
+    def _read_ready(self, worker: _Worker) -> None:
+        try:
+            data = os.read(worker.ready_fd, 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            if not worker.ready:
+                worker.ready = True
+                self._ever_ready = True
+                log.debug("supervisor: worker %d is listening", worker.pid)
+            return
+        self._forget(worker)  # End of file: the worker has exited (or is exiting).
+
+    def _forget(self, worker: _Worker) -> None:
+        if worker.ready_fd >= 0:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(worker.ready_fd)
+            os.close(worker.ready_fd)
+            worker.ready_fd = -1
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self._workers.pop(pid, None)
+            if worker is None:
+                continue
+            if worker.ready_fd >= 0 and not worker.ready:
+                self._read_ready(worker)  # It may have become ready just before exiting.
+            self._forget(worker)
+            code = os.waitstatus_to_exitcode(status)
+            if self._stopping or worker.retiring:
+                log.info("supervisor: worker %d has exited", pid)
+            elif not worker.ready:
+                log.error("supervisor: worker %d failed to start (it %s)", pid, _describe(code))
+                self._next_spawn = time.monotonic() + BOOT_BACKOFF
+                if not self._ever_ready:
+                    self._failed = True
+                elif worker.generation == self._generation and any(
+                    other.generation != self._generation and not other.retiring
+                    for other in self._workers.values()
+                ):
+                    self._abandon_rollover()
+            elif code == 0:
+                log.info("supervisor: worker %d retired itself; starting a new one", pid)
+            else:
+                log.warning("supervisor: worker %d %s; starting a new one", pid, _describe(code))
+
+    def _abandon_rollover(self) -> None:
+        """A worker of a rolling restart failed to start: keep the old workers."""
+        log.error("supervisor: rolling restart failed; the previous workers keep serving")
+        now = time.monotonic()
+        self._generation += 1
+        for worker in list(self._workers.values()):
+            if worker.retiring:
+                continue
+            if worker.generation == self._generation - 1:
+                self._retire(worker, now)  # the new ones
+            else:
+                worker.generation = self._generation
+
+    def _spawn(self) -> _Worker | None:
+        try:
+            ready_r, ready_w = os.pipe()
+        except OSError as exc:
+            log.error("supervisor: cannot start a worker: %s", exc)
+            return None
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            log.error("supervisor: cannot start a worker: %s", exc)
+            os.close(ready_r)
+            os.close(ready_w)
+            return None
+        if pid == 0:  # The worker: never returns.
+            status = 1
+            try:
+                os.close(ready_r)
+                status = self._become_worker(ready_w)
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    log.exception("worker %d failed", os.getpid())
+            finally:
+                with contextlib.suppress(BaseException):
+                    logging.shutdown()
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(status)
+        os.close(ready_w)
+        os.set_blocking(ready_r, False)
+        worker = _Worker(pid, ready_r, self._generation)
+        self._workers[pid] = worker
+        self._selector.register(ready_r, selectors.EVENT_READ, worker)
+        log.info("supervisor: started worker %d", pid)
+        return worker
+
+    def _become_worker(self, ready_w: int) -> int:
+        """In the forked child: drop the supervisor's state, then serve."""
+        signal.set_wakeup_fd(-1)
+        for signum in SUPERVISOR_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        for other in self._workers.values():
+            if other.ready_fd >= 0:
+                os.close(other.ready_fd)
+        # The Server takes the listening descriptors over, as a --reload child does.
+        fds = [sock.detach() for sock in self._sockets]
+        os.environ[INHERITED_FDS_ENV] = ",".join(str(fd) for fd in fds)
+        supervisor_pid = os.getppid()
+        return _serve_worker(
+            self._config, self._app, self._load, self._app_name, ready_w, supervisor_pid
+        )
+
+
+def _describe(code: int) -> str:
+    if code == EXIT_BOOT_FAILED:
+        return "could not load the application"
+    return _exit_reason(code)
+
+
+# --- the worker process --------------------------------------------------------------------
+
+
+class _CountingApp:
+    """Calls ``on_limit`` (once) when the ``limit``-th request reaches the application."""
+
+    def __init__(self, app: WSGIApp, limit: int, on_limit: Callable[[], None]) -> None:
+        self._app = app
+        self._limit = limit
+        self._on_limit = on_limit
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        with self._lock:
+            self._count += 1
+            reached = self._count == self._limit
+        if reached:
+            self._on_limit()
+        return self._app(environ, start_response)
+
+
+def _serve_worker(
+    config: Config,
+    app: WSGIApp | None,
+    load: Callable[[], WSGIApp],
+    app_name: str,
+    ready_w: int,
+    supervisor_pid: int,
+) -> int:
+    """A worker process's life: load the app, serve, stop on a signal, a recycle or an
+    orphaning. Returns the exit status."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    pending: collections.deque[int] = collections.deque()
+    server: Server | None = None
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        pending.append(signum)
+        if signum == signal.SIGQUIT and server is not None:
+            server.request_stop(force=True)  # noticed even while stop() is waiting
+
+    for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1):
+        signal.signal(handled, on_signal)
+    # Meant for the supervisor; a terminal's hang-up or job control must not stop us.
+    for ignored in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(ignored, signal.SIG_IGN)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+
+    if app is None:
+        try:
+            app = load()
+        except Exception as exc:
+            log.error("worker %d: cannot load the application: %s", os.getpid(), exc)
+            return EXIT_BOOT_FAILED
+    recycle = threading.Event()
+    limit = config.max_requests
+    if limit:
+        limit += random.randint(0, config.max_requests_jitter)
+    server = Server(app, config)
+    if limit:
+
+        def on_limit() -> None:
+            # Before this request's response goes out, so it says Connection: close.
+            assert server is not None
+            server.drain()
+            recycle.set()
+            with contextlib.suppress(OSError):
+                os.write(wake_w, b"m")
+
+        server.app = _CountingApp(app, limit, on_limit)
+    server.app_name = app_name
+    server.multiprocess = config.workers > 1
+    server.start()
+    try:
+        os.write(ready_w, b"r")
+    finally:
+        os.close(ready_w)
+
+    selector = selectors.DefaultSelector()
+    selector.register(wake_r, selectors.EVENT_READ)
+    force = False
+    stop = ""
+    while not stop:
+        selector.select(IDLE_WAKE)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(wake_r, 4096):
+                pass
+        while pending:
+            signum = pending.popleft()
+            if signum == signal.SIGUSR1:
+                reopen_log_files()
+            elif signum == signal.SIGQUIT:
+                force = True
+                stop = "SIGQUIT"
+            else:
+                stop = signal.Signals(signum).name
+        if recycle.is_set() and not stop:
+            stop = f"served {limit} requests (--max-requests)"
+        if os.getppid() != supervisor_pid and not stop:
+            stop = "the supervisor has gone"
+    selector.close()
+    log.info("worker %d: stopping: %s", os.getpid(), stop)
+    if force:
+        server.request_stop(force=True)
+    server.stop()
+    return 0
