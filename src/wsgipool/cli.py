@@ -453,6 +453,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise_open_file_limit(config.max_connections)
         server = Server(app, config)
         server.app_name = app_spec
+        if is_reloader_child():
+            server.modes.append("reloading on changes")
+        if args.debug:
+            server.modes.append("interactive debugger ON: never expose this to others")
         server.serve_forever()
     except ConfigError as exc:
         print(f"wsgipool: error: {_option_name(str(exc))}", file=sys.stderr)

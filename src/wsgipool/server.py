@@ -45,6 +45,8 @@ class Server:
         self.app_name = (
             f"{getattr(app, '__module__', '?')}:{getattr(app, '__qualname__', type(app).__name__)}"
         )
+        # Development modes the banner names ("reload", "debugger").
+        self.modes: list[str] = []
         self.config = config if config is not None else Config.from_options(**options)
         self.sockets: list[socket.socket] = []
         self._unix_paths: list[str] = []
@@ -100,11 +102,12 @@ class Server:
         self._addresses = [sock.getsockname() for sock in self.sockets]
         self._urls = [describe(sock) for sock in self.sockets]
         log.info(
-            "wsgipool %s serving %s with %d threads (queue limit %d)",
+            "wsgipool %s serving %s with %d threads (queue limit %d)%s",
             __version__,
             self.app_name,
             config.threads,
             config.queue_limit,
+            "".join(f"; {mode}" for mode in self.modes),
         )
         for url in self.urls:
             log.info("listening on %s", url)
