@@ -185,18 +185,9 @@ class AccessLog:
         check_format(access_format)
         self._format = access_format
 
-    def log(
-        self,
-        environ: dict[str, Any],
-        status: str,
-        response_headers: list[tuple[str, str]],
-        sent: int,
-        duration: float,
-        queue_wait: float,
-    ) -> None:
+    def log(self, atoms: Atoms) -> None:
         if not access_logger.isEnabledFor(logging.INFO):
             return
-        atoms = Atoms(environ, status, response_headers, sent, duration, queue_wait)
         try:
             access_logger.info(self._format % atoms)
         except Exception:

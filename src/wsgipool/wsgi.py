@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
-from .accesslog import AccessLog
+from .accesslog import AccessLog, Atoms
 from .config import Config
 from .connection import RECV_SIZE, ClientDisconnected, Connection
 from .http import _abnf
@@ -754,12 +754,14 @@ class Gateway:
                 self._close_result(result, request)
         if access_log is not None:
             access_log.log(
-                environ,
-                status or "-",
-                response.headers,
-                response.body_sent,
-                time.monotonic() - started,
-                queue_wait,
+                Atoms(
+                    environ,
+                    status or "-",
+                    response.headers,
+                    response.body_sent,
+                    time.monotonic() - started,
+                    queue_wait,
+                )
             )
         return outcome
 
