@@ -1090,3 +1090,22 @@ def test_nothing_sent_after_a_400_is_answered(serve):
         data, _reset = read_to_close(sock)
         assert data == b""
     assert seen == []
+
+
+def test_drain_keeps_a_connection_whose_request_is_already_in_the_kernel() -> None:
+    """A drain closes idle connections; one accepted just before it, whose request sits
+    unread in the kernel's buffer, is not idle (closing it would drop that request)."""
+    from wsgipool.connection import Connection
+    from wsgipool.http.parser import Limits
+    from wsgipool.listener import _idle
+
+    server_side, client_side = socket.socketpair()
+    with server_side, client_side:
+        conn = Connection(server_side, None, "test", Limits())
+        assert _idle(conn)
+        client_side.sendall(b"GET / HTTP/1.1\r\n")
+        wait_for(lambda: not _idle(conn))
+        assert server_side.recv(100) == b"GET / HTTP/1.1\r\n"
+        assert _idle(conn)
+        conn.buffer += b"GET"  # A head begun and read: not idle either.
+        assert not _idle(conn)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import stat
 import struct
 import subprocess
 import sys
 import textwrap
+import time
 from typing import Any
 
 import pytest
@@ -273,3 +276,190 @@ def test_systemd_socket_activation():
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+# systemd, then a supervisor (--workers, --reload) that hands the sockets to its children.
+
+DEADLINE = 30.0  # only reached when something is broken
+
+# What systemd does for a socket-activated service: the listening sockets become
+# descriptors 3, 4, ...; LISTEN_FDS, LISTEN_PID (exec keeps the pid) and LISTEN_FDNAMES
+# are set; then the service's command runs. argv: COUNT FD... COMMAND...
+LAUNCHER = textwrap.dedent(
+    """
+    import fcntl, os, sys
+    count = int(sys.argv[1])
+    passed = [int(fd) for fd in sys.argv[2 : 2 + count]]
+    # Out of the way first: a passed descriptor may be 3 or 4 already.
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in passed]
+    for fd in passed:
+        os.close(fd)
+    for index, fd in enumerate(high):
+        os.dup2(fd, 3 + index)  # inheritable
+        os.close(fd)
+    os.environ["LISTEN_FDS"] = str(count)
+    os.environ["LISTEN_PID"] = str(os.getpid())
+    os.environ["LISTEN_FDNAMES"] = ":".join(["web"] * count)
+    command = sys.argv[2 + count :]
+    os.execv(command[0], command)
+    """
+)
+
+ACTIVATED_APP = """\
+import os
+
+VERSION = "{version}"
+
+
+def app(environ, start_response):
+    # What the serving process sees: the LISTEN_* variables must be gone.
+    seen = [os.environ.get(name, "-") for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")]
+    body = " ".join([VERSION, str(os.getpid()), str(environ["wsgi.multiprocess"]), *seen])
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body.encode()]
+"""
+
+
+class Activated:
+    """``python -m wsgipool app:app --bind systemd ...`` started as systemd would, with a TCP
+    socket (descriptor 3) and a Unix socket (descriptor 4), in a process group of its own."""
+
+    def __init__(self, directory: Any, extra: tuple[str, ...]) -> None:
+        self.directory = directory
+        self.write_app("v1")
+        tcp = socket.socket()
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen(16)
+        self.port = tcp.getsockname()[1]
+        self.path = str(directory / "app.sock")
+        unix = socket.socket(socket.AF_UNIX)
+        unix.bind(self.path)
+        unix.listen(16)
+        self.log_path = directory / "server.log"
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", WSGIPOOL_RELOAD_POLL="1")
+        for name in ("WSGIPOOL_INHERITED_FDS", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+            env.pop(name, None)
+        fds = (tcp.fileno(), unix.fileno())
+        command = [sys.executable, "-c", LAUNCHER, "2", *map(str, fds)]
+        command += [sys.executable, "-m", "wsgipool", "app:app", "--bind", "systemd"]
+        command += ["--chdir", str(directory), "--threads", "4", *extra]
+        try:
+            with open(self.log_path, "wb") as log:
+                self.popen = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    pass_fds=fds,
+                    start_new_session=True,
+                )
+        finally:
+            # Only the launched process holds them now.
+            tcp.close()
+            unix.close()
+
+    def write_app(self, version: str) -> None:
+        (self.directory / "app.py").write_text(ACTIVATED_APP.format(version=version))
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, family: str = "tcp", port: int | None = None) -> list[str]:
+        """One GET over a new connection: the app's words (version, pid, ...)."""
+        if family == "unix":
+            sock = socket.socket(socket.AF_UNIX)
+            address: Any = self.path
+        else:
+            sock = socket.socket()
+            address = ("127.0.0.1", port or self.port)
+        with sock:
+            sock.settimeout(DEADLINE)
+            sock.connect(address)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = read_until_close(sock)
+        head, _, body = data.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200 "):
+            raise ConnectionError(f"no 200 response: {data!r}; log:\n{self.log}")
+        return body.decode().split()
+
+    def wait_log(self, text: str, count: int = 1) -> None:
+        deadline = time.monotonic() + DEADLINE
+        while self.log.count(text) < count:
+            if self.popen.poll() is not None:
+                raise AssertionError(f"exited before {text!r}; log:\n{self.log}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} in {DEADLINE}s; log:\n{self.log}")
+            time.sleep(0.02)
+
+    def terminate(self) -> int:
+        self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout=DEADLINE)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=DEADLINE)
+
+
+@pytest.fixture
+def activate(tmp_path: Any) -> Any:
+    started: list[Activated] = []
+
+    def run(*extra: str) -> Activated:
+        directory = tmp_path / f"project{len(started)}"
+        directory.mkdir()
+        started.append(Activated(directory, extra))
+        return started[-1]
+
+    yield run
+    for activated in started:
+        activated.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="worker processes need os.fork")
+def test_systemd_sockets_with_worker_processes(activate):
+    server = activate("--workers", "2")
+    # The supervisor took both of systemd's sockets; each worker listens on both.
+    server.wait_log(f"on http://127.0.0.1:{server.port}, unix:{server.path} with 2 worker")
+    server.wait_log("listening on unix:", count=2)
+    for family in ("tcp", "unix"):
+        version, pid, multiprocess, *listen = server.get(family)
+        assert (version, multiprocess) == ("v1", "True")
+        assert int(pid) != server.popen.pid  # a worker, not the supervisor
+        assert listen == ["-", "-", "-"]  # LISTEN_FDS and co. are not passed on
+    assert "LISTEN" not in server.log  # no worker re-read LISTEN_FDS (and failed)
+    assert server.terminate() == 0
+
+
+def test_systemd_sockets_with_reload(activate):
+    port = free_port()
+    server = activate("--reload", "--reload-dir", ".", "--bind", f"127.0.0.1:{port}")
+    # Three descriptors for two --bind addresses: systemd's two, then the one bound here.
+    server.wait_log(f"holding http://127.0.0.1:{server.port}, unix:{server.path}, ")
+    version, pid, multiprocess, *listen = server.get("tcp")
+    assert (version, multiprocess) == ("v1", "False")
+    assert int(pid) != server.popen.pid  # the server child, not the supervisor
+    assert listen == ["-", "-", "-"]
+    server.write_app("v2")
+    deadline = time.monotonic() + DEADLINE
+    # Requests wait in the backlog of systemd's socket while the child restarts. But one
+    # the old child accepted just before it drained may be closed unanswered: systemd's
+    # socket has no TCP_DEFER_ACCEPT, so it was accepted before its request arrived.
+    while True:
+        with contextlib.suppress(ConnectionError):
+            if server.get("tcp")[0] == "v2":
+                break
+        assert time.monotonic() < deadline, server.log
+    new_pid = server.get("unix")[1]
+    assert new_pid != pid
+    assert server.get("tcp", port)[:2] == ["v2", new_pid]
+    assert server.terminate() == 0

@@ -474,6 +474,18 @@ def test_server_uses_inherited_sockets(monkeypatch, tmp_path):
         unix.close()
 
 
+def test_take_inherited_fds_for_systemd(monkeypatch):
+    # A supervisor expanded "systemd" to every socket systemd passed: one or more each.
+    with socket.socket() as first, socket.socket() as second:
+        handed = f"{first.fileno()},{second.fileno()}"
+        monkeypatch.setenv(INHERITED_FDS_ENV, handed)
+        with pytest.raises(ConfigError, match="2 descriptor"):
+            take_inherited_fds(1)  # without systemd, the counts must match
+        with pytest.raises(ConfigError, match="2 descriptor"):
+            take_inherited_fds(3, systemd=True)  # at least one per address
+        assert take_inherited_fds(1, systemd=True) == [first.fileno(), second.fileno()]
+
+
 def test_inherited_count_mismatch_is_an_error(monkeypatch):
     monkeypatch.setenv(INHERITED_FDS_ENV, "3")
     server = Server(hello_app, bind=["127.0.0.1:0", "127.0.0.1:0"], threads=1)

@@ -199,6 +199,38 @@ OPTIONS = (
         "MODE",
         "file mode of unix: sockets, in octal, e.g. 660 (default: as the umask leaves it)",
     ),
+    Option(
+        "certfile",
+        "FILE",
+        "serve HTTPS on every address with this certificate chain (PEM; it may hold the "
+        "private key too) (default: plain HTTP; see docs/tls.md)",
+    ),
+    Option("keyfile", "FILE", "the private key, when not in --certfile (PEM) (default: none)"),
+    Option(
+        "keyfile_password",
+        "PASSWORD",
+        "password of an encrypted --keyfile (better set as WSGIPOOL_KEYFILE_PASSWORD: "
+        "a command line is visible to other users) (default: none)",
+    ),
+    Option(
+        "ca_certs",
+        "FILE",
+        "CA certificates (PEM) that client certificates must be signed by; see --cert-reqs "
+        "(default: none)",
+    ),
+    Option(
+        "cert_reqs",
+        "WHEN",
+        "client certificates: none (never asked for), optional (verified when sent) or "
+        "required (needs --ca-certs)",
+        choices=("none", "optional", "required"),
+    ),
+    Option(
+        "ciphers",
+        "LIST",
+        "OpenSSL cipher list for TLS 1.2 (default: OpenSSL's secure defaults; TLS 1.3 "
+        "suites are not affected)",
+    ),
 )
 
 

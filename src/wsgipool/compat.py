@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import types
 import typing
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -26,11 +27,33 @@ from .wsgi import WSGIApp
 
 log = logging.getLogger("wsgipool.error")
 
-TLS_UNAVAILABLE = (
-    "wsgipool does not serve TLS yet (it arrives with a later release, as a server option); "
-    "terminate TLS in a proxy (nginx, Caddy, HAProxy) for now"
-)
 RELOADER_TYPES = ("auto", "stat", "watchdog")
+
+
+def tls_options(ssl_context: Any) -> dict[str, Any]:
+    """``Config`` options for werkzeug's ``ssl_context``: an ``ssl.SSLContext``, a
+    ``(certfile, keyfile)`` pair, ``"adhoc"``, or None for plain HTTP."""
+    if ssl_context is None:
+        return {}
+    if ssl_context == "adhoc":
+        return {"ssl_context": adhoc_ssl_context()}
+    if isinstance(ssl_context, (tuple, list)) and len(ssl_context) == 2:
+        certfile, keyfile = ssl_context
+        return {"certfile": str(certfile), "keyfile": str(keyfile or "")}
+    return {"ssl_context": ssl_context}  # Config checks that it is an SSLContext.
+
+
+def adhoc_ssl_context() -> Any:
+    """werkzeug's throwaway self-signed certificate (development only)."""
+    try:
+        from werkzeug.serving import generate_adhoc_ssl_context
+
+        return generate_adhoc_ssl_context()
+    except (ImportError, TypeError) as exc:
+        # werkzeug raises TypeError when the cryptography package is missing.
+        raise ConfigError(
+            f"ssl_context 'adhoc' needs werkzeug and the cryptography package ({exc})"
+        ) from None
 
 
 def bind_for(host: str, port: int) -> str:
@@ -81,10 +104,12 @@ def run_simple(
       pool of worker threads (``Config.threads``);
     - ``threaded=False`` runs one worker thread, so requests still run one at a time, but
       not on the main thread (a ``RuntimeWarning`` says so);
-    - ``processes`` other than 1, ``request_handler`` and ``ssl_context`` raise
-      ``ConfigError``: ``run_simple`` has no worker processes (``wsgipool --workers``
-      has), wsgipool has its own HTTP implementation, and
-      no TLS yet;
+    - ``processes`` other than 1 and ``request_handler`` raise ``ConfigError``:
+      ``run_simple`` has no worker processes (``wsgipool --workers`` has), and wsgipool
+      has its own HTTP implementation;
+    - ``ssl_context`` takes what werkzeug's does: an ``ssl.SSLContext``, a
+      ``(certfile, keyfile)`` pair or ``"adhoc"`` (a throwaway self-signed certificate,
+      made by werkzeug; needs the ``cryptography`` package);
     - ``passthrough_errors=True`` warns: an application error is logged with its
       traceback and answered with a 500 (or the debugger's page); it never stops the
       server;
@@ -106,8 +131,6 @@ def run_simple(
             "request_handler: wsgipool has its own HTTP/1.1 implementation and cannot use a "
             "BaseHTTPRequestHandler subclass; use WSGI middleware instead"
         )
-    if ssl_context is not None:
-        raise ConfigError(f"ssl_context: {TLS_UNAVAILABLE}")
     if reloader_type not in RELOADER_TYPES:
         raise ConfigError(
             f"reloader_type={reloader_type!r}: expected one of {', '.join(RELOADER_TYPES)}"
@@ -132,7 +155,10 @@ def run_simple(
     if static_files:
         application = _shared_data(application, static_files)
     config = Config(
-        bind=(bind_for(hostname, port),), threads=threads, expose_tracebacks=use_debugger
+        bind=(bind_for(hostname, port),),
+        threads=threads,
+        expose_tracebacks=use_debugger,
+        **tls_options(ssl_context),
     )
     if use_debugger:
         check_debug_bind(config, debug_allow_remote, override="debug_allow_remote=True")
@@ -253,7 +279,9 @@ def _addresses(names: Mapping[str, str]) -> tuple[str, ...]:
 
 
 def _converters() -> dict[str, Callable[[str], Any]]:
-    """Each ``Config`` field's string converter, from its type (sizes take K/M/G)."""
+    """Each ``Config`` field's string converter, from its type (sizes take K/M/G); none
+    for a field typed ``Any`` (an object, not text). Raises ``TypeError`` for a type it
+    does not know, rather than guess."""
     from .cli import OPTIONS, parse_size
 
     sizes = {option.field for option in OPTIONS if option.type is parse_size}
@@ -263,6 +291,8 @@ def _converters() -> dict[str, Callable[[str], Any]]:
         if not field.init:
             continue
         kind = hints[field.name]
+        if kind is Any:
+            continue  # an object only Python code can pass (ssl_context): not from an ini
         if field.name in sizes:
             converters[field.name] = parse_size
         elif kind is bool:
@@ -273,9 +303,21 @@ def _converters() -> dict[str, Callable[[str], Any]]:
             converters[field.name] = _number(float, "a number")
         elif kind is str:
             converters[field.name] = str
-        else:  # tuple[str, ...]: bind, one address per word
-            converters[field.name] = lambda text: tuple(text.split())
+        elif typing.get_origin(kind) is tuple and typing.get_args(kind) == (str, ...):
+            # bind: one address per word.
+            converters[field.name] = _words
+        elif typing.get_origin(kind) in (typing.Union, types.UnionType) and str in (
+            typing.get_args(kind)
+        ):
+            # unix_socket_mode: str | int: the text as it is, which Config parses.
+            converters[field.name] = str
+        else:
+            raise TypeError(f"Config.{field.name}: no string converter for {kind!r}")
     return converters
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
 
 
 def _boolean(text: str) -> bool:

@@ -32,6 +32,12 @@ _DURATIONS = (
     "send_timeout",
     "graceful_timeout",
 )
+# The TLS options that name files or take text; certfile first.
+TLS_FILE_OPTIONS = ("certfile", "keyfile", "keyfile_password", "ca_certs", "ciphers")
+# Options only Python code can set (objects, not text).
+PYTHON_ONLY_FIELDS = ("ssl_context",)
+# Options whose value --print-config must not show.
+SECRET_FIELDS = ("keyfile_password",)
 
 
 class ConfigError(ValueError):
@@ -144,6 +150,15 @@ class Config:
     proxy_protocol: bool = False
     proxy_allow_ips: str = "127.0.0.1,::1"
     unix_socket_mode: str | int = ""
+    # TLS (docs/tls.md): a certificate turns it on for every bind address.
+    certfile: str = ""
+    keyfile: str = ""
+    keyfile_password: str = ""
+    ca_certs: str = ""
+    cert_reqs: str = "none"
+    ciphers: str = ""
+    # Python only: a ready ssl.SSLContext, instead of certfile and the rest.
+    ssl_context: Any = None
     binds: tuple[BindAddress, ...] = field(init=False, repr=False, compare=False)
     limits: Limits = field(init=False, repr=False, compare=False)
     # Parsed forwarded_allow_ips, proxy_allow_ips and unix_socket_mode (None: the umask's).
@@ -205,6 +220,7 @@ class Config:
         if not isinstance(self.proxy_protocol, bool):
             raise ConfigError(f"proxy_protocol: must be True or False, not {self.proxy_protocol!r}")
         object.__setattr__(self, "socket_mode", parse_mode(self.unix_socket_mode))
+        self._check_tls()
         object.__setattr__(
             self,
             "limits",
@@ -214,6 +230,47 @@ class Config:
                 max_header_count=self.max_header_count,
             ),
         )
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server speaks TLS."""
+        return bool(self.certfile) or self.ssl_context is not None
+
+    def _check_tls(self) -> None:
+        for name in TLS_FILE_OPTIONS:
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name}: a string, not {getattr(self, name)!r}")
+        _require_choice("cert_reqs", self.cert_reqs, ("none", "optional", "required"))
+        if self.ssl_context is not None:
+            import ssl
+
+            if not isinstance(self.ssl_context, ssl.SSLContext):
+                raise ConfigError(f"ssl_context: an ssl.SSLContext, not {self.ssl_context!r}")
+            given = [name for name in TLS_FILE_OPTIONS if getattr(self, name)]
+            if given or self.cert_reqs != "none":
+                raise ConfigError(
+                    f"ssl_context: give a context or {', '.join(given) or 'cert_reqs'}, not both"
+                )
+            return
+        if not self.certfile:
+            given = [name for name in TLS_FILE_OPTIONS[1:] if getattr(self, name)]
+            if self.cert_reqs != "none":
+                given.append("cert_reqs")
+            if given:
+                raise ConfigError(f"{given[0]}: needs certfile (the server's certificate)")
+            return
+        if self.cert_reqs != "none" and not self.ca_certs:
+            raise ConfigError(
+                f"cert_reqs: {self.cert_reqs} needs ca_certs (the CAs that sign client "
+                "certificates)"
+            )
+        # Load the files now, so a bad path or password is reported before anything starts.
+        from .tls import TLSConfigError, build_context
+
+        try:
+            build_context(self)
+        except TLSConfigError as exc:
+            raise ConfigError(str(exc)) from None
 
     @classmethod
     def from_options(cls, **options: Any) -> Config:

@@ -7,6 +7,8 @@ until it hands it back or closes it. Only the owner reads, writes or closes the 
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import socket
 import struct
 import sys
@@ -21,12 +23,33 @@ RECV_SIZE = 65536
 MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
 
 
+# Up to this many bytes, the pieces of a response are joined and sent with one send();
+# above it they go out with sendmsg() so a large body is never copied.
+JOIN_LIMIT = 64 * 1024
+
+
 class ClientDisconnected(ConnectionError):
     """The peer went away (or stopped reading) while a request was being served."""
 
 
+class Handshake(enum.Enum):
+    """Where a worker's step of a connection's TLS handshake left it (see ``tls``)."""
+
+    DONE = "done"
+    WAITING = "waiting"  # The client's next bytes have not arrived: back to the listener.
+    NOT_TLS = "not TLS"  # The client spoke plain HTTP (or anything else) to the TLS port.
+    FAILED = "failed"  # Refused or broken handshake, or the client left: close.
+
+
 class Connection:
-    """A client socket with the bytes received but not yet consumed."""
+    """A client socket with the bytes received but not yet consumed.
+
+    ``tls.TLSConnection`` overrides the reading and writing methods; the listener and the
+    workers call only these, never the socket's own, for anything that carries data.
+    """
+
+    # Whether a file may go out with sendfile() (not through TLS, which encrypts in Python).
+    sendfile_ok = True
 
     __slots__ = (
         "accepted_at",
@@ -36,6 +59,7 @@ class Connection:
         "environ_base",
         "fd",
         "forwarded_trusted",
+        "handshake_pending",
         "head_started",
         "local",
         "peer",
@@ -72,6 +96,20 @@ class Connection:
         self.forwarded_trusted = False
         # --proxy-protocol: a PROXY header must come before the first request.
         self.proxy_header_expected = False
+        # TLS: the handshake must complete before the first request.
+        self.handshake_pending = False
+
+    def handshake(self) -> Handshake:
+        """Advance a TLS handshake (see ``TLSConnection``); a plain connection has none."""
+        return Handshake.DONE
+
+    def tls_environ(self) -> dict[str, str] | None:
+        """The environ keys a TLS connection adds (``HTTPS``, ``SSL_*``); None when plain."""
+        return None
+
+    def has_pending_input(self) -> bool:
+        """Whether input waits beyond ``buffer`` where the poller cannot see it."""
+        return False
 
     def recv_available(self) -> int:
         """Append whatever has arrived without waiting; return bytes read, 0 on EOF, -1 if none."""
@@ -104,6 +142,33 @@ class Connection:
             self.sock.sendall(data)
         except OSError as exc:
             raise ClientDisconnected(str(exc)) from exc
+
+    def send_parts(self, parts: list[bytes]) -> None:
+        """Send byte strings back to back: one ``send`` when small, ``sendmsg`` (no copy)
+        when large."""
+        total = 0
+        for part in parts:
+            total += len(part)
+        if total <= JOIN_LIMIT:
+            self.sendall(b"".join(parts))
+            return
+        views = [memoryview(part) for part in parts if part]
+        try:
+            while views:
+                sent = self.sock.sendmsg(views)
+                while views and sent >= len(views[0]):
+                    sent -= len(views[0])
+                    views.pop(0)
+                if sent:
+                    views[0] = views[0][sent:]
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from exc
+
+    def send_nowait(self, data: bytes) -> None:
+        """Send what the socket takes at once, ignoring errors: a last word (503, 408) from
+        the listener thread, which must not wait on a client."""
+        with contextlib.suppress(OSError):
+            self.sock.send(data, MSG_DONTWAIT)
 
     def close(self, *, linger: bool = False) -> None:
         """Close the socket once. With ``linger``, half-close first and drop what the peer

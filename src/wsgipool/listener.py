@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .connection import (
@@ -32,6 +34,12 @@ from .poller import make_poller
 from .sockets import defers_accept
 from .taskqueue import TaskQueue
 from .threads import start_thread
+
+if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Callable
+
+    from .http.parser import Limits
 
 log = logging.getLogger("wsgipool.error")
 
@@ -52,6 +60,20 @@ def _peer_closed(sock: socket.socket) -> bool:
         return True
 
 
+def _idle(conn: Connection) -> bool:
+    """Whether ``conn`` waits for a request that has not begun to arrive. A request already
+    in the kernel's buffer counts as begun: the poller will report it, and closing such a
+    connection (say, accepted just before a drain) would drop a request unanswered."""
+    if conn.buffer or conn.has_pending_input():
+        return False
+    try:
+        return not conn.sock.recv(1, socket.MSG_PEEK | MSG_DONTWAIT)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True  # Broken: nothing to answer.
+
+
 class Listener:
     """Runs the accept/watch loop on its own thread."""
 
@@ -61,8 +83,15 @@ class Listener:
         config: Config,
         tasks: TaskQueue[Connection],
         draining: threading.Event,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._config = config
+        # With TLS every connection is a TLSConnection; its handshake runs on a worker.
+        self._new_connection: Callable[[socket.socket, Any, Any, Limits], Connection] = Connection
+        if tls is not None:
+            from .tls import TLSConnection  # Only then: ssl costs an import.
+
+            self._new_connection = functools.partial(TLSConnection, context=tls)
         self._tasks = tasks
         self._poller = make_poller(config.poller)
         self._listening = {sock.fileno(): sock for sock in sockets}
@@ -225,7 +254,7 @@ class Listener:
             except OSError:
                 sock.close()
                 continue
-            conn = Connection(sock, peer, local, config.limits)
+            conn = self._new_connection(sock, peer, local, config.limits)
             if self._proxy_trust is not None and self._proxy_trust.trusts_peer(peer):
                 conn.proxy_header_expected = True
             with self._lock:
@@ -287,11 +316,7 @@ class Listener:
             log.warning(
                 "overloaded: %d connections wait for a worker; answering 503", len(self._tasks)
             )
-        with contextlib.suppress(OSError):
-            conn.sock.send(
-                error_response(503, "server overloaded", extra_headers=RETRY_AFTER),
-                MSG_DONTWAIT,
-            )
+        conn.send_nowait(error_response(503, "server overloaded", extra_headers=RETRY_AFTER))
         self.discard(conn)
         conn.close(linger=True)
 
@@ -307,8 +332,7 @@ class Listener:
         for conn in expired:
             if conn.head_started:
                 # A request had started arriving: say why it is being dropped.
-                with contextlib.suppress(OSError):
-                    conn.sock.send(error_response(408, "request head timed out"), MSG_DONTWAIT)
+                conn.send_nowait(error_response(408, "request head timed out"))
             conn.close()
 
     def _close_watched(self, *, idle_only: bool) -> None:
@@ -316,7 +340,7 @@ class Listener:
             closing = [
                 conn
                 for conn in self._conns.values()
-                if conn.deadline and (not idle_only or not conn.buffer)
+                if conn.deadline and (not idle_only or _idle(conn))
             ]
             for conn in closing:
                 self._poller.forget(conn.fd)

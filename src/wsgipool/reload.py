@@ -33,7 +33,7 @@ from types import FrameType
 from typing import Any
 
 from .config import Config, ConfigError
-from .sockets import bind_socket, describe
+from .sockets import bind_socket, describe, expand_binds
 
 log = logging.getLogger("wsgipool.error")
 
@@ -69,9 +69,11 @@ def is_reloader_child() -> bool:
     return bool(os.environ.get(INHERITED_FDS_ENV))
 
 
-def take_inherited_fds(count: int) -> list[int] | None:
+def take_inherited_fds(count: int, *, systemd: bool = False) -> list[int] | None:
     """The listening descriptors a supervisor handed this process, in bind order (None
-    when there are none). The variable is consumed: only the first ``Server`` started in
+    when there are none), for ``count`` bind addresses. ``systemd``: one of them is
+    ``systemd``, which the supervisor expanded to one or more descriptors, so there may be
+    more than ``count``. The variable is consumed: only the first ``Server`` started in
     the process uses them, and processes it starts do not see it."""
     text = os.environ.get(INHERITED_FDS_ENV)
     if not text:
@@ -82,7 +84,7 @@ def take_inherited_fds(count: int) -> list[int] | None:
         raise ConfigError(
             f"{INHERITED_FDS_ENV}={text!r}: expected descriptor numbers, such as 3,4"
         ) from None
-    if len(fds) != count:
+    if len(fds) < count if systemd else len(fds) != count:
         raise ConfigError(
             f"{INHERITED_FDS_ENV}={text!r}: {len(fds)} descriptor(s) for {count} bind "
             "address(es); the supervisor and the server must have the same --bind list"
@@ -109,8 +111,9 @@ def run_with_reloader(
 ) -> int:
     """Supervise a server process that restarts when watched files change.
 
-    Binds ``config.binds`` once and runs ``argv`` (default: this process's own command
-    line, from ``sys.orig_argv``) as a child with the sockets passed and
+    Binds ``config.binds`` once (``systemd``: takes the sockets systemd passed this
+    process, and unsets ``LISTEN_FDS``) and runs ``argv`` (default: this process's own
+    command line, from ``sys.orig_argv``) as a child with the sockets passed and
     ``INHERITED_FDS_ENV`` set. Watches ``reload_dirs`` (default: the current directory)
     for files whose name or path relative to the watched directory matches an ``include``
     glob and no ``exclude`` glob; a glob with a ``/`` is also matched against the absolute
@@ -130,7 +133,8 @@ def run_with_reloader(
     sockets: list[socket.socket] = []
     unix_paths: list[str] = []
     try:
-        for address in config.binds:
+        # systemd's sockets are this process's (LISTEN_PID): the child gets them as fds.
+        for address in expand_binds(config.binds):
             sockets.append(bind_socket(address, config.backlog, config.socket_mode))
             if address.kind == "unix":
                 unix_paths.append(os.path.abspath(address.path))

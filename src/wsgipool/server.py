@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .accesslog import close_access_log, open_access_log
@@ -22,6 +22,9 @@ from .sockets import bind_socket, describe, expand_binds
 from .taskqueue import TaskQueue
 from .worker import ConnectionHandler, WorkerPool
 from .wsgi import Gateway, WSGIApp
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger("wsgipool.error")
 
@@ -66,6 +69,7 @@ class Server:
     def start(self) -> None:
         """Bind, start the pool and the listener; return once listening."""
         config = self.config
+        tls_context = self._tls_context()
         if config.access_log:
             try:
                 self._access_handler = open_access_log(config.access_log)
@@ -74,15 +78,17 @@ class Server:
                     f"access_log: cannot open {config.access_log}: {exc.strerror}"
                 ) from None
         try:
-            # Under --reload, the supervisor process holds the sockets and hands them over;
-            # it also unlinks Unix socket files, so they are not in _unix_paths here.
-            inherited = take_inherited_fds(len(config.binds))
-            # "systemd" stands for the sockets systemd passed (none under --reload, whose
-            # supervisor hands over the descriptors it holds).
-            binds = config.binds if inherited is not None else expand_binds(config.binds)
-            for index, address in enumerate(binds):
-                if inherited is not None:
-                    address = BindAddress("fd", fd=inherited[index])
+            # Under --reload or --workers, the supervisor process holds the sockets and hands
+            # them over (systemd's among them: "systemd" may stand for several); it also
+            # unlinks Unix socket files, so they are not in _unix_paths here.
+            systemd = any(address.kind == "systemd" for address in config.binds)
+            inherited = take_inherited_fds(len(config.binds), systemd=systemd)
+            if inherited is not None:
+                binds = [BindAddress("fd", fd=fd) for fd in inherited]
+            else:
+                # "systemd" stands for the sockets systemd passed this process.
+                binds = expand_binds(config.binds)
+            for address in binds:
                 self.sockets.append(bind_socket(address, config.backlog, config.socket_mode))
                 if address.kind == "unix":
                     self._unix_paths.append(address.path)
@@ -94,13 +100,14 @@ class Server:
         gateway = Gateway(self.app, config, multiprocess=self.multiprocess, draining=draining)
         tasks: TaskQueue[Connection] = TaskQueue(config.queue_limit)
         pool = WorkerPool(config.threads, tasks)
-        listener = Listener(self.sockets, config, tasks, draining)
+        listener = Listener(self.sockets, config, tasks, draining, tls_context)
         pool.start(ConnectionHandler(gateway, listener))
         listener.start()
         self._pool, self._listener = pool, listener
         # Remembered now: they stay readable after stop() closed the sockets.
         self._addresses = [sock.getsockname() for sock in self.sockets]
-        self._urls = [describe(sock) for sock in self.sockets]
+        scheme = "https" if config.tls else "http"
+        self._urls = [describe(sock, scheme) for sock in self.sockets]
         log.info(
             "wsgipool %s serving %s with %d threads (queue limit %d)%s",
             __version__,
@@ -111,6 +118,21 @@ class Server:
         )
         for url in self.urls:
             log.info("listening on %s", url)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """The context for this run, its files read afresh (a restart picks up a renewed
+        certificate); the one passed as ``ssl_context`` if given."""
+        config = self.config
+        if config.ssl_context is not None:
+            return config.ssl_context  # type: ignore[no-any-return]
+        if not config.certfile:
+            return None
+        from .tls import TLSConfigError, build_context
+
+        try:
+            return build_context(config)
+        except TLSConfigError as exc:
+            raise ConfigError(str(exc)) from None
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop accepting, let in-flight requests finish (up to ``timeout``, by default the

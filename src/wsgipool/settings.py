@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import Config, ConfigError
+from .config import PYTHON_ONLY_FIELDS, SECRET_FIELDS, Config, ConfigError
 
 ENV_PREFIX = "WSGIPOOL_"
 PYPROJECT = "pyproject.toml"
@@ -140,9 +140,11 @@ def describe(resolved: Resolved, config: Config, app: str | None) -> str:
     """The ``--print-config`` report: every option, its value and where it came from."""
     lines = [f"app = {app!r}  # {resolved.sources.get('app', 'not set')}"]
     for f in dataclasses.fields(Config):
-        if not f.init:
+        if not f.init or f.name in PYTHON_ONLY_FIELDS:
             continue
         value = getattr(config, f.name)
+        if f.name in SECRET_FIELDS and value:
+            value = "(hidden)"
         source = resolved.sources.get(f.name, "default")
         lines.append(f"{f.name} = {value!r}  # {source}")
     return "\n".join(lines)

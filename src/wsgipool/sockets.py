@@ -30,8 +30,9 @@ def bind_socket(address: BindAddress, backlog: int, mode: int | None = None) -> 
         elif address.kind == "unix":
             sock = _bind_unix(address.path, mode)
         elif address.kind == "systemd":
-            # Only Server.start() expands it (see expand_binds): not --reload's supervisor.
-            raise BindError("bind systemd: not supported here (e.g. with --reload)")
+            # Whoever binds (Server.start, the --reload and --workers supervisors) expands
+            # it first (expand_binds): it stands for one or several sockets.
+            raise BindError("bind systemd: expand it to its descriptors first (expand_binds)")
         else:
             sock = _bind_tcp(address.host, address.port)
         sock.listen(backlog)
@@ -154,7 +155,7 @@ def defers_accept(sock: socket.socket) -> bool:
         return False
 
 
-def describe(sock: socket.socket) -> str:
+def describe(sock: socket.socket, scheme: str = "http") -> str:
     """The URL-ish name of a bound socket, for logs: ``http://127.0.0.1:8000``."""
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
@@ -162,4 +163,4 @@ def describe(sock: socket.socket) -> str:
     host, port = name[0], name[1]
     if sock.family == socket.AF_INET6:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"

@@ -38,7 +38,7 @@ from typing import Any
 from .config import Config, ConfigError
 from .reload import INHERITED_FDS_ENV, KILL_MARGIN, _exit_reason
 from .server import Server
-from .sockets import bind_socket, describe
+from .sockets import bind_socket, describe, expand_binds
 from .wsgi import WSGIApp
 
 log = logging.getLogger("wsgipool.error")
@@ -159,7 +159,9 @@ class _Supervisor:
         config = self._config
         restore: Callable[[], None] = lambda: None  # noqa: E731
         try:
-            for address in config.binds:
+            # "systemd": the sockets systemd passed this process (LISTEN_PID is ours), taken
+            # here and LISTEN_FDS unset, so the workers inherit them as the others.
+            for address in expand_binds(config.binds):
                 self._sockets.append(bind_socket(address, config.backlog, config.socket_mode))
                 if address.kind == "unix":
                     self._unix_paths.append(os.path.abspath(address.path))

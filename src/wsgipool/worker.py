@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 
-from .connection import ClientDisconnected, Connection
+from .connection import ClientDisconnected, Connection, Handshake
 from .http.errors import ProtocolError
 from .http.parser import parse_head
 from .http.proxy_protocol import parse_proxy_header
@@ -42,6 +42,8 @@ class ConnectionHandler:
 
     def _serve(self, conn: Connection) -> None:
         if conn.proxy_header_expected and not self._take_proxy_header(conn):
+            return
+        if conn.handshake_pending and not self._handshake(conn):
             return
         config = self._config
         limits = config.limits
@@ -89,7 +91,7 @@ class ConnectionHandler:
             if outcome is not Outcome.KEEP_ALIVE:
                 self._close(conn, linger=outcome is Outcome.ABORT)
                 return
-            if not buffer:
+            if not buffer and not conn.has_pending_input():
                 self._hand_back(conn)
                 return
             # A pipelined request is already here: serve it without a hand-off.
@@ -127,6 +129,19 @@ class ConnectionHandler:
             conn.peer = header.source
             conn.environ_base = None
         return True
+
+    def _handshake(self, conn: Connection) -> bool:
+        """Advance the TLS handshake of ``conn``: True once it is done; False when the
+        connection was handed back to wait for the client's next flight, or closed."""
+        result = conn.handshake()
+        if result is Handshake.DONE:
+            return True
+        if result is Handshake.WAITING:
+            self._hand_back(conn)
+        else:
+            log.debug("closing %s: TLS handshake %s", conn.peer, result.value)
+            self._close(conn, linger=result is Handshake.NOT_TLS)
+        return False
 
     def _hand_back(self, conn: Connection) -> None:
         config = self._config

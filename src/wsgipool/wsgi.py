@@ -52,11 +52,10 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 # An unread request body up to this size is read and dropped so the connection can be kept;
 # a larger one costs less to abandon with the connection.
 DRAIN_LIMIT = 256 * 1024
-# Below this size, head and body are joined into one buffer for one send() call; above it
-# they go out with sendmsg() so a large body is never copied.
-JOIN_LIMIT = 64 * 1024
 # Largest piece handed to one sendfile() call.
 SENDFILE_BLOCK = 1 << 24
+# Piece of a file read and sent where sendfile() cannot be used (TLS).
+COPY_BLOCK = 256 * 1024
 
 # RFC 9110 7.6.1: hop-by-hop fields belong to the connection, which the server manages.
 HOP_BY_HOP = frozenset(
@@ -556,7 +555,7 @@ class Response:
         else:
             parts = [head, data]
         self._sent += len(data)
-        send_parts(self._conn, parts)
+        self._conn.send_parts(parts)
 
     def send_file(self, filelike: Any, position: int, available: int) -> None:
         """Send a file with ``sendfile()`` from its position, within the Content-Length."""
@@ -572,6 +571,9 @@ class Response:
         # os.sendfile rather than socket.sendfile: the latter waits in select() without a
         # timeout when the kernel send timeout fires, so a client that stops reading
         # would hold the worker for ever.
+        if not self._conn.sendfile_ok:
+            self._copy_file(filelike, position, remaining)
+            return
         out_fd, in_fd = self._conn.sock.fileno(), filelike.fileno()
         offset = position
         while remaining > 0:
@@ -587,27 +589,17 @@ class Response:
             remaining -= sent
             self._sent += sent
 
-
-def send_parts(conn: Connection, parts: list[bytes]) -> None:
-    """Send byte strings back to back: one ``send`` when small, ``sendmsg`` (no copy) when large."""
-    total = 0
-    for part in parts:
-        total += len(part)
-    if total <= JOIN_LIMIT:
-        conn.sendall(b"".join(parts))
-        return
-    sock = conn.sock
-    views = [memoryview(part) for part in parts if part]
-    try:
-        while views:
-            sent = sock.sendmsg(views)
-            while views and sent >= len(views[0]):
-                sent -= len(views[0])
-                views.pop(0)
-            if sent:
-                views[0] = views[0][sent:]
-    except OSError as exc:
-        raise ClientDisconnected(str(exc)) from exc
+    def _copy_file(self, filelike: Any, position: int, remaining: int) -> None:
+        """``send_file`` where sendfile() cannot be used (TLS): read and send in blocks."""
+        in_fd = filelike.fileno()
+        while remaining > 0:
+            data = os.pread(in_fd, min(remaining, COPY_BLOCK), position)
+            if not data:
+                break  # The file is shorter than it was: finish() reports the shortfall.
+            self._conn.sendall(data)
+            position += len(data)
+            remaining -= len(data)
+            self._sent += len(data)
 
 
 class Gateway:
@@ -660,6 +652,9 @@ class Gateway:
             # Unix sockets have no peer address.
             environ["REMOTE_ADDR"] = ""
             environ["REMOTE_PORT"] = ""
+        tls = conn.tls_environ()
+        if tls is not None:
+            environ.update(tls)
         # Once per connection: only a trusted peer's forwarded headers are ever read.
         conn.forwarded_trusted = self._forwarded_trust is not None and (
             self._forwarded_trust.trusts_peer(peer)
@@ -768,7 +763,7 @@ class Gateway:
     @staticmethod
     def _send_result(response: Response, result: Iterable[bytes]) -> None:
         file_source = _sendfile_source(result)
-        if file_source is not None and not isinstance(response._conn.sock, _ssl_socket_types()):
+        if file_source is not None:
             response.send_file(*file_source)
         elif isinstance(result, (list, tuple)) and len(result) == 1:
             response.write_complete(result[0])
@@ -823,12 +818,6 @@ class Gateway:
             log.exception(
                 "error in close() of the response for %s %s", request.method, request.target
             )
-
-
-def _ssl_socket_types() -> tuple[type, ...]:
-    """Socket classes ``sendfile`` must not bypass (TLS encrypts in user space)."""
-    ssl = sys.modules.get("ssl")
-    return (ssl.SSLSocket,) if ssl is not None else ()
 
 
 __all__ = ["FileWrapper", "Gateway", "RequestBody", "Response", "WSGIApp"]

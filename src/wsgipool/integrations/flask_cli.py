@@ -27,7 +27,7 @@ from flask.cli import ScriptInfo, pass_script_info
 from flask.helpers import get_debug_flag
 
 from ..cli import OPTIONS, raise_open_file_limit
-from ..compat import TLS_UNAVAILABLE, bind_for, configure_logging
+from ..compat import adhoc_ssl_context, bind_for, configure_logging
 from ..config import Config, ConfigError
 from ..debug import check_debug_bind, wrap_debugger
 from ..server import Server
@@ -172,8 +172,17 @@ def _set_debug(ctx: click.Context, param: click.Parameter, value: bool | None) -
     envvar=_run_envvars("PORT"),
     help="Port to bind to (0: any free port, logged as 'listening on').",
 )
-@click.option("--cert", envvar=_run_envvars("CERT"), help="Not supported yet: wsgipool has no TLS.")
-@click.option("--key", envvar=_run_envvars("KEY"), help="Not supported yet: wsgipool has no TLS.")
+@click.option(
+    "--cert",
+    envvar=_run_envvars("CERT"),
+    help="Serve HTTPS with this certificate file, or 'adhoc' for a throwaway self-signed one "
+    "(as --certfile).",
+)
+@click.option(
+    "--key",
+    envvar=_run_envvars("KEY"),
+    help="The private key of --cert, when not in the same file (as --keyfile).",
+)
 @click.option(
     "--reload/--no-reload",
     default=None,
@@ -230,8 +239,6 @@ def serve_command(
     only listens on local addresses unless --debug-allow-remote.
     """
     ctx = click.get_current_context()
-    if cert is not None or key is not None:
-        raise ServeError(f"--cert/--key: {TLS_UNAVAILABLE}")
     debug = get_debug_flag()
     if reload is None:
         reload = debug
@@ -240,6 +247,7 @@ def serve_command(
     if debug_allow_remote and not debugger:
         raise ServeError("--debug-allow-remote needs the debugger (--debug or --debugger)")
     values: dict[str, Any] = {option.field: options[option.field] for option in OPTIONS}
+    values.update(_flask_tls(cert, key, values))
     if bind:
         for name in ("host", "port"):
             if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
@@ -289,6 +297,24 @@ def serve_command(
         server.serve_forever()
     except ConfigError as exc:
         raise ServeError(str(exc)) from None
+
+
+def _flask_tls(cert: str | None, key: str | None, values: dict[str, Any]) -> dict[str, Any]:
+    """``flask run``'s --cert/--key as wsgipool options."""
+    if cert is None:
+        if key is not None:
+            raise ServeError('--key needs "--cert"')
+        return {}
+    if values.get("certfile"):
+        raise ServeError("--cert and --certfile: give one or the other")
+    if cert == "adhoc":
+        if key is not None:
+            raise ServeError('--key cannot be used with "--cert adhoc"')
+        try:
+            return {"ssl_context": adhoc_ssl_context()}
+        except ConfigError as exc:
+            raise ServeError(str(exc)) from None
+    return {"certfile": cert, "keyfile": key or ""}
 
 
 def _banner(info: ScriptInfo, debug: bool) -> None:

@@ -1,0 +1,352 @@
+"""TLS: the server's ``ssl.SSLContext``, and connections that encrypt through memory BIOs.
+
+A TLS connection keeps its plain, blocking socket (with the kernel timeouts every
+connection has) and runs OpenSSL over a pair of ``ssl.MemoryBIO`` buffers, so every system
+call stays the one a plain connection makes: ``recv(MSG_DONTWAIT)`` when the worker must
+not wait, a blocking ``recv``/``sendall`` bounded by SO_RCVTIMEO/SO_SNDTIMEO when it may.
+(An ``SSLSocket`` in blocking mode retries for ever when a kernel timeout fires, and one
+in timeout mode waits in poll() on every call.) It also lets bytes already read off the
+socket, such as those after a PROXY protocol header, be handed to OpenSSL.
+
+The handshake runs on a worker, a step at a time: when the client's next flight has not
+arrived, the connection goes back to the listener like an idle one, so a client that never
+completes its handshake holds no thread, and the header timeout closes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from .connection import MSG_DONTWAIT, RECV_SIZE, ClientDisconnected, Connection, Handshake
+from .http.response import error_response
+
+if TYPE_CHECKING:
+    import socket
+
+    from .config import Config
+    from .http.parser import Limits
+
+CERT_REQS = {
+    "none": ssl.CERT_NONE,
+    "optional": ssl.CERT_OPTIONAL,
+    "required": ssl.CERT_REQUIRED,
+}
+# The content type of a TLS handshake record: the first byte a TLS client sends.
+HANDSHAKE_RECORD = 0x16
+PLAIN_HTTP_REFUSED = error_response(400, "plain HTTP sent to an HTTPS port: use https://")
+# Above this, response data is encrypted and sent in pieces, so the ciphertext of a large
+# body is never held in memory all at once.
+WRITE_BLOCK = 256 * 1024
+
+
+class TLSConfigError(ValueError):
+    """A certificate, key or CA file cannot be used; the message says which and why."""
+
+
+def build_context(config: Config) -> ssl.SSLContext:
+    """The server context for ``config``: TLS 1.2 or later, ALPN ``http/1.1``.
+
+    Raises ``TLSConfigError`` naming the option whose file is missing or unusable.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # No client-initiated renegotiation (a cheap way to make a server do expensive work),
+    # and the server's cipher order wins.
+    context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    asked = []
+
+    def password() -> str:
+        # Never OpenSSL's prompt on the terminal: a server has no one to answer it.
+        asked.append(True)
+        if not config.keyfile_password:
+            raise TLSConfigError(
+                f"keyfile: {config.keyfile or config.certfile} is encrypted: "
+                "give its keyfile_password"
+            )
+        return config.keyfile_password
+
+    try:
+        context.load_cert_chain(config.certfile, config.keyfile or None, password=password)
+    except (OSError, ssl.SSLError) as exc:
+        reason = "wrong keyfile_password?" if asked else _reason(exc)
+        raise TLSConfigError(
+            f"certfile: cannot load {config.certfile}"
+            + (f" with {config.keyfile}" if config.keyfile else "")
+            + f": {reason}"
+        ) from None
+    if config.ca_certs:
+        try:
+            context.load_verify_locations(cafile=config.ca_certs)
+        except (OSError, ssl.SSLError) as exc:
+            raise TLSConfigError(
+                f"ca_certs: cannot load {config.ca_certs}: {_reason(exc)}"
+            ) from None
+    context.verify_mode = CERT_REQS[config.cert_reqs]
+    if config.ciphers:
+        try:
+            context.set_ciphers(config.ciphers)
+        except ssl.SSLError:
+            raise TLSConfigError(f"ciphers: OpenSSL accepts none of {config.ciphers!r}") from None
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        # OpenSSL's reason code ("KEY_VALUES_MISMATCH") says more than the message.
+        if exc.reason:
+            return str(exc.reason).replace("_", " ").lower()
+        if "PEM lib" in str(exc):
+            return "no certificate and private key in PEM form (a separate key goes in keyfile)"
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+class TLSConnection(Connection):
+    """A connection whose bytes pass through OpenSSL; ``buffer`` holds the plaintext."""
+
+    __slots__ = ("_hello_seen", "_incoming", "_outgoing", "_tls", "handshaken")
+
+    # sendfile() would bypass the encryption.
+    sendfile_ok = False
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: Any,
+        local: Any,
+        limits: Limits,
+        context: ssl.SSLContext,
+    ) -> None:
+        super().__init__(sock, peer, local, limits)
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self.handshake_pending = True
+        self.handshaken = False
+        self._hello_seen = False
+
+    # --- the handshake ---------------------------------------------------------------------
+
+    def handshake(self) -> Handshake:
+        """Advance the handshake with whatever has arrived, without waiting for more."""
+        while True:
+            if self.buffer:
+                # Raw bytes read so far (by the step before, or with a PROXY header).
+                if not self._hello_seen:
+                    if self.buffer[0] != HANDSHAKE_RECORD:
+                        # Most likely plain HTTP: say so in plain text, as nginx does.
+                        with contextlib.suppress(ClientDisconnected):
+                            Connection.sendall(self, PLAIN_HTTP_REFUSED)
+                        return Handshake.NOT_TLS
+                    self._hello_seen = True
+                self._incoming.write(bytes(self.buffer))
+                self.buffer.clear()
+            try:
+                self._tls.do_handshake()
+            except ssl.SSLWantReadError:
+                try:
+                    self._flush()
+                except ClientDisconnected:
+                    return Handshake.FAILED
+                received = Connection.recv_available(self)
+                if received < 0:
+                    return Handshake.WAITING
+                if received == 0:
+                    return Handshake.FAILED
+                continue
+            except (ssl.SSLError, OSError):
+                # Let the client see the alert OpenSSL wrote, if it is still there.
+                self._flush_quietly()
+                return Handshake.FAILED
+            try:
+                self._flush()
+            except ClientDisconnected:
+                return Handshake.FAILED
+            self.handshake_pending = False
+            self.handshaken = True
+            return Handshake.DONE
+
+    # --- reading and writing plaintext ---------------------------------------------------
+
+    def recv_available(self) -> int:
+        if not self.handshaken:
+            return Connection.recv_available(self)
+        return self._read(wait=False)
+
+    def recv_wait(self) -> int:
+        return self._read(wait=True)
+
+    def _read(self, *, wait: bool) -> int:
+        """Decrypt the next record into ``buffer``, reading the socket as needed."""
+        while True:
+            try:
+                data = self._tls.read(RECV_SIZE)
+            except ssl.SSLWantReadError:
+                received = self._receive_raw(wait)
+                if received <= 0:
+                    return received
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return 0  # close_notify, or the peer closed without one.
+            except ssl.SSLError as exc:
+                raise ClientDisconnected(f"TLS error: {exc}") from exc
+            if self._outgoing.pending:
+                # Reading may produce a reply (a TLS 1.3 key update).
+                self._flush()
+            self.buffer += data
+            return len(data)
+
+    def _receive_raw(self, wait: bool) -> int:
+        """Move the socket's next bytes into OpenSSL: their count, 0 on EOF, -1 when none
+        had arrived (only without ``wait``)."""
+        try:
+            data = self.sock.recv(RECV_SIZE) if wait else self.sock.recv(RECV_SIZE, MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError, TimeoutError) as exc:
+            if wait:
+                raise TimeoutError("client sent nothing within the body timeout") from exc
+            return -1
+        except OSError as exc:
+            if wait:
+                raise ClientDisconnected(str(exc)) from exc
+            return 0
+        if data:
+            self._incoming.write(data)
+        return len(data)
+
+    def has_pending_input(self) -> bool:
+        # Whole records may wait in OpenSSL's buffer with nothing left in the kernel's,
+        # where the poller would never see them.
+        return self._incoming.pending > 0 or self._tls.pending() > 0
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            for start in range(0, len(view), WRITE_BLOCK):
+                self._tls.write(view[start : start + WRITE_BLOCK])
+                self._flush()
+        except ssl.SSLError as exc:
+            raise ClientDisconnected(f"TLS error: {exc}") from exc
+
+    def send_parts(self, parts: list[bytes]) -> None:
+        # Joined when small: one record and one send for a head and its body.
+        if sum(len(part) for part in parts) <= WRITE_BLOCK:
+            self.sendall(b"".join(parts))
+            return
+        for part in parts:
+            if part:
+                self.sendall(part)
+
+    def send_nowait(self, data: bytes) -> None:
+        if not self.handshaken:
+            return  # Plain text would mean nothing to a TLS client.
+        try:
+            self._tls.write(data)
+        except ssl.SSLError:
+            return
+        self._flush_quietly()
+
+    def _flush(self) -> None:
+        """Send what OpenSSL has encrypted."""
+        pending = self._outgoing.read()
+        if pending:
+            Connection.sendall(self, pending)
+
+    def _flush_quietly(self) -> None:
+        pending = self._outgoing.read()
+        if pending:
+            Connection.send_nowait(self, pending)
+
+    # --- the environ ---------------------------------------------------------------------
+
+    def tls_environ(self) -> dict[str, str]:
+        return tls_environ(self._tls)
+
+
+# mod_ssl's short names for the attributes Python spells out in getpeercert().
+_SHORT_NAMES = {
+    "commonName": "CN",
+    "countryName": "C",
+    "stateOrProvinceName": "ST",
+    "localityName": "L",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "emailAddress": "Email",
+    "domainComponent": "DC",
+    "userId": "UID",
+    "serialNumber": "serialNumber",
+    "surname": "SN",
+    "givenName": "GN",
+    "title": "T",
+}
+
+
+def tls_environ(tls: ssl.SSLObject) -> dict[str, str]:
+    """The environ keys mod_ssl sets (``HTTPS``, ``SSL_PROTOCOL``, ``SSL_CLIENT_S_DN``...)
+    for a connection whose handshake is done."""
+    environ = {"wsgi.url_scheme": "https", "HTTPS": "on"}
+    protocol = tls.version()
+    if protocol:
+        environ["SSL_PROTOCOL"] = protocol
+    cipher = tls.cipher()
+    if cipher:
+        environ["SSL_CIPHER"] = cipher[0]
+        environ["SSL_CIPHER_USEKEYSIZE"] = str(cipher[2])
+    der = tls.getpeercert(binary_form=True)
+    if not der:
+        environ["SSL_CLIENT_VERIFY"] = "NONE"
+        return environ
+    # The handshake fails on a certificate that does not verify: this one did.
+    environ["SSL_CLIENT_VERIFY"] = "SUCCESS"
+    environ["SSL_CLIENT_CERT"] = ssl.DER_cert_to_PEM_cert(der)
+    details: dict[str, Any] = tls.getpeercert() or {}
+    for prefix, key in (("SSL_CLIENT_S_DN", "subject"), ("SSL_CLIENT_I_DN", "issuer")):
+        name = details.get(key, ())
+        environ[prefix] = _rfc2253(name)
+        for rdn in name:
+            for attribute, value in rdn:
+                short = _SHORT_NAMES.get(attribute, attribute)
+                environ.setdefault(f"{prefix}_{short}", value)
+    if "serialNumber" in details:
+        environ["SSL_CLIENT_M_SERIAL"] = details["serialNumber"]
+    if "version" in details:
+        environ["SSL_CLIENT_M_VERSION"] = str(details["version"])
+    if "notBefore" in details:
+        environ["SSL_CLIENT_V_START"] = details["notBefore"]
+    if "notAfter" in details:
+        environ["SSL_CLIENT_V_END"] = details["notAfter"]
+    counters: dict[str, int] = {}
+    for kind, value in details.get("subjectAltName", ()):
+        label = {"DNS": "DNS", "email": "Email", "IP Address": "IP"}.get(kind)
+        if label is not None:
+            index = counters.get(label, 0)
+            counters[label] = index + 1
+            environ[f"SSL_CLIENT_SAN_{label}_{index}"] = value
+    return environ
+
+
+def _rfc2253(name: tuple[tuple[tuple[str, str], ...], ...]) -> str:
+    """A distinguished name as RFC 2253 writes it (and mod_ssl reports it): most specific
+    first, ``CN=client,O=Example,C=DE``."""
+    rdns = []
+    for rdn in reversed(name):
+        rdns.append(
+            "+".join(
+                f"{_SHORT_NAMES.get(attribute, attribute)}={_escape_dn_value(value)}"
+                for attribute, value in rdn
+            )
+        )
+    return ",".join(rdns)
+
+
+def _escape_dn_value(value: str) -> str:
+    escaped = "".join("\\" + char if char in ',+"\\<>;=' else char for char in value)
+    if escaped.startswith(("#", " ")):
+        escaped = "\\" + escaped
+    if escaped.endswith(" ") and not escaped.endswith("\\ "):
+        escaped = escaped[:-1] + "\\ "
+    return escaped
