@@ -25,3 +25,20 @@ def test_readme_first_block_has_two_commands():
     assert len(commands) == 2
     assert "examples" in commands[0] and "wsgipool" in commands[0]
     assert commands[1] == "./tools/test.sh"
+
+
+def test_proxy_configurations_in_the_docs_are_tested():
+    """The nginx and HAProxy blocks of docs/deployment.md are marked ``<!-- tested: NAME -->``
+    and tests/test_integration_proxies.py runs the proxies with them, loaded by those names.
+    This keeps the two in step even where nginx or HAProxy is missing (those tests skip),
+    and no other page may carry an untested nginx or HAProxy configuration."""
+    docs = (ROOT / "docs" / "deployment.md").read_text()
+    tests = (ROOT / "tests" / "test_integration_proxies.py").read_text()
+    marked = re.findall(r"<!-- tested: ([\w-]+)[^>]*-->\n```(nginx|haproxy)\n", docs)
+    assert {name for name, _ in marked} == {"nginx", "haproxy-http", "haproxy-proxy-v2"}
+    for name, _language in marked:
+        assert re.search(rf'\bsite\(\s*"{name}"', tests), f"no test loads the {name} block"
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        blocks = re.findall(r"^```(?:nginx|haproxy)$", page.read_text(), re.M)
+        expected = len(marked) if page.name == "deployment.md" else 0
+        assert len(blocks) == expected, f"{page.name}: an nginx or HAProxy block not tested"

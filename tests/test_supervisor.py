@@ -450,3 +450,39 @@ def test_app_that_cannot_load_stops_the_supervisor(start: Callable[..., Supervis
     assert server.popen.wait(DEADLINE) == 1
     assert "could not load the application" in server.log
     assert "the workers cannot start; stopping" in server.log
+
+
+def test_tls_workers_pick_up_a_renewed_certificate_on_hup(
+    start: Callable[..., Supervisor], tmp_path: Path
+) -> None:
+    """With --workers and --certfile, each worker reads the certificate when it starts, so
+    a HUP after renewing the file serves the new one without closing the port."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = tmp_path / "server.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    server = start(2, "--certfile", str(cert))
+    old = server.wait_workers(2)
+    assert f"https://127.0.0.1:{server.port}" in server.log
+
+    def serial() -> str:
+        with context.wrap_socket(
+            socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE),
+            server_hostname="127.0.0.1",
+        ) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert sock.recv(12) == b"HTTP/1.1 200"
+            return str(sock.getpeercert()["serialNumber"])
+
+    first = serial()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert))
+    server.signal(signal.SIGHUP)
+    server.wait_workers(2, besides=old)
+    assert serial() != first
+    server.signal(signal.SIGTERM)
+    assert server.popen.wait(DEADLINE) == 0

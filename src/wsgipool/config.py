@@ -236,6 +236,11 @@ class Config:
         """Whether the server speaks TLS."""
         return bool(self.certfile) or self.ssl_context is not None
 
+    @property
+    def scheme(self) -> str:
+        """The scheme of the URLs the server listens on (logs, banners)."""
+        return "https" if self.tls else "http"
+
     def _check_tls(self) -> None:
         for name in TLS_FILE_OPTIONS:
             if not isinstance(getattr(self, name), str):

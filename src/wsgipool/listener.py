@@ -45,6 +45,9 @@ log = logging.getLogger("wsgipool.error")
 
 # How often idle and slow connections are checked against their deadlines.
 SWEEP_INTERVAL = 0.5
+# While draining, a connection idle this long is closed; until then a request on it is
+# still served (with Connection: close). See _close_watched.
+DRAIN_IDLE_GRACE = 0.5
 # After EMFILE/ENFILE on accept, stop accepting this long before trying again.
 ACCEPT_BACKOFF = 0.5
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -336,11 +339,27 @@ class Listener:
             conn.close()
 
     def _close_watched(self, *, idle_only: bool) -> None:
+        if idle_only:
+            # Draining: close connections idle for DRAIN_IDLE_GRACE. One that went idle just
+            # now is likely about to carry a request (a proxy reuses its pooled connections
+            # at once under load); closing it would race that request, which then meets a
+            # reset, and a proxy cannot retry a POST. Served instead, the request's response
+            # carries Connection: close.
+            idle_before = time.monotonic() - DRAIN_IDLE_GRACE
+            keepalive = self._config.keepalive_timeout
         with self._lock:
             closing = [
                 conn
                 for conn in self._conns.values()
-                if conn.deadline and (not idle_only or _idle(conn))
+                if conn.deadline
+                and (
+                    not idle_only
+                    or (
+                        (conn.deadline - keepalive if conn.requests else conn.accepted_at)
+                        <= idle_before
+                        and _idle(conn)
+                    )
+                )
             ]
             for conn in closing:
                 self._poller.forget(conn.fd)

@@ -143,7 +143,7 @@ def run_with_reloader(
         watcher = _make_watcher(watched, interval, supervisor.notify_change)
         log.info(
             "reloader: holding %s; watching %s for %s (%s)",
-            ", ".join(describe(sock) for sock in sockets),
+            ", ".join(describe(sock, config.scheme) for sock in sockets),
             ", ".join(roots),
             ", ".join(include) or "nothing",
             watcher.kind,

@@ -106,8 +106,7 @@ class Server:
         self._pool, self._listener = pool, listener
         # Remembered now: they stay readable after stop() closed the sockets.
         self._addresses = [sock.getsockname() for sock in self.sockets]
-        scheme = "https" if config.tls else "http"
-        self._urls = [describe(sock, scheme) for sock in self.sockets]
+        self._urls = [describe(sock, config.scheme) for sock in self.sockets]
         log.info(
             "wsgipool %s serving %s with %d threads (queue limit %d)%s",
             __version__,

@@ -173,7 +173,7 @@ class _Supervisor:
             log.info(
                 "supervisor: serving %s on %s with %d worker processes of %d threads",
                 self._app_name,
-                ", ".join(describe(sock) for sock in self._sockets),
+                ", ".join(describe(sock, config.scheme) for sock in self._sockets),
                 self._target,
                 config.threads,
             )

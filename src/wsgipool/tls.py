@@ -250,6 +250,15 @@ class TLSConnection(Connection):
             return
         self._flush_quietly()
 
+    def close(self, *, linger: bool = False) -> None:
+        if self.handshaken and not self.closed:
+            # close_notify tells the client the response ended here, not by a cut.
+            # unwrap() then waits for the client's close_notify; no need to.
+            with contextlib.suppress(ssl.SSLError):
+                self._tls.unwrap()
+            self._flush_quietly()
+        super().close(linger=linger)
+
     def _flush(self) -> None:
         """Send what OpenSSL has encrypted."""
         pending = self._outgoing.read()
