@@ -234,18 +234,21 @@ class Listener:
         is_tcp = listening.fileno() in self._tcp
         deferred = listening.fileno() in self._deferred
         local = self._addresses[listening.fileno()]
-        deadline = time.monotonic() + config.header_timeout
-        # Accept everything pending (one wake-up, many connections), up to the limit.
-        room = self._config.max_connections - self.connection_count()
+        # Accept everything pending (one wake-up, many connections), up to the limit, then
+        # take the registry lock once for the lot: workers closing connections contend
+        # for it, so it is held for dictionary stores only, not system calls.
+        with self._lock:
+            room = config.max_connections - len(self._conns)
+        accepted: list[Connection] = []
         for _ in range(min(256, room)):
             try:
                 sock, peer = listening.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:
                 if exc.errno in RESOURCE_ERRNOS:
                     self._pause_accepting(exc)
-                    return
+                    break
                 # ECONNABORTED and friends: that client is gone, the next may not be.
                 continue
             try:
@@ -260,16 +263,25 @@ class Listener:
             conn = self._new_connection(sock, peer, local, config.limits)
             if self._proxy_trust is not None and self._proxy_trust.trusts_peer(peer):
                 conn.proxy_header_expected = True
-            with self._lock:
+            accepted.append(conn)
+        if not accepted:
+            return
+        deadline = 0.0 if deferred else time.monotonic() + config.header_timeout
+        with self._lock:
+            for conn in accepted:
+                conn.deadline = deadline
                 self._conns[conn.fd] = conn
-                if deferred:
-                    # Its first bytes are already here: straight to a worker.
-                    self._poller.register(conn.fd, armed=False)
-                else:
-                    conn.deadline = deadline
-                    self._poller.register(conn.fd)
-            if deferred and not self._tasks.put(conn):
-                self._shed(conn)
+        # Only this thread registers, and a connection is in the registry before the
+        # poller can report it (or a worker can own it).
+        register = self._poller.register
+        for conn in accepted:
+            # Deferred: its first bytes are already here, so straight to a worker.
+            register(conn.fd, armed=not deferred)
+        if deferred:
+            put = self._tasks.put
+            for conn in accepted:
+                if not put(conn):
+                    self._shed(conn)
 
     def _pause_accepting(self, exc: OSError) -> None:
         now = time.monotonic()

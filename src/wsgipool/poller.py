@@ -29,7 +29,8 @@ class Poller(Protocol):
 
     def register(self, fd: int, armed: bool = True) -> None:
         """Add a new connection (listener thread only), watched for one readable event
-        unless ``armed`` is False: then it waits for its first ``rearm``."""
+        unless ``armed`` is False: then it waits for its first ``rearm`` (which may be
+        when it is actually added)."""
 
     def rearm(self, fd: int) -> None:
         """Watch a connection again (any thread); a closed descriptor is ignored."""
@@ -102,18 +103,24 @@ class EpollPoller:
         self.forget(fd)
 
     def register(self, fd: int, armed: bool = True) -> None:
-        # Unarmed, the descriptor is still one-shot, so a hang-up reported while a worker
-        # owns the connection fires once, not in a loop.
-        events = self._ONESHOT_IN if armed else select.EPOLLONESHOT
+        if not armed:
+            # Added by its first rearm instead: a connection that closes after one request
+            # (Connection: close) then costs no epoll call at all.
+            return
         try:
-            self._epoll.register(fd, events)
+            self._epoll.register(fd, self._ONESHOT_IN)
         except FileExistsError:
-            self._epoll.modify(fd, events)
+            self._epoll.modify(fd, self._ONESHOT_IN)
 
     def rearm(self, fd: int) -> None:
-        # The listener may have closed the connection during shutdown: nothing to re-arm.
-        with contextlib.suppress(OSError):
+        try:
             self._epoll.modify(fd, self._ONESHOT_IN)
+        except FileNotFoundError:
+            # Never armed yet (see register); any thread may add it: epoll_ctl is.
+            with contextlib.suppress(OSError):
+                self._epoll.register(fd, self._ONESHOT_IN)
+        except OSError:
+            pass  # The listener closed the connection during shutdown: nothing to re-arm.
 
     def forget(self, fd: int) -> None:
         with contextlib.suppress(OSError, ValueError):

@@ -27,6 +27,7 @@ The rules (docs/proxies.md says the same for users):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 from typing import Any
@@ -60,7 +61,7 @@ class TrustedPeers:
     connect, which the file's mode decides (``--unix-socket-mode``).
     """
 
-    __slots__ = ("_networks", "everyone", "text")
+    __slots__ = ("_networks", "_trusts_text", "everyone", "text")
 
     def __init__(self, text: str) -> None:
         if not isinstance(text, str):
@@ -81,6 +82,10 @@ class TrustedPeers:
                     f"{item!r} is not an IP address or network (e.g. 10.0.0.0/8, ::1, *)"
                 ) from None
         self._networks = tuple(networks)
+        # Parsing an address with ipaddress costs more than the rest of a short request's
+        # connection set-up; peers repeat (a proxy, a load balancer), so remember answers.
+        # lru_cache is thread-safe, and bounded against a flood of distinct addresses.
+        self._trusts_text = functools.lru_cache(maxsize=4096)(self._trusts_uncached)
 
     @property
     def empty(self) -> bool:
@@ -98,6 +103,11 @@ class TrustedPeers:
             return True
         if not self._networks:
             return False
+        if isinstance(address, str):
+            return self._trusts_text(address)
+        return self._trusts_uncached(address)
+
+    def _trusts_uncached(self, address: str | IPAddress) -> bool:
         if isinstance(address, str):
             parsed = _parse_ip(address)
             if parsed is None:
