@@ -8,7 +8,10 @@ queue wakes a sleeping worker only when it is needed:
 - on ``put``, when no worker is awake (nobody would take the item soon);
 - from the listener's ``wake_stalled``, when items wait and no worker has taken one for
   ``STALL_DELAY``: every awake worker is then blocked (in a slow app, a database call,
-  a slow client), and as many sleepers wake as there are items waiting, up to the pool.
+  a slow client), so one more sleeper wakes, and another each ``STALL_DELAY`` while the
+  stall lasts (32 workers in 32 ms). Waking one per stall rather than one per waiting
+  item keeps a CPU-bound pool with many connections (whose listener can hold the GIL
+  for a millisecond on a large batch of ready connections) from waking all its threads.
 
 Workers that find work never sleep, so a pool under steady blocking load (an app that
 waits 10 ms) stays awake at the size the load needs. Idle workers sleep on a lock of
@@ -92,7 +95,7 @@ class TaskQueue(Generic[T]):
             self._awake += 1
 
     def wake_stalled(self, now: float) -> float | None:
-        """Wake sleepers if queued work has waited ``STALL_DELAY`` with nobody taking any.
+        """Wake a sleeper if queued work has waited ``STALL_DELAY`` with nobody taking any.
 
         Called by the listener; returns when to call again (None: the queue is empty).
         """
@@ -102,7 +105,7 @@ class TaskQueue(Generic[T]):
             due = self._last_take + STALL_DELAY
             if now < due:
                 return due
-            for _ in range(min(len(self._items), len(self._sleepers))):
+            if self._sleepers:
                 self._wake_one()
             self._last_take = now
             return now + STALL_DELAY
