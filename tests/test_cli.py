@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -787,3 +788,22 @@ def test_serve_blocks_until_sigterm(spawn: Any, bind: Any) -> None:
     proc.send(signal.SIGTERM)
     assert_clean_exit(proc, proc.wait())
     assert proc.stdout.strip() == "serve returned"
+
+
+def test_umask_applies_to_unix_sockets_and_log_files(spawn: Any, tmp_path: Path) -> None:
+    path = tmp_path / "app.sock"
+    log = tmp_path / "access.log"
+    proc = spawn(
+        in_apps("goodapp", "-b", f"unix:{path}", "--umask", "027", "--access-log", str(log))
+    )
+    assert proc.wait_for_exit_or_listening() is None, proc.stderr
+    assert get_unix(str(path))[0] == 200
+    assert stat.S_IMODE(path.stat().st_mode) == 0o750
+    assert stat.S_IMODE(log.stat().st_mode) == 0o640
+    proc.send(signal.SIGTERM)
+    assert_clean_exit(proc, proc.wait())
+
+
+def test_bad_umask_is_one_line(spawn: Any) -> None:
+    line = refused(spawn, in_apps("goodapp", "--umask", "999"))
+    assert line == "wsgipool: error: --umask: an octal mode such as 007 or 0o027, not '999'"

@@ -200,6 +200,12 @@ OPTIONS = (
         "file mode of unix: sockets, in octal, e.g. 660 (default: as the umask leaves it)",
     ),
     Option(
+        "umask",
+        "MASK",
+        "set the process umask, in octal (e.g. 007), before creating Unix sockets, log "
+        "files and worker processes (default: inherited)",
+    ),
+    Option(
         "certfile",
         "FILE",
         "serve HTTPS on every address with this certificate chain (PEM; it may hold the "
@@ -378,6 +384,14 @@ def configure_logging(level: str, config_file: str | None) -> None:
         settings.apply_logging_config(Path(config_file))
 
 
+def apply_umask(config: Config) -> None:
+    """Set the process umask from ``--umask``: before any file or socket exists, so log
+    files and unix: sockets get it. Only commands do this; an embedding program owns its
+    process."""
+    if config.umask_value is not None:
+        os.umask(config.umask_value)
+
+
 def raise_open_file_limit(max_connections: int) -> None:
     """Let the process hold ``max_connections`` sockets, as far as the hard limit allows.
 
@@ -451,6 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if app_spec is None:
             raise ConfigError("no application: name one as APP (e.g. myapp:app)")
+        apply_umask(config)
         configure_logging(config.log_level, args.log_config)
         if args.debug:
             check_debug_bind(config, args.debug_allow_remote)

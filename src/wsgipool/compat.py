@@ -222,6 +222,9 @@ def paste_server_runner(
     """
     options = options_from_strings(local_conf)
     config = Config(**options)
+    from .cli import apply_umask
+
+    apply_umask(config)
     configure_logging(config.log_level)
     if "log_level" in options:
         # Asked for in the ini: applies even when pserve configured logging already.

@@ -44,9 +44,9 @@ class ConfigError(ValueError):
     """An option has a value the server cannot run with; the message says which and why."""
 
 
-def parse_mode(value: str | int) -> int | None:
-    """A Unix socket file mode: ``0o660``, ``"0o660"``, ``"0660"`` or ``"660"`` (octal);
-    ``""`` for none (the umask decides). Raises ``ConfigError``."""
+def parse_mode(value: str | int, name: str = "unix_socket_mode") -> int | None:
+    """A file mode (or umask) ``name`` is set to: ``0o660``, ``"0o660"``, ``"0660"`` or
+    ``"660"`` (octal); ``""`` for none. Raises ``ConfigError``."""
     if value == "":
         return None
     mode: int | None = None
@@ -58,9 +58,8 @@ def parse_mode(value: str | int) -> int | None:
         if digits and len(digits) <= 4 and all(char in "01234567" for char in digits):
             mode = int(digits, 8)
     if mode is None or not 0 <= mode <= 0o777:
-        raise ConfigError(
-            f"unix_socket_mode: an octal file mode such as 660 or 0o660, not {value!r}"
-        )
+        example = "007 or 0o027" if name == "umask" else "660 or 0o660"
+        raise ConfigError(f"{name}: an octal mode such as {example}, not {value!r}")
     return mode
 
 
@@ -150,6 +149,8 @@ class Config:
     proxy_protocol: bool = False
     proxy_allow_ips: str = "127.0.0.1,::1"
     unix_socket_mode: str | int = ""
+    # The command line sets the process umask to this at start (files and Unix sockets).
+    umask: str | int = ""
     # TLS (docs/tls.md): a certificate turns it on for every bind address.
     certfile: str = ""
     keyfile: str = ""
@@ -165,6 +166,7 @@ class Config:
     forwarded_trust: TrustedPeers = field(init=False, repr=False, compare=False)
     proxy_trust: TrustedPeers = field(init=False, repr=False, compare=False)
     socket_mode: int | None = field(init=False, repr=False, compare=False)
+    umask_value: int | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         bind = self.bind
@@ -220,6 +222,7 @@ class Config:
         if not isinstance(self.proxy_protocol, bool):
             raise ConfigError(f"proxy_protocol: must be True or False, not {self.proxy_protocol!r}")
         object.__setattr__(self, "socket_mode", parse_mode(self.unix_socket_mode))
+        object.__setattr__(self, "umask_value", parse_mode(self.umask, "umask"))
         self._check_tls()
         object.__setattr__(
             self,

@@ -26,7 +26,7 @@ from click.core import ParameterSource
 from flask.cli import ScriptInfo, pass_script_info
 from flask.helpers import get_debug_flag
 
-from ..cli import OPTIONS, raise_open_file_limit
+from ..cli import OPTIONS, apply_umask, raise_open_file_limit
 from ..compat import adhoc_ssl_context, bind_for, configure_logging
 from ..config import Config, ConfigError
 from ..debug import check_debug_bind, wrap_debugger
@@ -268,6 +268,7 @@ def serve_command(
             check_debug_bind(config, debug_allow_remote)
     except ConfigError as exc:
         raise ServeError(str(exc)) from None
+    apply_umask(config)
     configure_logging(config.log_level)
     if reload:
         from ..reload import is_reloader_child, run_with_reloader
