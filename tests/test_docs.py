@@ -35,7 +35,13 @@ def test_proxy_configurations_in_the_docs_are_tested():
     docs = (ROOT / "docs" / "deployment.md").read_text()
     tests = (ROOT / "tests" / "test_integration_proxies.py").read_text()
     marked = re.findall(r"<!-- tested: ([\w-]+)[^>]*-->\n```(nginx|haproxy)\n", docs)
-    assert {name for name, _ in marked} == {"nginx", "haproxy-http", "haproxy-proxy-v2"}
+    assert {name for name, _ in marked} == {
+        "nginx",
+        "haproxy-http",
+        "haproxy-proxy-v2",
+        "haproxy-tls",
+        "nginx-tls",
+    }
     for name, _language in marked:
         assert re.search(rf'\bsite\(\s*"{name}"', tests), f"no test loads the {name} block"
     for page in sorted((ROOT / "docs").glob("*.md")):

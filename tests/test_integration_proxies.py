@@ -9,6 +9,9 @@ foreground as the current user, with everything they write in the test's tmp_pat
 The client connects from 127.0.0.2, so its address differs from the proxies' (127.0.0.1,
 which wsgipool trusts by default) and the application can tell whose address it sees.
 
+The proxies' certificate for clients is self-signed (``openssl``); the TLS between a proxy
+and wsgipool (``TLS to wsgipool`` in the docs) uses a private CA made with trustme.
+
 Every wait is a poll against a deadline; nothing asserts a duration. Without the nginx,
 haproxy or openssl binaries the tests are skipped, except when ``CI`` is set (``.ci/run``
 installs them): then they fail.
@@ -17,6 +20,7 @@ installs them): then they fail.
 from __future__ import annotations
 
 import contextlib
+import csv
 import grp
 import hashlib
 import http.client
@@ -39,9 +43,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
-from conftest import Live
-from test_supervisor import Supervisor, eventually, free_port
+from conftest import Live, read_until_close
+from supervisor_harness import DEADLINE, Supervisor, eventually, free_port
 
 pytestmark = [
     pytest.mark.integration,
@@ -52,7 +57,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "deployment.md"
 APP_FILE = Path(__file__).parent / "apps" / "proxied.py"
 CLIENT = "127.0.0.2"  # the client's source address: any 127/8 address works on Linux
-DEADLINE = 30.0  # only reached when something is broken
 SIZE = 100 * 1024 * 1024
 
 
@@ -101,6 +105,50 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"cert": cert, "key": key, "combined": combined}
 
 
+INTERNAL_NAME = "myapp.internal"  # wsgipool's name in its certificate, as in the docs
+PROXY_CN = "myapp proxy"  # the common name of the proxies' client certificate
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A private CA (``ca``) for the TLS from a proxy to wsgipool: wsgipool's certificate
+    for INTERNAL_NAME (``server_cert``, ``server_key``), the proxies' client certificate
+    (``client``: certificate and key, for HAProxy; ``client_cert``, ``client_key``: for
+    nginx), and two certificates a proxy must refuse, each with its key: one for
+    INTERNAL_NAME from another CA (``another_ca``), one from the CA for another name
+    (``another_name``)."""
+    directory = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    server = ca.issue_cert(INTERNAL_NAME)
+    client = ca.issue_cert("proxy.myapp.internal", common_name=PROXY_CN)
+    blobs = {
+        "ca": ca.cert_pem,
+        "server_cert": server.cert_chain_pems[0],
+        "server_key": server.private_key_pem,
+        "client": client.private_key_and_cert_chain_pem,
+        "client_cert": client.cert_chain_pems[0],
+        "client_key": client.private_key_pem,
+        "another_ca": trustme.CA().issue_cert(INTERNAL_NAME).private_key_and_cert_chain_pem,
+        "another_name": ca.issue_cert("other.internal").private_key_and_cert_chain_pem,
+    }
+    paths = {name: directory / f"{name}.pem" for name in blobs}
+    for name, blob in blobs.items():
+        blob.write_to_path(str(paths[name]))
+    return paths
+
+
+def tls_options(pki: dict[str, Path], *, mutual: bool) -> dict[str, Any]:
+    """wsgipool's Server options for the TLS from a proxy: its certificate, and with
+    ``mutual`` the CA the proxy's client certificate must be signed by."""
+    options: dict[str, Any] = {
+        "certfile": str(pki["server_cert"]),
+        "keyfile": str(pki["server_key"]),
+    }
+    if mutual:
+        options.update(ca_certs=str(pki["ca"]), cert_reqs="required")
+    return options
+
+
 @pytest.fixture(scope="module", autouse=True)
 def client_address() -> None:
     with socket.socket() as probe:
@@ -115,7 +163,7 @@ def client_address() -> None:
 
 def docs_block(name: str) -> str:
     """The code block of docs/deployment.md that follows ``<!-- tested: NAME ... -->``."""
-    pattern = rf"<!-- tested: {re.escape(name)}\b[^>]*-->\n```\w*\n(.*?)```"
+    pattern = rf"<!-- tested: {re.escape(name)}(?![\w-])[^>]*-->\n```\w*\n(.*?)```"
     match = re.search(pattern, DOCS.read_text(), re.S)
     assert match is not None, f"docs/deployment.md has no block marked 'tested: {name}'"
     return match.group(1)
@@ -154,6 +202,22 @@ class Proxy:
         if self.popen.poll() is not None:
             return True
         return all(accepts(port) for port in self.ports.values())
+
+    def check_status(self, server: str = "app1") -> str:
+        """HAProxy's last health check result for ``server`` (``L6OK``, ``L4CON``...),
+        from ``show stat`` on its stats socket; "" before the first check has ended."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(DEADLINE)
+            sock.connect(str(self.log_path.parent / "admin.sock"))
+            sock.sendall(b"show stat\n")
+            text = read_until_close(sock).decode()
+        header, *rows = text.lstrip("# ").splitlines()
+        for row in csv.DictReader(rows, fieldnames=header.split(",")):
+            if row["svname"] == server:
+                status = row["check_status"]
+                # "INI": no check yet; "* ...": one is running.
+                return "" if status.startswith(("INI", "*")) else status
+        raise AssertionError(f"HAProxy has no server {server!r}:\n{text}")
 
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -194,10 +258,11 @@ http {{
 
 
 def haproxy_files(directory: Path, site_text: str) -> tuple[list[str], str]:
-    """The command and the configuration: a ``global`` section, then the site (``-db``: in
-    the foreground)."""
+    """The command and the configuration: a ``global`` section (with the stats socket a
+    distribution's has), then the site (``-db``: in the foreground)."""
     binary = require("haproxy")
-    conf = "global\n    maxconn 512\n\n" + site_text
+    stats = f"stats socket {directory / 'admin.sock'} mode 600 level admin"
+    conf = f"global\n    maxconn 512\n    {stats}\n\n" + site_text
     return [binary, "-db", "-f", str(directory / "haproxy.cfg")], conf
 
 
@@ -254,6 +319,25 @@ def start_proxy(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
             proxy.stop()
 
 
+def nginx_https(port: int, certificate: dict[str, Path]) -> dict[str, str]:
+    """The replacements for an nginx block's ``listen 443 ssl`` and its certificate."""
+    return {
+        "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;",
+        "/etc/ssl/example.com/fullchain.pem": str(certificate["cert"]),
+        "/etc/ssl/example.com/privkey.pem": str(certificate["key"]),
+    }
+
+
+def haproxy_frontend(ports: dict[str, int], certificate: dict[str, Path]) -> dict[str, str]:
+    """The replacements for a HAProxy block's ``bind :80`` and ``bind :443 ssl``."""
+    return {
+        "bind :80": f"bind 127.0.0.1:{ports['http']}",
+        "bind :443 ssl crt /etc/haproxy/site.pem": (
+            f"bind 127.0.0.1:{ports['https']} ssl crt {certificate['combined']}"
+        ),
+    }
+
+
 def nginx_site(upstream: int, static: Path, certificate: dict[str, Path]) -> Callable[..., str]:
     def render(ports: dict[str, int]) -> str:
         return site(
@@ -261,9 +345,7 @@ def nginx_site(upstream: int, static: Path, certificate: dict[str, Path]) -> Cal
             {
                 "server 127.0.0.1:8000;": f"server 127.0.0.1:{upstream};",
                 "listen 80;": f"listen 127.0.0.1:{ports['http']};",
-                "listen 443 ssl;": f"listen 127.0.0.1:{ports['https']} ssl;",
-                "/etc/ssl/example.com/fullchain.pem": str(certificate["cert"]),
-                "/etc/ssl/example.com/privkey.pem": str(certificate["key"]),
+                **nginx_https(ports["https"], certificate),
                 "/srv/myapp/static/": f"{static}/",
             },
         )
@@ -276,15 +358,58 @@ def haproxy_http_site(upstream: int, certificate: dict[str, Path]) -> Callable[.
         return site(
             "haproxy-http",
             {
-                "bind :80": f"bind 127.0.0.1:{ports['http']}",
-                "bind :443 ssl crt /etc/haproxy/site.pem": (
-                    f"bind 127.0.0.1:{ports['https']} ssl crt {certificate['combined']}"
-                ),
+                **haproxy_frontend(ports, certificate),
                 "server app1 127.0.0.1:8000": f"server app1 127.0.0.1:{upstream}",
             },
         )
 
     return render
+
+
+def nginx_tls_site(
+    upstream: int, certificate: dict[str, Path], pki: dict[str, Path]
+) -> Callable[..., str]:
+    """docs/deployment.md's nginx-tls block: TLS to wsgipool at ``upstream``."""
+
+    def render(ports: dict[str, int]) -> str:
+        return site(
+            "nginx-tls",
+            {
+                "server 10.0.0.20:8443;": f"server 127.0.0.1:{upstream};",
+                **nginx_https(ports["https"], certificate),
+                "/etc/nginx/internal-ca.pem": str(pki["ca"]),
+                "/etc/nginx/proxy-client.crt": str(pki["client_cert"]),
+                "/etc/nginx/proxy-client.key": str(pki["client_key"]),
+            },
+        )
+
+    return render
+
+
+def haproxy_tls_site(
+    upstream: int, certificate: dict[str, Path], pki: dict[str, Path]
+) -> Callable[..., str]:
+    """docs/deployment.md's haproxy-tls block: TLS and PROXY v2 to wsgipool at ``upstream``."""
+
+    def render(ports: dict[str, int]) -> str:
+        return site(
+            "haproxy-tls",
+            {
+                **haproxy_frontend(ports, certificate),
+                "server app1 10.0.0.20:8443": f"server app1 127.0.0.1:{upstream}",
+                "/etc/haproxy/internal-ca.pem": str(pki["ca"]),
+                "/etc/haproxy/proxy-client.pem": str(pki["client"]),
+            },
+        )
+
+    return render
+
+
+# By proxy: the docs block with TLS to wsgipool, and the roles of its ports.
+TLS_SITES = {
+    "nginx": (nginx_tls_site, ("https",)),
+    "haproxy": (haproxy_tls_site, ("http", "https")),
+}
 
 
 def haproxy_proxy_v2_site(upstream: int) -> Callable[..., str]:
@@ -340,6 +465,25 @@ class Client:
             "127.0.0.1", self.port, timeout=DEADLINE, source_address=source
         )
 
+    def request(
+        self,
+        method: str,
+        path: str,
+        conn: http.client.HTTPConnection | None = None,
+        body: bytes | None = None,
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """A request and its response, read whole (on a new connection, closed after,
+        unless ``conn`` is given)."""
+        own = conn is None
+        conn = conn or self.connection()
+        try:
+            conn.request(method, path, body=body, headers=self.headers)
+            response = conn.getresponse()
+            return response, response.read()
+        finally:
+            if own:
+                conn.close()
+
     def json(
         self,
         method: str,
@@ -347,20 +491,11 @@ class Client:
         conn: http.client.HTTPConnection | None = None,
         body: bytes | None = None,
     ) -> dict[str, Any]:
-        """A request that must get a 200 with JSON (on a new connection, closed after,
-        unless ``conn`` is given)."""
-        own = conn is None
-        conn = conn or self.connection()
-        try:
-            conn.request(method, path, body=body, headers=self.headers)
-            response = conn.getresponse()
-            data = response.read()
-            assert response.status == 200, (response.status, data[:300])
-            result: dict[str, Any] = json.loads(data)
-            return result
-        finally:
-            if own:
-                conn.close()
+        """A request that must get a 200 with JSON."""
+        response, data = self.request(method, path, conn, body)
+        assert response.status == 200, (response.status, data[:300])
+        result: dict[str, Any] = json.loads(data)
+        return result
 
     def info(self, conn: http.client.HTTPConnection | None = None) -> dict[str, Any]:
         return self.json("GET", "/info", conn)
@@ -381,6 +516,25 @@ def assert_client_seen(info: dict[str, Any], scheme: str) -> None:
     assert info["host"] == "example.com", info
     assert info["peer"].startswith("127.0.0.1:"), info  # the proxy's connection
     assert info["x_forwarded_for"].replace(" ", "").endswith(f"203.0.113.9,{CLIENT}"), info
+
+
+def infos_on_one_connection(client: Client, count: int = 2) -> list[dict[str, Any]]:
+    """``count`` /info requests on one connection to a proxy that sends a PROXY header to
+    wsgipool. Each must show the client's address and source port (only the header can
+    tell wsgipool the port) as both the address and the peer: the client is no trusted
+    proxy, so its forwarded headers change nothing."""
+    conn = client.connection()
+    try:
+        conn.connect()
+        assert conn.sock is not None
+        source_port = conn.sock.getsockname()[1]
+        infos = [client.info(conn) for _ in range(count)]
+    finally:
+        conn.close()
+    for info in infos:
+        assert (info["remote_addr"], info["remote_port"]) == (CLIENT, str(source_port)), info
+        assert info["peer"] == f"{CLIENT}:{source_port}", info
+    return infos
 
 
 # --- the tests ---------------------------------------------------------------------------
@@ -450,19 +604,129 @@ def test_haproxy_proxy_protocol_v2(
 ) -> None:
     live = app_server(proxy_protocol=True)
     haproxy = start_proxy("haproxy", haproxy_proxy_v2_site(live.port or 0), ("http",))
-    client = Client(haproxy.ports["http"], headers=FORGED)
-    conn = client.connection()
-    conn.connect()
-    assert conn.sock is not None
-    source_port = conn.sock.getsockname()[1]
-    for _ in range(2):  # every request on the connection
-        info = client.info(conn)
-        assert (info["remote_addr"], info["remote_port"]) == (CLIENT, str(source_port)), info
+    for info in infos_on_one_connection(Client(haproxy.ports["http"], headers=FORGED)):
         # The PROXY header named the client; the client is not trusted with X-Forwarded-*.
-        assert info["peer"] == f"{CLIENT}:{source_port}" and info["scheme"] == "http", info
-    conn.close()
+        assert info["scheme"] == "http", info
     # A failed health check (they send a PROXY header with the LOCAL command) says DOWN.
     assert "DOWN" not in haproxy.log, haproxy.log
+
+
+def first_check(haproxy: Proxy) -> str:
+    """The result of HAProxy's first health check of app1, once it has ended."""
+    eventually(lambda: haproxy.check_status() != "", "HAProxy's first health check")
+    return haproxy.check_status()
+
+
+def assert_tls_from_proxy(info: dict[str, Any], *, mutual: bool) -> None:
+    """The request came over TLS from the proxy, which presented its client certificate
+    when wsgipool required one (``mutual``), and sent none otherwise."""
+    assert info["scheme"] == "https" and info["tls"]["HTTPS"] == "on", info
+    assert info["tls"]["SSL_PROTOCOL"] in ("TLSv1.2", "TLSv1.3"), info
+    if mutual:
+        assert info["tls"]["SSL_CLIENT_VERIFY"] == "SUCCESS", info
+        assert info["tls"]["SSL_CLIENT_S_DN_CN"] == PROXY_CN, info
+    else:
+        assert info["tls"]["SSL_CLIENT_VERIFY"] == "NONE", info
+
+
+@pytest.mark.parametrize("mutual", [False, True], ids=["server-certificate", "mutual-tls"])
+def test_haproxy_tls_and_proxy_protocol_to_wsgipool(
+    mutual: bool,
+    app_server: Callable[..., Live],
+    start_proxy: Callable[..., Proxy],
+    certificate: dict[str, Path],
+    pki: dict[str, Path],
+) -> None:
+    live = app_server(proxy_protocol=True, **tls_options(pki, mutual=mutual))
+    haproxy = start_proxy(
+        "haproxy", haproxy_tls_site(live.port or 0, certificate, pki), ("http", "https")
+    )
+    client = Client(haproxy.ports["https"], tls=tls_context(certificate), headers=FORGED)
+    for info in infos_on_one_connection(client):
+        assert_tls_from_proxy(info, mutual=mutual)
+        assert info["host"] == "example.com" and info["x_forwarded_for"] == "203.0.113.9", info
+    # Port 80 only redirects, so wsgipool never serves a client that used plain HTTP.
+    response, _ = Client(haproxy.ports["http"], headers=FORGED).request("GET", "/info")
+    assert (response.status, response.getheader("Location")) == (302, "https://example.com/info")
+    # The health checks (PROXY LOCAL, a handshake, with the client certificate when
+    # wsgipool asks for it, and GET /healthz) pass.
+    assert first_check(haproxy) == "L7OK", haproxy.log
+
+
+@pytest.mark.parametrize("mutual", [False, True], ids=["server-certificate", "mutual-tls"])
+def test_nginx_tls_to_wsgipool_reuses_connections(
+    mutual: bool,
+    app_server: Callable[..., Live],
+    start_proxy: Callable[..., Proxy],
+    certificate: dict[str, Path],
+    pki: dict[str, Path],
+) -> None:
+    live = app_server(**tls_options(pki, mutual=mutual))
+    nginx = start_proxy("nginx", nginx_tls_site(live.port or 0, certificate, pki), ("https",))
+    client = Client(nginx.ports["https"], tls=tls_context(certificate), headers=FORGED)
+    infos = [client.info() for _ in range(10)]  # each on a new client connection
+    for info in infos:
+        assert_client_seen(info, "https")
+        assert_tls_from_proxy(info, mutual=mutual)
+    # As in test_nginx_reuses_upstream_connections: one connection, but for a long pause.
+    assert len({info["peer"] for info in infos}) <= 3, infos
+
+
+def failing_tls_proxy(
+    kind: str,
+    live: Live,
+    start_proxy: Callable[..., Proxy],
+    certificate: dict[str, Path],
+    pki: dict[str, Path],
+) -> Proxy:
+    """The docs' TLS configuration for ``kind`` (with the certificates of ``pki``) in front
+    of ``live``, where the TLS between them must fail: a request gets nginx's 502 or
+    HAProxy's 503."""
+    render, roles = TLS_SITES[kind]
+    proxy = start_proxy(kind, render(live.port or 0, certificate, pki), roles)
+    response, body = Client(proxy.ports["https"], tls=tls_context(certificate)).request(
+        "GET", "/info"
+    )
+    assert response.status == {"nginx": 502, "haproxy": 503}[kind], body
+    return proxy
+
+
+@pytest.mark.parametrize("kind", ["nginx", "haproxy"])
+@pytest.mark.parametrize("wrong", ["another_ca", "another_name"])
+def test_proxy_refuses_a_wsgipool_certificate_it_cannot_verify(
+    kind: str,
+    wrong: str,
+    app_server: Callable[..., Live],
+    start_proxy: Callable[..., Proxy],
+    certificate: dict[str, Path],
+    pki: dict[str, Path],
+) -> None:
+    """The docs' configurations check the chain and the name: a certificate from another
+    CA, or from the CA for another name than myapp.internal, fails the handshake."""
+    live = app_server(certfile=str(pki[wrong]), proxy_protocol=kind == "haproxy")
+    proxy = failing_tls_proxy(kind, live, start_proxy, certificate, pki)
+    if kind == "nginx":
+        reason = "verify error" if wrong == "another_ca" else f'does not match "{INTERNAL_NAME}"'
+        eventually(lambda: f"upstream SSL certificate {reason}" in proxy.log, "nginx's log line")
+
+
+@pytest.mark.parametrize("kind", ["nginx", "haproxy"])
+def test_wsgipool_refuses_a_proxy_certificate_of_another_ca(
+    kind: str,
+    app_server: Callable[..., Live],
+    start_proxy: Callable[..., Proxy],
+    certificate: dict[str, Path],
+    pki: dict[str, Path],
+) -> None:
+    """With --cert-reqs required, a proxy whose client certificate is not signed by the CA
+    of --ca-certs gets no request through, and HAProxy's HTTP health check fails (a TCP
+    check would pass: with TLS 1.3 the client's handshake ends before the refusal)."""
+    stranger = pki["another_ca"]  # certificate and key in one file: nginx reads either
+    swapped = {**pki, "client": stranger, "client_cert": stranger, "client_key": stranger}
+    live = app_server(proxy_protocol=kind == "haproxy", **tls_options(pki, mutual=True))
+    proxy = failing_tls_proxy(kind, live, start_proxy, certificate, swapped)
+    if kind == "haproxy":
+        assert first_check(proxy) not in ("L6OK", "L7OK"), proxy.log
 
 
 @cache

@@ -256,6 +256,29 @@ def test_tls_1_2_is_served(serve_tls: Callable[..., Live], pki: dict[str, str]) 
     assert get_json(live, context)["SSL_PROTOCOL"] == "TLSv1.2"
 
 
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_sessions_resume(
+    serve_tls: Callable[..., Live], pki: dict[str, str], version: ssl.TLSVersion
+) -> None:
+    """A client's next connection resumes its session (a session ticket): what a proxy's
+    new upstream connections do (nginx's proxy_ssl_session_reuse, on by default)."""
+    live = serve_tls()
+    context = client_context(pki)
+    context.maximum_version = version
+    session = None
+    for resumed in (False, True, True):
+        with context.wrap_socket(
+            live.connect(), server_hostname="127.0.0.1", session=session
+        ) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, _, body = read_response(sock)  # TLS 1.3: the ticket came before it
+            assert status == b"HTTP/1.1 200 OK"
+            assert sock.session_reused is resumed
+            expected = "Resumed" if resumed else "Initial"
+            assert json.loads(body)["SSL_SESSION_RESUMED"] == expected
+            session = sock.session
+
+
 def test_ciphers_option_restricts_tls_1_2(
     serve_tls: Callable[..., Live], pki: dict[str, str]
 ) -> None:

@@ -301,6 +301,7 @@ def tls_environ(tls: ssl.SSLObject) -> dict[str, str]:
     protocol = tls.version()
     if protocol:
         environ["SSL_PROTOCOL"] = protocol
+    environ["SSL_SESSION_RESUMED"] = "Resumed" if tls.session_reused else "Initial"
     cipher = tls.cipher()
     if cipher:
         environ["SSL_CIPHER"] = cipher[0]

@@ -3,8 +3,9 @@
 It runs in the test process (``Server``) and, copied to ``app.py``, in ``wsgipool --workers``
 processes. Routes:
 
-- ``/info``: JSON of what the application sees (address, scheme, host, pid) and of the
-  connection's real peer, which forwarded headers do not change;
+- ``/info``: JSON of what the application sees (address, scheme, host, pid, the TLS keys
+  ``HTTPS`` and ``SSL_*`` but the certificate's PEM) and of the connection's real peer,
+  which forwarded headers do not change;
 - ``/upload``: reads the whole body in pieces and returns its length and SHA-256 (and the
   pid);
 - ``/download?size=N``: streams ``payload(N)``, which never exists whole in memory;
@@ -83,5 +84,10 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             "x_forwarded_for": environ.get("HTTP_X_FORWARDED_FOR"),
             "peer": _peer(environ),
             "pid": os.getpid(),
+            "tls": {
+                key: value
+                for key, value in environ.items()
+                if (key == "HTTPS" or key.startswith("SSL_")) and key != "SSL_CLIENT_CERT"
+            },
         },
     )
