@@ -386,3 +386,47 @@ def test_tls_workers_pick_up_a_renewed_certificate_on_hup(
     assert serial() != first
     server.signal(signal.SIGTERM)
     assert server.popen.wait(DEADLINE) == 0
+
+
+def test_tls_sessions_resume_on_any_worker(start: Callable[..., Supervisor], tmp_path: Path) -> None:
+    """The supervisor makes the TLS context before forking, so every worker holds the same
+    session ticket keys: a session from one worker resumes on another."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = tmp_path / "server.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    # One connection per worker: while the first is open, the next goes to the other.
+    server = start(2, "--certfile", str(cert), "--max-connections", "1")
+    server.wait_workers(2)
+    session = None
+    held = []
+    pids = []
+    try:
+        for _ in range(2):
+            sock = context.wrap_socket(
+                socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE),
+                server_hostname="127.0.0.1",
+                session=session,
+            )
+            held.append(sock)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head or not head.rstrip().endswith((b"v1", b"v2")):
+                chunk = sock.recv(65536)
+                assert chunk, head
+                head += chunk
+            pids.append(int(head.split(b"\r\n\r\n")[1].split()[0]))
+            if session is not None:
+                assert sock.session_reused
+            session = sock.session
+    finally:
+        for sock in held:
+            sock.close()
+    assert pids[0] != pids[1]
+    server.signal(signal.SIGTERM)
+    assert server.popen.wait(DEADLINE) == 0

@@ -7,7 +7,10 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import os
+import select
+import shutil
 import socket
 import ssl
 import subprocess
@@ -36,6 +39,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     stranger = other_ca.issue_cert("stranger@example.com", common_name="stranger")
     paths = {
         "ca": directory / "ca.pem",
+        "ca_key": directory / "ca-key.pem",
         "server": directory / "server.pem",
         "server_cert": directory / "server-cert.pem",
         "server_key": directory / "server-key.pem",
@@ -43,6 +47,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "stranger": directory / "stranger.pem",
     }
     ca.cert_pem.write_to_path(str(paths["ca"]))
+    ca.private_key_pem.write_to_path(str(paths["ca_key"]))
     server.private_key_and_cert_chain_pem.write_to_path(str(paths["server"]))
     server.cert_chain_pems[0].write_to_path(str(paths["server_cert"]))
     server.private_key_pem.write_to_path(str(paths["server_key"]))
@@ -119,6 +124,10 @@ class MemoryClient:
         for message in then:
             self.tls.write(message)
         self.sock.sendall(self._outgoing.read())
+
+    def outgoing_bytes(self) -> bytes:
+        """The records written so far, not yet sent."""
+        return self._outgoing.read()
 
     def _receive(self) -> None:
         data = self.sock.recv(65536)
@@ -466,7 +475,12 @@ def test_many_clients_one_after_another(
         ({"certfile": "SERVER", "cert_reqs": "maybe"}, "cert_reqs: must be one of"),
         ({"certfile": "SERVER", "ciphers": "NOPE"}, "ciphers: OpenSSL accepts none"),
         ({"certfile": "CA"}, "no certificate and private key"),
-        ({"certfile": "SERVER", "ca_certs": "/nonexistent"}, "ca_certs: cannot load"),
+        (
+            {"certfile": "SERVER", "ca_certs": "/nonexistent", "cert_reqs": "optional"},
+            "ca_certs: cannot load",
+        ),
+        ({"certfile": "SERVER", "ca_certs": "CA"}, "ca_certs: client certificates are never"),
+        ({"certfile": "SERVER", "keyfile": "/nonexistent.key"}, "keyfile: cannot load"),
         ({"ssl_context": "yes"}, "ssl_context: an ssl.SSLContext"),
     ],
 )
@@ -477,6 +491,13 @@ def test_config_errors(pki: dict[str, str], options: dict[str, Any], message: st
     }
     with pytest.raises(ConfigError, match=message):
         Config(**resolved)
+
+
+def test_a_client_context_is_refused(pki: dict[str, str]) -> None:
+    """ssl.create_default_context() makes a client context: it cannot serve, and the first
+    connection must not be where that shows."""
+    with pytest.raises(ConfigError, match="ssl_context: cannot serve with this context"):
+        Config(ssl_context=ssl.create_default_context())
 
 
 def test_ssl_context_and_certfile_exclude_each_other(pki: dict[str, str]) -> None:
@@ -558,3 +579,176 @@ def test_server_refuses_to_start_without_binding_on_a_bad_context_file(
     assert server.sockets == []
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
+
+
+# --- found in review: mod_ssl's names, quiet errors, prompt alerts, trickled records ------
+
+
+def test_distinguished_names_as_mod_ssl_writes_them(
+    serve_tls: Callable[..., Live], pki: dict[str, str], tmp_path: Path
+) -> None:
+    """SSL_CLIENT_S_DN as Apache 2.4 (and `openssl x509 -nameopt RFC2253`) prints it, and
+    mod_ssl's per-attribute keys, repeats numbered."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ca_key = serialization.load_pem_private_key(Path(pki["ca_key"]).read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate(Path(pki["ca"]).read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Unit A"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Unit B"),
+            x509.NameAttribute(NameOID.GIVEN_NAME, "Jörg"),
+            x509.NameAttribute(NameOID.SURNAME, "Müller"),
+            x509.NameAttribute(NameOID.TITLE, "Dr"),
+            x509.NameAttribute(NameOID.EMAIL_ADDRESS, "j@example.com"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "a=b, c"),
+        ]
+    )
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(0xABCDEF)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    path = tmp_path / "client.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        + cert.public_bytes(serialization.Encoding.PEM)
+    )
+    live = serve_tls(ca_certs=pki["ca"], cert_reqs="optional")
+    context = client_context(pki)
+    context.load_cert_chain(str(path))
+    environ = get_json(live, context)
+    assert environ["SSL_CLIENT_S_DN"] == (
+        "CN=a=b\\, c,emailAddress=j@example.com,title=Dr,SN=Müller,GN=Jörg,"
+        "OU=Unit B,OU=Unit A,O=Example,C=DE"
+    )
+    assert environ["SSL_CLIENT_S_DN_OU"] == "Unit A"
+    assert environ["SSL_CLIENT_S_DN_OU_1"] == "Unit B"
+    assert (environ["SSL_CLIENT_S_DN_G"], environ["SSL_CLIENT_S_DN_S"]) == ("Jörg", "Müller")
+    assert (environ["SSL_CLIENT_S_DN_T"], environ["SSL_CLIENT_S_DN_Email"]) == (
+        "Dr",
+        "j@example.com",
+    )
+    assert environ["SSL_CLIENT_S_DN_CN"] == "a=b, c"
+    assert environ["SSL_CLIENT_M_SERIAL"] == "ABCDEF"
+
+
+def test_sni_in_the_environ(serve_tls: Callable[..., Live], pki: dict[str, str]) -> None:
+    live = serve_tls()
+    connection = http.client.HTTPSConnection(
+        "localhost", live.port, context=client_context(pki), timeout=10
+    )
+    connection.request("GET", "/")
+    assert json.loads(connection.getresponse().read())["SSL_TLS_SNI"] == "localhost"
+    connection.close()
+    # Clients send no SNI for an IP address.
+    assert "SSL_TLS_SNI" not in get_json(live, client_context(pki))
+
+
+def test_a_broken_record_is_a_quiet_close(
+    serve_tls: Callable[..., Live], pki: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record that fails its integrity check closes the connection, logged at DEBUG:
+    a client's broken TLS stack must not fill the error log."""
+    live = serve_tls()
+    client = MemoryClient(live, client_context(pki))
+    client.handshake()
+    client.tls.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    record = bytearray(client.outgoing_bytes())
+    record[-1] ^= 1
+    with caplog.at_level(logging.DEBUG, logger="wsgipool.error"):
+        client.sock.sendall(bytes(record))
+        reply = read_until_close(client.sock)
+        client.sock.close()
+        # Records only (session tickets, the alert; TLS 1.3 encrypts both), then the close.
+        assert reply == b"" or reply[:1] in (b"\x15", b"\x17")
+        assert get_json(live, client_context(pki))["HTTPS"] == "on"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "TLS error" in caplog.text
+
+
+def test_renegotiation_is_refused_at_once(
+    serve_tls: Callable[..., Live], pki: dict[str, str]
+) -> None:
+    """TLS 1.2 client-initiated renegotiation gets its refusal straight away, not when a
+    timeout closes the connection (the client would wait for the server meanwhile)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command")
+    live = serve_tls(keepalive_timeout=120, header_timeout=120)
+    client = subprocess.Popen(
+        [
+            *(openssl, "s_client", "-connect", f"127.0.0.1:{live.port}", "-tls1_2"),
+            *("-CAfile", pki["ca"], "-crlf"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert client.stdin is not None and client.stdout is not None
+    try:
+        client.stdin.write(b"GET / HTTP/1.1\nHost: x\n\n")
+        client.stdin.flush()
+        output = b""
+        while b"}" not in output:  # The JSON body of the response.
+            chunk = client.stdout.read1(65536)
+            assert chunk, output
+            output += chunk
+        client.stdin.write(b"R\n")
+        client.stdin.flush()
+        # The server's alert makes s_client give up; far before any server timeout.
+        client.wait(timeout=30)
+    finally:
+        client.kill()
+        client.wait()
+        client.stdin.close()
+        client.stdout.close()
+
+
+def test_a_record_trickled_a_byte_at_a_time_does_not_extend_keep_alive(
+    serve_tls: Callable[..., Live], pki: dict[str, str]
+) -> None:
+    """Bytes that make no request (a TLS record sent a byte at a time) never restart the
+    keep-alive timeout: the connection is closed while the record is still arriving."""
+    live = serve_tls(keepalive_timeout=0.3, header_timeout=0.3)
+    client = MemoryClient(live, client_context(pki))
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    client.handshake(then=(request,))
+    client.read_until(lambda text: text.endswith(b"}"))
+    client.tls.write(request + b"X-Pad: " + b"p" * 2000 + b"\r\n\r\n")
+    record = client.outgoing_bytes()
+    closed = False
+    for index in range(len(record)):
+        try:
+            client.sock.send(record[index : index + 1])
+        except OSError:
+            closed = True
+            break
+        readable, _, _ = select.select([client.sock], [], [], 0.05)
+        if readable:
+            try:
+                closed = client.sock.recv(65536) == b""
+            except OSError:
+                closed = True
+            if closed:
+                break
+    client.sock.close()
+    assert closed, "the connection outlived a record trickled over its whole length"

@@ -254,6 +254,14 @@ class Config:
 
             if not isinstance(self.ssl_context, ssl.SSLContext):
                 raise ConfigError(f"ssl_context: an ssl.SSLContext, not {self.ssl_context!r}")
+            try:
+                # A client context (ssl.create_default_context()) cannot serve.
+                self.ssl_context.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
+            except (ssl.SSLError, ValueError) as exc:
+                raise ConfigError(
+                    f"ssl_context: cannot serve with this context ({exc}); make it with "
+                    "ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)"
+                ) from None
             given = [name for name in TLS_FILE_OPTIONS if getattr(self, name)]
             if given or self.cert_reqs != "none":
                 raise ConfigError(
@@ -267,6 +275,11 @@ class Config:
             if given:
                 raise ConfigError(f"{given[0]}: needs certfile (the server's certificate)")
             return
+        if self.ca_certs and self.cert_reqs == "none":
+            raise ConfigError(
+                "ca_certs: client certificates are never asked for with cert_reqs none: "
+                "set cert_reqs to optional or required"
+            )
         if self.cert_reqs != "none" and not self.ca_certs:
             raise ConfigError(
                 f"cert_reqs: {self.cert_reqs} needs ca_certs (the CAs that sign client "

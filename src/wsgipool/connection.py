@@ -61,6 +61,7 @@ class Connection:
         "forwarded_trusted",
         "handshake_pending",
         "head_started",
+        "idle_since",
         "local",
         "peer",
         "proxy_header_expected",
@@ -87,6 +88,10 @@ class Connection:
         # When the listener last queued the connection for a worker (time.monotonic()).
         self.queued_at = 0.0
         self.accepted_at = time.monotonic()
+        # When the last response ended (or the accept): the keep-alive timeout runs from
+        # here, so bytes that make no request (TLS records trickled a byte at a time, key
+        # updates) never extend it.
+        self.idle_since = self.accepted_at
         # Requests parsed so far: until the first, the header timeout bounds idleness.
         self.requests = 0
         self.closed = False

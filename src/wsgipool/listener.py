@@ -260,7 +260,13 @@ class Listener:
             except OSError:
                 sock.close()
                 continue
-            conn = self._new_connection(sock, peer, local, config.limits)
+            try:
+                conn = self._new_connection(sock, peer, local, config.limits)
+            except Exception:
+                # One connection's set-up (a TLS object) must never stop the listener.
+                log.exception("cannot set up the connection from %s", peer)
+                sock.close()
+                continue
             if self._proxy_trust is not None and self._proxy_trust.trusts_peer(peer):
                 conn.proxy_header_expected = True
             accepted.append(conn)
@@ -358,20 +364,12 @@ class Listener:
             # reset, and a proxy cannot retry a POST. Served instead, the request's response
             # carries Connection: close.
             idle_before = time.monotonic() - DRAIN_IDLE_GRACE
-            keepalive = self._config.keepalive_timeout
         with self._lock:
             closing = [
                 conn
                 for conn in self._conns.values()
                 if conn.deadline
-                and (
-                    not idle_only
-                    or (
-                        (conn.deadline - keepalive if conn.requests else conn.accepted_at)
-                        <= idle_before
-                        and _idle(conn)
-                    )
-                )
+                and (not idle_only or (conn.idle_since <= idle_before and _idle(conn)))
             ]
             for conn in closing:
                 self._poller.forget(conn.fd)

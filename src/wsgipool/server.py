@@ -63,6 +63,9 @@ class Server:
         self._stopped = False
         # wsgi.multiprocess: set by the supervisor's worker processes before start().
         self.multiprocess = False
+        # Set by the --workers supervisor: one TLS context for every worker process, so a
+        # session ticket one issued resumes on another. Otherwise start() makes one.
+        self.tls_context: ssl.SSLContext | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -122,6 +125,8 @@ class Server:
         """The context for this run, its files read afresh (a restart picks up a renewed
         certificate); the one passed as ``ssl_context`` if given."""
         config = self.config
+        if self.tls_context is not None:
+            return self.tls_context
         if config.ssl_context is not None:
             return config.ssl_context  # type: ignore[no-any-return]
         if not config.certfile:

@@ -33,13 +33,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, ConfigError
 from .reload import INHERITED_FDS_ENV, KILL_MARGIN, _exit_reason
 from .server import Server
 from .sockets import bind_socket, describe, expand_binds
 from .wsgi import WSGIApp
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger("wsgipool.error")
 
@@ -138,6 +141,7 @@ class _Supervisor:
         self._generation = 0
         self._stopping = ""  # "", "graceful" or "quick"
         self._failed = False
+        self._tls_context: ssl.SSLContext | None = None
         self._ever_ready = False
         self._next_spawn = 0.0
         self._signals: collections.deque[int] = collections.deque()
@@ -165,6 +169,7 @@ class _Supervisor:
                 self._sockets.append(bind_socket(address, config.backlog, config.socket_mode))
                 if address.kind == "unix":
                     self._unix_paths.append(os.path.abspath(address.path))
+            self._tls_context = _tls_context(config)
             if config.preload:
                 self._app = self._load()
                 log.info("supervisor: preloaded %s", self._app_name)
@@ -257,6 +262,12 @@ class _Supervisor:
         elif signum == signal.SIGHUP:
             self._generation += 1
             log.info("supervisor: SIGHUP: starting %d new workers", self._target)
+            if self._config.certfile:
+                # Read the certificate files again: renewed ones take effect.
+                try:
+                    self._tls_context = _tls_context(self._config)
+                except ConfigError as exc:
+                    log.error("supervisor: keeping the current TLS certificate: %s", exc)
         elif signum == signal.SIGTTIN:
             self._target += 1
             log.info("supervisor: SIGTTIN: %d workers", self._target)
@@ -462,8 +473,27 @@ class _Supervisor:
         os.environ[INHERITED_FDS_ENV] = ",".join(str(fd) for fd in fds)
         supervisor_pid = os.getppid()
         return _serve_worker(
-            self._config, self._app, self._load, self._app_name, ready_w, supervisor_pid
+            self._config,
+            self._app,
+            self._load,
+            self._app_name,
+            ready_w,
+            supervisor_pid,
+            self._tls_context,
         )
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    """The TLS context every worker shares (made before forking, so its session ticket
+    keys are the same in all of them); None without TLS."""
+    if not config.certfile:
+        return None
+    from .tls import TLSConfigError, build_context
+
+    try:
+        return build_context(config)
+    except TLSConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _describe(code: int) -> str:
@@ -501,6 +531,7 @@ def _serve_worker(
     app_name: str,
     ready_w: int,
     supervisor_pid: int,
+    tls_context: ssl.SSLContext | None = None,
 ) -> int:
     """A worker process's life: load the app, serve, stop on a signal, a recycle or an
     orphaning. Returns the exit status."""
@@ -546,6 +577,7 @@ def _serve_worker(
         server.app = _CountingApp(app, limit, on_limit)
     server.app_name = app_name
     server.multiprocess = config.workers > 1
+    server.tls_context = tls_context
     server.start()
     try:
         os.write(ready_w, b"r")

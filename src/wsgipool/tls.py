@@ -16,6 +16,8 @@ completes its handshake holds no thread, and the header timeout closes it.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,8 @@ CERT_REQS = {
 }
 # The content type of a TLS handshake record: the first byte a TLS client sends.
 HANDSHAKE_RECORD = 0x16
+log = logging.getLogger("wsgipool.error")
+
 PLAIN_HTTP_REFUSED = error_response(400, "plain HTTP sent to an HTTPS port: use https://")
 # Above this, response data is encrypted and sent in pieces, so the ciphertext of a large
 # body is never held in memory all at once.
@@ -55,6 +59,9 @@ def build_context(config: Config) -> ssl.SSLContext:
     # No client-initiated renegotiation (a cheap way to make a server do expensive work),
     # and the server's cipher order wins.
     context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    for option, path in (("certfile", config.certfile), ("keyfile", config.keyfile)):
+        if path and not os.path.exists(path):
+            raise TLSConfigError(f"{option}: cannot load {path}: No such file or directory")
     asked = []
 
     def password() -> str:
@@ -90,7 +97,13 @@ def build_context(config: Config) -> ssl.SSLContext:
         except ssl.SSLError:
             raise TLSConfigError(f"ciphers: OpenSSL accepts none of {config.ciphers!r}") from None
     context.set_alpn_protocols(["http/1.1"])
+    context.sni_callback = _remember_server_name
     return context
+
+
+def _remember_server_name(tls: Any, server_name: str | None, context: ssl.SSLContext) -> None:
+    """Keep the name the client asked for (SNI), for ``SSL_TLS_SNI`` in the environ."""
+    tls.wsgipool_server_name = server_name
 
 
 def _reason(exc: BaseException) -> str:
@@ -182,11 +195,20 @@ class TLSConnection(Connection):
         return self._read(wait=True)
 
     def _read(self, *, wait: bool) -> int:
-        """Decrypt the next record into ``buffer``, reading the socket as needed."""
+        """Decrypt the next record into ``buffer``, reading the socket as needed.
+
+        Like ``Connection``'s: the plaintext byte count, 0 on EOF, -1 (without ``wait``)
+        when no whole record has arrived. A broken TLS stream counts as EOF there; with
+        ``wait`` (a body read) it raises ``ClientDisconnected``, which the gateway expects.
+        """
         while True:
             try:
                 data = self._tls.read(RECV_SIZE)
             except ssl.SSLWantReadError:
+                # OpenSSL may have something to say first (an alert refusing a
+                # renegotiation, a key update): the client may be waiting for it.
+                if self._outgoing.pending and not self._flush_while_reading(wait):
+                    return 0
                 received = self._receive_raw(wait)
                 if received <= 0:
                     return received
@@ -194,12 +216,26 @@ class TLSConnection(Connection):
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                 return 0  # close_notify, or the peer closed without one.
             except ssl.SSLError as exc:
-                raise ClientDisconnected(f"TLS error: {exc}") from exc
-            if self._outgoing.pending:
-                # Reading may produce a reply (a TLS 1.3 key update).
-                self._flush()
+                self._flush_quietly()  # The alert, if OpenSSL wrote one.
+                if wait:
+                    raise ClientDisconnected(f"TLS error: {exc}") from exc
+                log.debug("closing %s: TLS error: %s", self.peer, exc)
+                return 0
+            if self._outgoing.pending and not self._flush_while_reading(wait):
+                return 0
             self.buffer += data
             return len(data)
+
+    def _flush_while_reading(self, wait: bool) -> bool:
+        """Send what reading made OpenSSL write; False when the client has gone (which a
+        read without ``wait`` reports as EOF)."""
+        try:
+            self._flush()
+        except ClientDisconnected:
+            if wait:
+                raise
+            return False
+        return True
 
     def _receive_raw(self, wait: bool) -> int:
         """Move the socket's next bytes into OpenSSL: their count, 0 on EOF, -1 when none
@@ -276,21 +312,37 @@ class TLSConnection(Connection):
         return tls_environ(self._tls)
 
 
-# mod_ssl's short names for the attributes Python spells out in getpeercert().
-_SHORT_NAMES = {
+# getpeercert() spells attributes out (OpenSSL's long names); a DN string uses OpenSSL's
+# short names, as `openssl x509 -nameopt RFC2253` and mod_ssl print it.
+_OPENSSL_SHORT_NAMES = {
     "commonName": "CN",
     "countryName": "C",
     "stateOrProvinceName": "ST",
     "localityName": "L",
     "organizationName": "O",
     "organizationalUnitName": "OU",
-    "emailAddress": "Email",
+    "streetAddress": "street",
     "domainComponent": "DC",
     "userId": "UID",
-    "serialNumber": "serialNumber",
-    "surname": "SN",
     "givenName": "GN",
+    "surname": "SN",
+}
+# The attributes mod_ssl gives a variable of their own (SSL_CLIENT_S_DN_CN...), by the
+# suffix it uses; a repeated attribute's later values get _1, _2...
+_MOD_SSL_DN_KEYS = {
+    "countryName": "C",
+    "stateOrProvinceName": "ST",
+    "localityName": "L",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "commonName": "CN",
     "title": "T",
+    "initials": "I",
+    "givenName": "G",
+    "surname": "S",
+    "description": "D",
+    "x500UniqueIdentifier": "UID",
+    "emailAddress": "Email",
 }
 
 
@@ -302,6 +354,9 @@ def tls_environ(tls: ssl.SSLObject) -> dict[str, str]:
     if protocol:
         environ["SSL_PROTOCOL"] = protocol
     environ["SSL_SESSION_RESUMED"] = "Resumed" if tls.session_reused else "Initial"
+    server_name = getattr(tls, "wsgipool_server_name", None)
+    if server_name:
+        environ["SSL_TLS_SNI"] = server_name
     cipher = tls.cipher()
     if cipher:
         environ["SSL_CIPHER"] = cipher[0]
@@ -317,10 +372,15 @@ def tls_environ(tls: ssl.SSLObject) -> dict[str, str]:
     for prefix, key in (("SSL_CLIENT_S_DN", "subject"), ("SSL_CLIENT_I_DN", "issuer")):
         name = details.get(key, ())
         environ[prefix] = _rfc2253(name)
+        seen: dict[str, int] = {}
         for rdn in name:
             for attribute, value in rdn:
-                short = _SHORT_NAMES.get(attribute, attribute)
-                environ.setdefault(f"{prefix}_{short}", value)
+                suffix = _MOD_SSL_DN_KEYS.get(attribute)
+                if suffix is None:
+                    continue
+                count = seen.get(suffix, 0)
+                seen[suffix] = count + 1
+                environ[f"{prefix}_{suffix}" + (f"_{count}" if count else "")] = value
     if "serialNumber" in details:
         environ["SSL_CLIENT_M_SERIAL"] = details["serialNumber"]
     if "version" in details:
@@ -331,7 +391,7 @@ def tls_environ(tls: ssl.SSLObject) -> dict[str, str]:
         environ["SSL_CLIENT_V_END"] = details["notAfter"]
     counters: dict[str, int] = {}
     for kind, value in details.get("subjectAltName", ()):
-        label = {"DNS": "DNS", "email": "Email", "IP Address": "IP"}.get(kind)
+        label = {"DNS": "DNS", "email": "Email"}.get(kind)  # mod_ssl's two
         if label is not None:
             index = counters.get(label, 0)
             counters[label] = index + 1
@@ -346,7 +406,7 @@ def _rfc2253(name: tuple[tuple[tuple[str, str], ...], ...]) -> str:
     for rdn in reversed(name):
         rdns.append(
             "+".join(
-                f"{_SHORT_NAMES.get(attribute, attribute)}={_escape_dn_value(value)}"
+                f"{_OPENSSL_SHORT_NAMES.get(attribute, attribute)}={_escape_dn_value(value)}"
                 for attribute, value in rdn
             )
         )
@@ -354,7 +414,8 @@ def _rfc2253(name: tuple[tuple[tuple[str, str], ...], ...]) -> str:
 
 
 def _escape_dn_value(value: str) -> str:
-    escaped = "".join("\\" + char if char in ',+"\\<>;=' else char for char in value)
+    # RFC 2253 section 2.4 (OpenSSL leaves "=" alone too).
+    escaped = "".join("\\" + char if char in ',+"\\<>;' else char for char in value)
     if escaped.startswith(("#", " ")):
         escaped = "\\" + escaped
     if escaped.endswith(" ") and not escaped.endswith("\\ "):

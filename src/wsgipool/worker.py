@@ -91,6 +91,7 @@ class ConnectionHandler:
             if outcome is not Outcome.KEEP_ALIVE:
                 self._close(conn, linger=outcome is Outcome.ABORT)
                 return
+            conn.idle_since = time.monotonic()
             if not buffer and not conn.has_pending_input():
                 self._hand_back(conn)
                 return
@@ -155,7 +156,7 @@ class ConnectionHandler:
             deadline = conn.accepted_at + config.header_timeout
         else:
             conn.head_started = 0.0
-            deadline = time.monotonic() + config.keepalive_timeout
+            deadline = conn.idle_since + config.keepalive_timeout
         self._listener.watch(conn, deadline)
 
     def _close(self, conn: Connection, *, linger: bool = False) -> None:
