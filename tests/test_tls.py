@@ -129,6 +129,21 @@ class MemoryClient:
         """The records written so far, not yet sent."""
         return self._outgoing.read()
 
+    def trickle_until_closed(self, data: bytes, pause: float) -> bool:
+        """Send ``data`` a byte at a time, ``pause`` apart; True once the server closed
+        the connection (whatever it said first), False if all of it went out."""
+        try:
+            for index in range(len(data)):
+                self.sock.send(data[index : index + 1])
+                readable, _, _ = select.select([self.sock], [], [], pause)
+                if readable and not self.sock.recv(65536):
+                    return True  # (Whatever came before: tickets, an alert, a 408.)
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+        finally:
+            self.sock.close()
+        return False
+
     def _receive(self) -> None:
         data = self.sock.recv(65536)
         if not data:
@@ -734,21 +749,19 @@ def test_a_record_trickled_a_byte_at_a_time_does_not_extend_keep_alive(
     client.handshake(then=(request,))
     client.read_until(lambda text: text.endswith(b"}"))
     client.tls.write(request + b"X-Pad: " + b"p" * 2000 + b"\r\n\r\n")
-    record = client.outgoing_bytes()
-    closed = False
-    for index in range(len(record)):
-        try:
-            client.sock.send(record[index : index + 1])
-        except OSError:
-            closed = True
-            break
-        readable, _, _ = select.select([client.sock], [], [], 0.05)
-        if readable:
-            try:
-                closed = client.sock.recv(65536) == b""
-            except OSError:
-                closed = True
-            if closed:
-                break
-    client.sock.close()
-    assert closed, "the connection outlived a record trickled over its whole length"
+    assert client.trickle_until_closed(client.outgoing_bytes(), pause=0.05), (
+        "the connection outlived a record trickled over its whole length"
+    )
+
+
+def test_a_body_record_trickled_a_byte_at_a_time_times_out(
+    serve_tls: Callable[..., Live], pki: dict[str, str]
+) -> None:
+    """--body-timeout bounds reading a record, not just each wait for a byte of it."""
+    live = serve_tls(body_timeout=0.3)
+    client = MemoryClient(live, client_context(pki))
+    client.handshake(then=(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",))
+    client.tls.write(b"b" * 1000)
+    assert client.trickle_until_closed(client.outgoing_bytes(), pause=0.1), (
+        "the body read outlived a record trickled over its whole length"
+    )

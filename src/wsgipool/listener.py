@@ -94,7 +94,9 @@ class Listener:
         if tls is not None:
             from .tls import TLSConnection  # Only then: ssl costs an import.
 
-            self._new_connection = functools.partial(TLSConnection, context=tls)
+            self._new_connection = functools.partial(
+                TLSConnection, context=tls, body_timeout=config.body_timeout
+            )
         self._tasks = tasks
         self._poller = make_poller(config.poller)
         self._listening = {sock.fileno(): sock for sock in sockets}

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import ssl
+import time
 from typing import TYPE_CHECKING, Any
 
 from .connection import MSG_DONTWAIT, RECV_SIZE, ClientDisconnected, Connection, Handshake
@@ -122,7 +123,7 @@ def _reason(exc: BaseException) -> str:
 class TLSConnection(Connection):
     """A connection whose bytes pass through OpenSSL; ``buffer`` holds the plaintext."""
 
-    __slots__ = ("_hello_seen", "_incoming", "_outgoing", "_tls", "handshaken")
+    __slots__ = ("_body_timeout", "_hello_seen", "_incoming", "_outgoing", "_tls", "handshaken")
 
     # sendfile() would bypass the encryption.
     sendfile_ok = False
@@ -134,8 +135,12 @@ class TLSConnection(Connection):
         local: Any,
         limits: Limits,
         context: ssl.SSLContext,
+        body_timeout: float = 30.0,
     ) -> None:
         super().__init__(sock, peer, local, limits)
+        # A record trickled a byte at a time makes many short waits; the whole read of
+        # one record must still end within about this long.
+        self._body_timeout = body_timeout
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
@@ -201,10 +206,13 @@ class TLSConnection(Connection):
         when no whole record has arrived. A broken TLS stream counts as EOF there; with
         ``wait`` (a body read) it raises ``ClientDisconnected``, which the gateway expects.
         """
+        give_up_at = time.monotonic() + self._body_timeout if wait else 0.0
         while True:
             try:
                 data = self._tls.read(RECV_SIZE)
             except ssl.SSLWantReadError:
+                if wait and time.monotonic() > give_up_at:
+                    raise TimeoutError("client sent a record too slowly") from None
                 # OpenSSL may have something to say first (an alert refusing a
                 # renegotiation, a key update): the client may be waiting for it.
                 if self._outgoing.pending and not self._flush_while_reading(wait):
