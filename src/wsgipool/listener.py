@@ -53,28 +53,30 @@ ACCEPT_BACKOFF = 0.5
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
-def _peer_closed(sock: socket.socket) -> bool:
-    """Whether the peer closed the connection with nothing left to read (a peek, no read)."""
+def _peek(sock: socket.socket) -> bytes | None:
+    """Look at the next byte without reading it: ``None`` while nothing has arrived,
+    ``b""`` once the peer closed (or the socket broke), else the byte."""
     try:
-        return sock.recv(1, socket.MSG_PEEK | MSG_DONTWAIT) == b""
+        return sock.recv(1, socket.MSG_PEEK | MSG_DONTWAIT)
     except BlockingIOError:
-        return False
+        return None
     except OSError:
-        return True
+        return b""
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """Whether the peer closed the connection with nothing left to read."""
+    return _peek(sock) == b""
 
 
 def _idle(conn: Connection) -> bool:
     """Whether ``conn`` waits for a request that has not begun to arrive. A request already
     in the kernel's buffer counts as begun: the poller will report it, and closing such a
-    connection (say, accepted just before a drain) would drop a request unanswered."""
+    connection (say, accepted just before a drain) would drop a request unanswered. A
+    closed or broken connection counts as idle: there is nothing to answer."""
     if conn.buffer or conn.has_pending_input():
         return False
-    try:
-        return not conn.sock.recv(1, socket.MSG_PEEK | MSG_DONTWAIT)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return True  # Broken: nothing to answer.
+    return not _peek(conn.sock)
 
 
 class Listener:
