@@ -388,7 +388,9 @@ def test_tls_workers_pick_up_a_renewed_certificate_on_hup(
     assert server.popen.wait(DEADLINE) == 0
 
 
-def test_tls_sessions_resume_on_any_worker(start: Callable[..., Supervisor], tmp_path: Path) -> None:
+def test_tls_sessions_resume_on_any_worker(
+    start: Callable[..., Supervisor], tmp_path: Path
+) -> None:
     """The supervisor makes the TLS context before forking, so every worker holds the same
     session ticket keys: a session from one worker resumes on another."""
     import ssl
