@@ -15,6 +15,7 @@ fi
 echo "== Python $version ($venv)"
 if [ -z "${SKIP_LINT:-}" ]; then
   "$venv/bin/ruff" check src tests examples benchmarks tools fuzz
+  "$venv/bin/ruff" format --check src tests examples benchmarks tools fuzz
   "$venv/bin/mypy"
   # The documentation site, built outside the repository; --strict makes warnings fatal.
   docs_site=$(mktemp -d)
