@@ -76,6 +76,9 @@ def test_busy_worker_is_not_joined_until_the_queue_stalls():
     assert tasks.wake_stalled(now) is not None, "not stalled yet: check again later"
     assert asleep(tasks) == 2
     tasks.wake_stalled(now + 2 * STALL_DELAY)
+    wait_for(lambda: sum(len(w.taken) for w in workers) == 2)
+    assert asleep(tasks) == 1, "one stall wakes one worker"
+    tasks.wake_stalled(now + 4 * STALL_DELAY)  # Still stalled: both awake ones are blocked.
     wait_for(lambda: sum(len(w.taken) for w in workers) == 3)
     assert sorted(t for w in workers for t in w.taken) == ["blocking", "waiting-1", "waiting-2"]
     release.set()
