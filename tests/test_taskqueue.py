@@ -100,3 +100,98 @@ def test_close_returns_none_once_drained():
     task = tasks.get(lock)
     assert task is not None and task[0] == "last"
     assert tasks.get(lock) is None
+
+
+def one_core(clock: list[float]) -> float:
+    """A CPU clock for a process that used one whole core: it keeps up with ``clock``."""
+    return clock[0]
+
+
+def two_blocked_workers(
+    cpu_used: float,
+) -> tuple[TaskQueue[str], list[Worker], list[threading.Event], float]:
+    """A queue whose two workers are both awake and blocked in the app, with one more
+    item waiting, just after a load check that saw the process use ``cpu_used`` cores."""
+    start = time.monotonic()
+    cpu = [0.0]
+    tasks: TaskQueue[str] = TaskQueue(limit=10, cpu_clock=lambda: cpu[0])
+    releases = [threading.Event(), threading.Event()]
+    workers = [Worker(tasks, release) for release in releases]
+    wait_for(lambda: asleep(tasks) == 2)
+    tasks.put("a")
+    wait_for(lambda: asleep(tasks) == 1)
+    tasks.put("b")
+    tasks.wake_stalled(time.monotonic() + 2 * STALL_DELAY)  # The first worker is blocked.
+    wait_for(lambda: asleep(tasks) == 0 and len(tasks) == 0)
+    tasks.put("c")
+    # The listener was busy until now, so this is no stall; it is time for a load check.
+    now = start + 2 * taskqueue.LOAD_CHECK
+    cpu[0] = cpu_used * (now - start)
+    tasks.wake_stalled(now, producer_busy=now - start)
+    return tasks, workers, releases, now
+
+
+@pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL no worker retires")
+def test_a_gil_bound_pool_retires_a_surplus_worker():
+    tasks, workers, releases, _ = two_blocked_workers(cpu_used=1.0)
+    first = workers[0] if workers[0].taken == ["a"] else workers[1]
+    releases[workers.index(first)].set()
+    wait_for(lambda: asleep(tasks) == 1)
+    assert len(tasks) == 1, "the worker went back to sleep though work waits"
+    assert first.taken == ["a"]
+    for release in releases:
+        release.set()
+    wait_for(lambda: len(tasks) == 0)
+    assert sorted(t for w in workers for t in w.taken) == ["a", "b", "c"]
+    tasks.close()
+    for worker in workers:
+        worker.thread.join(5)
+
+
+def test_a_pool_blocked_in_io_keeps_its_workers():
+    tasks, workers, releases, _ = two_blocked_workers(cpu_used=0.05)
+    first = workers[0] if workers[0].taken == ["a"] else workers[1]
+    releases[workers.index(first)].set()
+    wait_for(lambda: first.taken == ["a", "c"])
+    assert tasks.backlog(time.monotonic()) == 0.0, "no pause for a pool that waits on I/O"
+    for release in releases:
+        release.set()
+    tasks.close()
+    for worker in workers:
+        worker.thread.join(5)
+
+
+@pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL no pool is GIL-bound")
+def test_backlog_of_a_gil_bound_pool_is_its_queued_work_at_the_take_rate():
+    start = time.monotonic()
+    clock = [start]
+    tasks: TaskQueue[str] = TaskQueue(limit=100, cpu_clock=lambda: clock[0] - start)
+    lock = threading.Lock()
+    tasks.register_worker()
+    for index in range(30):
+        tasks.put(str(index))
+    for _ in range(10):
+        tasks.get(lock)
+    clock[0] = start + 2 * taskqueue.LOAD_CHECK
+    tasks.wake_stalled(clock[0], producer_busy=clock[0] - start)  # Load check: one core.
+    # 10 taken in the first 10 ms (1,000/s) leaves 20 queued: 20 ms of work.
+    assert tasks.backlog(start + 0.010) == pytest.approx(0.020, rel=0.01)
+
+
+def test_time_the_listener_was_busy_is_no_stall():
+    release = threading.Event()
+    tasks: TaskQueue[str] = TaskQueue(limit=10)
+    workers = [Worker(tasks, release) for _ in range(2)]
+    wait_for(lambda: asleep(tasks) == 2)
+    tasks.put("blocking")
+    wait_for(lambda: asleep(tasks) == 1)
+    tasks.put("waiting")
+    now = time.monotonic() + 2 * STALL_DELAY
+    tasks.wake_stalled(now, producer_busy=2 * STALL_DELAY)
+    assert asleep(tasks) == 1, "the listener held the GIL: the workers could not take work"
+    tasks.wake_stalled(now + 2 * STALL_DELAY)
+    wait_for(lambda: asleep(tasks) == 0)
+    release.set()
+    tasks.close()
+    for worker in workers:
+        worker.thread.join(5)

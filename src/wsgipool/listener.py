@@ -32,7 +32,7 @@ from .connection import (
 from .http.response import RETRY_AFTER, error_response
 from .poller import make_poller
 from .sockets import defers_accept
-from .taskqueue import TaskQueue
+from .taskqueue import STALL_DELAY, TaskQueue
 from .threads import start_thread
 
 if TYPE_CHECKING:
@@ -50,6 +50,11 @@ SWEEP_INTERVAL = 0.5
 DRAIN_IDLE_GRACE = 0.5
 # After EMFILE/ENFILE on accept, stop accepting this long before trying again.
 ACCEPT_BACKOFF = 0.5
+# When a GIL-bound pool has queued work, the listener pauses for half of it before polling
+# again, at most MAX_PAUSE (no longer than a stall check may wait); below MIN_PAUSE a sleep
+# is not worth its system call. See _run.
+MAX_PAUSE = STALL_DELAY
+MIN_PAUSE = 0.0001
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -196,11 +201,20 @@ class Listener:
                 wake_at = (
                     next_sweep if next_wake_check is None else min(next_sweep, next_wake_check)
                 )
+                # A GIL-bound pool with work queued: gather the connections that get
+                # ready meanwhile into one batch rather than wake for every few. Each
+                # wake costs a system call and a GIL hand-off with the worker; requests
+                # that get ready during the pause lose nothing, they would queue behind
+                # that work. Hello world, 50 connections: 13% less CPU, 5-10% more req/s.
+                pause = min(MAX_PAUSE, tasks.backlog(time.monotonic()) / 2)
+                if pause >= MIN_PAUSE:
+                    time.sleep(pause)
                 ready = poller.poll(max(0.0, wake_at - time.monotonic()))
+                busy_from = time.monotonic()
                 if ready:
                     self._handle_ready(ready)
                 now = time.monotonic()
-                next_wake_check = tasks.wake_stalled(now)
+                next_wake_check = tasks.wake_stalled(now, now - busy_from)
                 self._update_accepting(now)
                 if now >= next_sweep:
                     self._sweep(now)
