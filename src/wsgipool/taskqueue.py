@@ -19,8 +19,8 @@ waits 10 ms) stays awake at the size the load needs. But a worker descheduled by
 for a millisecond, or a burst of new connections, looks like a stall too, and under steady
 CPU-bound load such a spurious wake would then stay for good (measured on hello world,
 1000 connections: four awake workers served 21k req/s, one 37k). So every ``LOAD_CHECK``
-the queue looks at the CPU time the process used: about a whole core (``GIL_BOUND_CPU``)
-means the awake workers run Python one at a time rather than wait on I/O, the pool is
+the queue looks at the user CPU time the process used: from half a core (``GIL_BOUND_CPU``)
+the awake workers are taken to run Python one at a time rather than wait on I/O, the pool is
 *GIL-bound*, and one awake worker beyond the first *retires*: it goes back to sleep at
 its next ``get``, though work waits. A pool blocked in I/O uses little CPU and keeps its
 size. Idle workers sleep on a lock of their own, most recently idle first, so the same
@@ -32,11 +32,17 @@ there every ``put`` wakes a sleeper, as a plain queue would, and no worker retir
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Generic, TypeVar
+
+try:
+    import resource
+except ImportError:  # Not on Windows.
+    resource = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,22 +55,31 @@ T = TypeVar("T")
 STALL_DELAY = 0.001
 # How often the queue checks whether the pool is GIL-bound (and then retires a worker).
 LOAD_CHECK = 0.1
-# CPU use, in cores, from which the pool counts as GIL-bound. Below one core, because a
-# busy process on a busy machine does not always get a whole one.
-GIL_BOUND_CPU = 0.75
+# User CPU time, in cores, from which the pool counts as GIL-bound. User time, because
+# time in the kernel (sending a large body, say) runs without the GIL; half a core,
+# because a busy hello world spends about 40% of its CPU time in system calls and a busy
+# process on a busy machine does not always get a whole core.
+GIL_BOUND_CPU = 0.5
 # The take rate behind ``backlog`` is measured over windows at least this long.
 RATE_WINDOW = 0.002
 
 GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
+def user_cpu_time() -> float:
+    """Seconds of CPU time the process spent running in user mode (all threads)."""
+    if resource is None:
+        return os.times().user  # Clock ticks (10 ms), where getrusage is missing.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_utime  # Microseconds.
+
+
 class TaskQueue(Generic[T]):
     """A FIFO of at most ``limit`` items, shared by one producer and many workers.
 
-    ``cpu_clock`` is the process's CPU time in seconds; tests pass their own.
+    ``cpu_clock`` is the process's user CPU time in seconds; tests pass their own.
     """
 
-    def __init__(self, limit: int, cpu_clock: Callable[[], float] = time.process_time) -> None:
+    def __init__(self, limit: int, cpu_clock: Callable[[], float] = user_cpu_time) -> None:
         self._limit = limit
         self._items: deque[tuple[T, float]] = deque()
         self._lock = threading.Lock()
