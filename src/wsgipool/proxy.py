@@ -41,7 +41,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # The environ keys of the headers read here: a request with none of them costs one lookup
-# each.
+# each, in C (keys().isdisjoint).
 _HEADER_KEYS = (
     "HTTP_FORWARDED",
     "HTTP_X_FORWARDED_FOR",
@@ -240,7 +240,7 @@ def forwarded_changes(environ: Mapping[str, Any], trusted: TrustedPeers) -> dict
     ``trusted`` decides which proxies in a chain are skipped. Call this only when the
     connection's peer is trusted: the headers of anyone else mean nothing.
     """
-    if not any(key in environ for key in _HEADER_KEYS):
+    if environ.keys().isdisjoint(_HEADER_KEYS):
         return {}
     changes: dict[str, Any] = {}
     address: str | None = None
