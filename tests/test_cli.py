@@ -368,6 +368,7 @@ def test_help_shows_every_default(spawn: Any) -> None:
         "--url-scheme": defaults.url_scheme,
         "--log-level": defaults.log_level,
         "--poller": defaults.poller,
+        "--sendfile": defaults.sendfile,
         "--expose-tracebacks": "False",
     }
     for option, value in expected.items():

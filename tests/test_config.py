@@ -104,6 +104,7 @@ INVALID: list[tuple[str, Any]] = [
     ("url_scheme", "ftp"),
     ("log_level", "loud"),
     ("poller", "kqueue"),
+    ("sendfile", "maybe"),
 ]
 
 

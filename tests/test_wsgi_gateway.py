@@ -30,6 +30,7 @@ from conftest import (
     validated,
     wait_for,
 )
+from wsgipool.wsgi import is_loopback_peer
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -1208,10 +1209,15 @@ def file_app(path, position=0, headers=(), opened: list | None = None):
     return app
 
 
-def test_file_wrapper_sends_a_real_file_from_its_position(serve, data_file):
+# "auto" copies to these loopback clients; "on" uses sendfile() all the same.
+SENDFILE_MODES = pytest.mark.parametrize("sendfile", ["auto", "on", "off"])
+
+
+@SENDFILE_MODES
+def test_file_wrapper_sends_a_real_file_from_its_position(serve, data_file, sendfile):
     path, data = data_file
     opened: list = []
-    live = serve(file_app(path, position=1000, opened=opened))
+    live = serve(file_app(path, position=1000, opened=opened), sendfile=sendfile)
     with live.connect() as sock:
         reader = ResponseReader(sock)
         sock.sendall(build_request("GET", "/") + build_request("GET", "/"))
@@ -1223,9 +1229,12 @@ def test_file_wrapper_sends_a_real_file_from_its_position(serve, data_file):
     wait_for(lambda: len(opened) == 2 and all(f.closed for f in opened))
 
 
-def test_file_wrapper_honours_a_shorter_content_length(serve, data_file):
+@SENDFILE_MODES
+def test_file_wrapper_honours_a_shorter_content_length(serve, data_file, sendfile):
     path, data = data_file
-    live = serve(file_app(path, position=10, headers=[("Content-Length", "100")]))
+    live = serve(
+        file_app(path, position=10, headers=[("Content-Length", "100")]), sendfile=sendfile
+    )
     with live.connect() as sock:
         reader = ResponseReader(sock)
         sock.sendall(build_request("GET", "/") + build_request("GET", "/"))
@@ -1240,12 +1249,46 @@ def test_file_wrapper_honours_a_shorter_content_length(serve, data_file):
         assert reader.read().body == data[10:110], "stray bytes after the HEAD response"
 
 
-def test_file_wrapper_with_a_longer_content_length_closes(serve, data_file):
+@SENDFILE_MODES
+def test_file_wrapper_with_a_longer_content_length_closes(serve, data_file, sendfile):
     path, data = data_file
-    live = serve(file_app(path, position=len(data) - 50, headers=[("Content-Length", "80")]))
+    live = serve(
+        file_app(path, position=len(data) - 50, headers=[("Content-Length", "80")]),
+        sendfile=sendfile,
+    )
     response = exchange(live, build_request("GET", "/"), allow_truncated=True)
     assert not response.complete
     assert response.body == data[-50:]
+
+
+def test_only_tcp_peers_on_this_host_count_as_loopback():
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener, socket.create_connection(listener.getsockname()):
+        accepted, _ = listener.accept()
+        with accepted:
+            assert is_loopback_peer(accepted)
+    unix_a, unix_b = socket.socketpair()
+    with unix_a, unix_b:
+        assert not is_loopback_peer(unix_a)
+    if socket.has_ipv6:
+        try:
+            listener6 = socket.create_server(("::1", 0), family=socket.AF_INET6)
+        except OSError:
+            return  # No IPv6 loopback on this machine.
+        with listener6, socket.create_connection(listener6.getsockname()[:2]):
+            accepted6, _ = listener6.accept()
+            with accepted6:
+                assert is_loopback_peer(accepted6)
+
+
+def test_file_wrapper_over_a_unix_socket(serve, data_file, tmp_path):
+    path, data = data_file
+    serve(file_app(path, position=3), bind=[f"unix:{tmp_path / 'app.sock'}"])
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(tmp_path / "app.sock"))
+        reader = ResponseReader(sock)
+        sock.sendall(build_request("GET", "/"))
+        assert reader.read().body == data[3:]
 
 
 def test_file_wrapper_head(serve, data_file):

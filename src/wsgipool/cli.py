@@ -148,6 +148,13 @@ OPTIONS = (
         choices=("auto", "epoll", "selectors"),
     ),
     Option(
+        "sendfile",
+        "WHEN",
+        "send wsgi.file_wrapper files with sendfile(): on, off, or auto (on, except to a "
+        "TCP peer on this host, where copying measured faster; see docs/tuning.md)",
+        choices=("auto", "on", "off"),
+    ),
+    Option(
         "workers",
         "N",
         "worker processes, each with its own listener thread and --threads pool, sharing "

@@ -139,6 +139,8 @@ class Config:
     access_log: str = ""
     access_log_format: str = COMBINED
     poller: str = "auto"
+    # wsgi.file_wrapper: "auto" is sendfile() except to a TCP peer on this host (see wsgi.py).
+    sendfile: str = "auto"
     # Worker processes (the command line's supervisor; see docs/processes.md).
     workers: int = 1
     max_requests: int = 0  # 0: never recycle a worker process
@@ -206,6 +208,7 @@ class Config:
         except ValueError as exc:
             raise ConfigError(f"access_log_format: {exc}") from None
         _require_choice("poller", self.poller, ("auto", "epoll", "selectors"))
+        _require_choice("sendfile", self.sendfile, ("auto", "on", "off"))
         _require_int("workers", self.workers, minimum=1)
         _require_int("max_requests", self.max_requests, minimum=0)
         _require_int("max_requests_jitter", self.max_requests_jitter, minimum=0)
