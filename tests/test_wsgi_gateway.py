@@ -713,6 +713,33 @@ def test_start_response_refuses_hop_by_hop_headers(serve, name):
     assert_500_and_still_serving(live, raised)
 
 
+def test_response_header_names_in_any_spelling_and_number(serve):
+    """Names are matched without regard to case, and thousands of distinct ones (more than
+    the server remembers) each get the same checks."""
+    spellings = ["Content-Length", "content-length", "CONTENT-LENGTH"]
+
+    def app(environ, start_response):
+        index = int(environ["PATH_INFO"][1:])
+        headers = [(f"X-Name-{index}", "v"), (spellings[index % 3], "2")]
+        if index % 500 == 0:
+            headers.append(("Keep-Alive", "timeout=5"))  # Hop-by-hop: refused, every time.
+        start_response("200 OK", headers)
+        return [b"okEXTRA"]
+
+    live = serve(app)
+    with live.connect() as sock:
+        reader = ResponseReader(sock)
+        for index in range(1, 3000):
+            if index % 500 == 0:
+                continue
+            sock.sendall(build_request("GET", f"/{index}"))
+            response = reader.read()
+            assert response.get(f"x-name-{index}") == "v"
+            assert response.body == b"ok", "the app's Content-Length, in any case, frames it"
+    for index in (500, 1000):
+        assert exchange(live, build_request("GET", f"/{index}")).status == 500
+
+
 def test_latin1_header_values_and_empty_reason_are_accepted(serve):
     def app(environ, start_response):
         start_response("200 ", [("X-Latin", "caf\xe9"), ("X-Empty", ""), ("X-Tab", "a\tb")])

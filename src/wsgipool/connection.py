@@ -151,10 +151,7 @@ class Connection:
     def send_parts(self, parts: list[bytes]) -> None:
         """Send byte strings back to back: one ``send`` when small, ``sendmsg`` (no copy)
         when large."""
-        total = 0
-        for part in parts:
-            total += len(part)
-        if total <= JOIN_LIMIT:
+        if sum(map(len, parts)) <= JOIN_LIMIT:
             self.sendall(b"".join(parts))
             return
         views = [memoryview(part) for part in parts if part]

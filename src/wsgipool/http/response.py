@@ -9,6 +9,7 @@ from http import HTTPStatus
 from .. import __version__
 
 SERVER_HEADER = f"wsgipool/{__version__}"
+SERVER_LINE = f"Server: {SERVER_HEADER}\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Sent with every 503: overload is brief, so invite a retry soon.
@@ -56,7 +57,7 @@ def error_response(status: int, detail: str = "", *, extra_headers: str = "") ->
     payload = body.encode("utf-8", "replace")
     head = (
         f"HTTP/1.1 {line}\r\n"
-        f"Server: {SERVER_HEADER}\r\n"
+        f"{SERVER_LINE}"
         f"Date: {http_date()}\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n"
         f"Content-Length: {len(payload)}\r\n"
