@@ -35,6 +35,18 @@ def asleep(tasks: TaskQueue[str]) -> int:
         return len(tasks._sleepers)
 
 
+def one_worker_blocked(count: int) -> tuple[TaskQueue[str], list[Worker], threading.Event]:
+    """A queue with ``count`` workers, one of them woken by a put and now blocked in the
+    app (on the returned event), the others asleep."""
+    release = threading.Event()
+    tasks: TaskQueue[str] = TaskQueue(limit=10)
+    workers = [Worker(tasks, release) for _ in range(count)]
+    wait_for(lambda: asleep(tasks) == count)
+    tasks.put("blocking")
+    wait_for(lambda: asleep(tasks) == count - 1)
+    return tasks, workers, release
+
+
 def test_fifo_and_limit():
     tasks: TaskQueue[str] = TaskQueue(limit=2)
     assert tasks.put("a") and tasks.put("b")
@@ -63,12 +75,7 @@ def test_idle_workers_sleep_and_one_wakes_per_put():
 
 @pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL every put wakes a worker")
 def test_busy_worker_is_not_joined_until_the_queue_stalls():
-    release = threading.Event()
-    tasks: TaskQueue[str] = TaskQueue(limit=10)
-    workers = [Worker(tasks, release) for _ in range(3)]
-    wait_for(lambda: asleep(tasks) == 3)
-    tasks.put("blocking")
-    wait_for(lambda: asleep(tasks) == 2)  # One worker woke and is now blocked in the "app".
+    tasks, workers, release = one_worker_blocked(3)
     tasks.put("waiting-1")
     tasks.put("waiting-2")
     assert asleep(tasks) == 2, "an awake worker exists, so puts wake nobody"
@@ -179,12 +186,7 @@ def test_backlog_of_a_gil_bound_pool_is_its_queued_work_at_the_take_rate():
 
 
 def test_time_the_listener_was_busy_is_no_stall():
-    release = threading.Event()
-    tasks: TaskQueue[str] = TaskQueue(limit=10)
-    workers = [Worker(tasks, release) for _ in range(2)]
-    wait_for(lambda: asleep(tasks) == 2)
-    tasks.put("blocking")
-    wait_for(lambda: asleep(tasks) == 1)
+    tasks, workers, release = one_worker_blocked(2)
     tasks.put("waiting")
     now = time.monotonic() + 2 * STALL_DELAY
     tasks.wake_stalled(now, producer_busy=2 * STALL_DELAY)
@@ -195,3 +197,33 @@ def test_time_the_listener_was_busy_is_no_stall():
     tasks.close()
     for worker in workers:
         worker.thread.join(5)
+
+
+@pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL no pool is GIL-bound")
+def test_gil_bound_has_a_margin_before_it_ends():
+    """Sampled user time is noisy: once GIL-bound, a pool stays so until its CPU use drops
+    well below the threshold that made it so."""
+    start = time.monotonic()
+    cpu = [0.0]
+    tasks: TaskQueue[str] = TaskQueue(limit=1000, cpu_clock=lambda: cpu[0])
+    tasks.register_worker()
+    lock = threading.Lock()
+    for index in range(100):
+        tasks.put(str(index))
+    now = start
+
+    def load_check(cores: float) -> bool:
+        """Let a LOAD_CHECK pass with the process using ``cores``; is it GIL-bound?"""
+        nonlocal now
+        step = 2 * taskqueue.LOAD_CHECK
+        now += step
+        cpu[0] += cores * step
+        tasks.wake_stalled(now, producer_busy=step)  # No stall: only the load check.
+        tasks.get(lock)  # Work is being taken (backlog is 0 while none is).
+        return tasks.backlog(now) > 0
+
+    assert not load_check(0.4), "below GIL_BOUND_CPU"
+    assert load_check(0.6)
+    assert load_check(0.4), "above GIL_FREE_CPU: still GIL-bound"
+    assert not load_check(0.2)
+    assert not load_check(0.4)

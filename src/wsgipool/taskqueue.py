@@ -20,11 +20,11 @@ for a millisecond, or a burst of new connections, looks like a stall too, and un
 CPU-bound load such a spurious wake would then stay for good (measured on hello world,
 1000 connections: four awake workers served 21k req/s, one 37k). So every ``LOAD_CHECK``
 the queue looks at the user CPU time the process used: from half a core (``GIL_BOUND_CPU``)
-the awake workers are taken to run Python one at a time rather than wait on I/O, the pool is
-*GIL-bound*, and one awake worker beyond the first *retires*: it goes back to sleep at
-its next ``get``, though work waits. A pool blocked in I/O uses little CPU and keeps its
-size. Idle workers sleep on a lock of their own, most recently idle first, so the same
-few threads stay hot.
+until it drops below a quarter (``GIL_FREE_CPU``), the awake workers are taken to run
+Python one at a time rather than wait on I/O. The pool is then *GIL-bound*, and one awake
+worker beyond the first *retires*: it goes back to sleep at its next ``get``, though work
+waits. A pool blocked in I/O uses little CPU and keeps its size. Idle workers sleep on a
+lock of their own, most recently idle first, so the same few threads stay hot.
 
 Without a GIL (free-threaded CPython) more awake workers do mean more parallelism, so
 there every ``put`` wakes a sleeper, as a plain queue would, and no worker retires.
@@ -60,6 +60,11 @@ LOAD_CHECK = 0.1
 # because a busy hello world spends about 40% of its CPU time in system calls and a busy
 # process on a busy machine does not always get a whole core.
 GIL_BOUND_CPU = 0.5
+# ... and below which it no longer does. The split between user and system time is
+# sampled at the kernel's clock tick, so over one LOAD_CHECK a steady hello world reads
+# anywhere from 0.4 to 0.8 cores; without this margin the pool flipped in and out of
+# GIL-bound every few tenths of a second, at 20% of its throughput each time.
+GIL_FREE_CPU = 0.25
 # The take rate behind ``backlog`` is measured over windows at least this long.
 RATE_WINDOW = 0.002
 
@@ -197,7 +202,8 @@ class TaskQueue(Generic[T]):
         cores = (cpu - self._cpu_mark) / max(now - self._cpu_mark_at, 1e-9)
         self._cpu_mark, self._cpu_mark_at = cpu, now
         self._next_load_check = now + LOAD_CHECK
-        self._gil_bound = GIL_ENABLED and cores >= GIL_BOUND_CPU
+        threshold = GIL_FREE_CPU if self._gil_bound else GIL_BOUND_CPU
+        self._gil_bound = GIL_ENABLED and cores >= threshold
         self._retire = self._gil_bound and self._awake > 1
 
     def _wake_one(self) -> None:
