@@ -179,6 +179,7 @@ def test_backlog_of_a_gil_bound_pool_is_its_queued_work_at_the_take_rate():
         tasks.put(str(index))
     for _ in range(10):
         tasks.get(lock)
+    tasks.wake_stalled(start)  # Work is queued: the load is measured from now.
     clock[0] = start + 2 * taskqueue.LOAD_CHECK
     tasks.wake_stalled(clock[0], producer_busy=clock[0] - start)  # Load check: one core.
     # 10 taken in the first 10 ms (1,000/s) leaves 20 queued: 20 ms of work.
@@ -203,6 +204,7 @@ def test_time_the_listener_was_busy_is_no_stall():
 def test_gil_bound_has_a_margin_before_it_ends():
     """Sampled user time is noisy: once GIL-bound, a pool stays so until its CPU use drops
     well below the threshold that made it so."""
+    assert taskqueue.GIL_FREE_CPU < 0.3 < taskqueue.GIL_BOUND_CPU < 0.5
     start = time.monotonic()
     cpu = [0.0]
     tasks: TaskQueue[str] = TaskQueue(limit=1000, cpu_clock=lambda: cpu[0])
@@ -211,6 +213,7 @@ def test_gil_bound_has_a_margin_before_it_ends():
     for index in range(100):
         tasks.put(str(index))
     now = start
+    tasks.wake_stalled(now)  # Work is queued: the load is measured from now.
 
     def load_check(cores: float) -> bool:
         """Let a LOAD_CHECK pass with the process using ``cores``; is it GIL-bound?"""
@@ -222,8 +225,66 @@ def test_gil_bound_has_a_margin_before_it_ends():
         tasks.get(lock)  # Work is being taken (backlog is 0 while none is).
         return tasks.backlog(now) > 0
 
-    assert not load_check(0.4), "below GIL_BOUND_CPU"
-    assert load_check(0.6)
-    assert load_check(0.4), "above GIL_FREE_CPU: still GIL-bound"
-    assert not load_check(0.2)
-    assert not load_check(0.4)
+    assert not load_check(0.3), "below GIL_BOUND_CPU"
+    assert load_check(0.5)
+    assert load_check(0.3), "above GIL_FREE_CPU: still GIL-bound"
+    assert not load_check(0.1)
+    assert not load_check(0.3)
+
+
+@pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL no pool is GIL-bound")
+def test_idle_time_does_not_dilute_the_load():
+    start = time.monotonic()
+    cpu = [0.0]
+    tasks: TaskQueue[str] = TaskQueue(limit=100, cpu_clock=lambda: cpu[0])
+    tasks.register_worker()
+    lock = threading.Lock()
+    assert tasks.wake_stalled(start) is None  # Nothing queued: nothing measured.
+    busy_from = start + 60.0  # A minute idle, then a GIL-bound burst.
+    for index in range(50):
+        tasks.put(str(index))
+    tasks.wake_stalled(busy_from)
+    cpu[0] += 0.9 * 2 * taskqueue.LOAD_CHECK
+    now = busy_from + 2 * taskqueue.LOAD_CHECK
+    tasks.wake_stalled(now, producer_busy=now - busy_from)
+    tasks.get(lock)
+    assert tasks.backlog(now) > 0, "0.9 cores since work was queued: GIL-bound"
+
+
+@pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL no pool is GIL-bound")
+@pytest.mark.parametrize("takes_during_trial", [0, 10])
+def test_a_worker_woken_in_a_gil_bound_pool_stays_only_if_it_helps(takes_during_trial):
+    """The test thread is one awake worker, ``worker`` a sleeping one that a stall wakes.
+    If the take rate does not rise within TRIAL, the woken worker goes back to sleep."""
+    cpu = [0.0]
+    tasks: TaskQueue[str] = TaskQueue(limit=1000, cpu_clock=lambda: cpu[0])
+    release = threading.Event()
+    worker = Worker(tasks, release)
+    wait_for(lambda: asleep(tasks) == 1)
+    tasks.register_worker()  # The test thread.
+    lock = threading.Lock()
+    for index in range(100):
+        tasks.put(str(index))
+    start = time.monotonic()
+    tasks.wake_stalled(start)  # Work is queued: the load is measured from now.
+    for _ in range(20):
+        tasks.get(lock)
+    cpu[0] = 1.0 * 0.2  # One core: GIL-bound, at 100 takes/s.
+    now = start + 0.2
+    tasks.wake_stalled(now, producer_busy=0.2)
+    now += 2 * STALL_DELAY
+    tasks.wake_stalled(now)  # A stall: the worker wakes, takes one item and blocks.
+    wait_for(lambda: len(worker.taken) == 1)
+    for _ in range(takes_during_trial):
+        tasks.get(lock)
+    trial_end = now + 1.1 * taskqueue.TRIAL
+    tasks.wake_stalled(trial_end, producer_busy=trial_end - start)  # No stall, the trial ends.
+    left = len(tasks)
+    release.set()
+    if takes_during_trial:
+        wait_for(lambda: len(tasks) == 0)  # It raised the rate: it stays and works.
+    else:
+        wait_for(lambda: asleep(tasks) == 1)
+        assert len(tasks) == left, "back to sleep though work waits"
+    tasks.close()
+    worker.thread.join(5)

@@ -19,12 +19,16 @@ waits 10 ms) stays awake at the size the load needs. But a worker descheduled by
 for a millisecond, or a burst of new connections, looks like a stall too, and under steady
 CPU-bound load such a spurious wake would then stay for good (measured on hello world,
 1000 connections: four awake workers served 21k req/s, one 37k). So every ``LOAD_CHECK``
-the queue looks at the user CPU time the process used: from half a core (``GIL_BOUND_CPU``)
-until it drops below a quarter (``GIL_FREE_CPU``), the awake workers are taken to run
+the queue looks at the user CPU time the process used: from 0.4 cores (``GIL_BOUND_CPU``)
+until it drops below 0.2 (``GIL_FREE_CPU``), the awake workers are taken to run
 Python one at a time rather than wait on I/O. The pool is then *GIL-bound*, and one awake
 worker beyond the first *retires*: it goes back to sleep at its next ``get``, though work
-waits. A pool blocked in I/O uses little CPU and keeps its size. Idle workers sleep on a
-lock of their own, most recently idle first, so the same few threads stay hot.
+waits. A worker that a stall wakes in a GIL-bound pool is also on trial: unless the take
+rate over the next ``TRIAL`` beats the last ``LOAD_CHECK``'s by a fifth, it goes back to
+sleep then, not up to a tenth of a second later (each such tenth cost hello world at 1000
+connections half its throughput). A pool blocked in I/O uses little CPU and keeps its
+size. Idle workers sleep on a lock of their own, most recently idle first, so the same
+few threads stay hot.
 
 Without a GIL (free-threaded CPython) more awake workers do mean more parallelism, so
 there every ``put`` wakes a sleeper, as a plain queue would, and no worker retires.
@@ -55,16 +59,18 @@ T = TypeVar("T")
 STALL_DELAY = 0.001
 # How often the queue checks whether the pool is GIL-bound (and then retires a worker).
 LOAD_CHECK = 0.1
-# User CPU time, in cores, from which the pool counts as GIL-bound. User time, because
-# time in the kernel (sending a large body, say) runs without the GIL; half a core,
-# because a busy hello world spends about 40% of its CPU time in system calls and a busy
-# process on a busy machine does not always get a whole core.
-GIL_BOUND_CPU = 0.5
-# ... and below which it no longer does. The split between user and system time is
-# sampled at the kernel's clock tick, so over one LOAD_CHECK a steady hello world reads
-# anywhere from 0.4 to 0.8 cores; without this margin the pool flipped in and out of
-# GIL-bound every few tenths of a second, at 20% of its throughput each time.
-GIL_FREE_CPU = 0.25
+# User CPU time, in cores, from which the pool counts as GIL-bound, and below which it no
+# longer does. User time, because time in the kernel (sending a large body, say) runs
+# without the GIL; busy hello world spends about 40% of its CPU time in system calls, a
+# blocking app (10 ms sleeps) and one sending 1 MiB bodies read 0.08 and 0.14 cores. The
+# margin between the two, because the kernel samples the split between user and system
+# time at its clock tick: over one LOAD_CHECK a steady hello world reads anywhere from 0.3
+# to 0.8 cores, and with a single threshold at 0.5 the pool flipped in and out of
+# GIL-bound every few tenths of a second, losing 20% of its throughput each time.
+GIL_BOUND_CPU = 0.4
+GIL_FREE_CPU = 0.2
+# How long a worker woken by a stall in a GIL-bound pool has to raise the take rate.
+TRIAL = 0.01
 # The take rate behind ``backlog`` is measured over windows at least this long.
 RATE_WINDOW = 0.002
 
@@ -95,10 +101,20 @@ class TaskQueue(Generic[T]):
         self._closed = False
         # The load check: whether the pool is GIL-bound, from the CPU used since the last.
         self._cpu_clock = cpu_clock
-        self._cpu_mark = cpu_clock()
-        self._cpu_mark_at = self._last_take
-        self._next_load_check = self._last_take + LOAD_CHECK
+        self._cpu_mark = 0.0
+        self._cpu_mark_at = 0.0
+        self._next_load_check = 0.0
+        # Whether the load is being measured: only while work is queued, from when it was.
+        self._load_window_open = False
         self._gil_bound = False
+        # Takes at the last load check, and the rate of takes over that LOAD_CHECK.
+        self._load_taken = 0
+        self._load_rate = 0.0
+        # A worker woken by a stall in a GIL-bound pool is on trial until then (0.0: none):
+        # since when, and the takes so far when it began.
+        self._trial_until = 0.0
+        self._trial_from = 0.0
+        self._trial_taken = 0
         # Set by the load check: the next worker to ask for work sleeps instead.
         self._retire = False
         # Takes so far, and the take rate over the last RATE_WINDOW (see backlog).
@@ -163,15 +179,23 @@ class TaskQueue(Generic[T]):
         """
         with self._lock:
             if not self._items:
+                self._load_window_open = False
                 return None
-            if now >= self._next_load_check:
+            if not self._load_window_open:
+                # Work again after none: measure the load from now, not over the idle time.
+                self._open_load_window(now)
+            elif now >= self._next_load_check:
                 self._check_load(now)
+            if self._trial_until and now >= self._trial_until:
+                self._end_trial(now)
             self._last_take = min(now, self._last_take + producer_busy)
             due = self._last_take + STALL_DELAY
             if now < due:
                 return due
             if self._sleepers:
                 self._wake_one()
+                if self._gil_bound and not self._trial_until:
+                    self._start_trial(now)
             self._retire = False
             self._last_take = now
             return now + STALL_DELAY
@@ -196,10 +220,34 @@ class TaskQueue(Generic[T]):
             while self._sleepers:
                 self._wake_one()
 
+    def _open_load_window(self, now: float) -> None:
+        # The queue lock is held.
+        self._cpu_mark, self._cpu_mark_at = self._cpu_clock(), now
+        self._load_taken = self._taken
+        self._next_load_check = now + LOAD_CHECK
+        self._load_window_open = True
+
+    def _start_trial(self, now: float) -> None:
+        # The queue lock is held.
+        self._trial_until = now + TRIAL
+        self._trial_from = now
+        self._trial_taken = self._taken
+
+    def _end_trial(self, now: float) -> None:
+        # The queue lock is held. A woken worker that did not raise the take rate by a fifth
+        # over the last LOAD_CHECK's goes back to sleep now, not at the next check.
+        rate = (self._taken - self._trial_taken) / max(now - self._trial_from, 1e-9)
+        if self._gil_bound and self._awake > 1 and rate < 1.2 * self._load_rate:
+            self._retire = True
+        self._trial_until = 0.0
+
     def _check_load(self, now: float) -> None:
         # The queue lock is held.
         cpu = self._cpu_clock()
-        cores = (cpu - self._cpu_mark) / max(now - self._cpu_mark_at, 1e-9)
+        elapsed = max(now - self._cpu_mark_at, 1e-9)
+        cores = (cpu - self._cpu_mark) / elapsed
+        self._load_rate = (self._taken - self._load_taken) / elapsed
+        self._load_taken = self._taken
         self._cpu_mark, self._cpu_mark_at = cpu, now
         self._next_load_check = now + LOAD_CHECK
         threshold = GIL_FREE_CPU if self._gil_bound else GIL_BOUND_CPU
