@@ -69,8 +69,10 @@ LOAD_CHECK = 0.1
 # GIL-bound every few tenths of a second, losing 20% of its throughput each time.
 GIL_BOUND_CPU = 0.4
 GIL_FREE_CPU = 0.2
-# How long a worker woken by a stall in a GIL-bound pool has to raise the take rate.
+# How long a worker woken by a stall in a GIL-bound pool has to raise the take rate, and
+# by how much (over the rate at the last LOAD_CHECK) to stay awake.
 TRIAL = 0.01
+TRIAL_GAIN = 1.2
 # The take rate behind ``backlog`` is measured over windows at least this long.
 RATE_WINDOW = 0.002
 
@@ -171,7 +173,8 @@ class TaskQueue(Generic[T]):
 
     def wake_stalled(self, now: float, producer_busy: float = 0.0) -> float | None:
         """Wake a sleeper if queued work has waited ``STALL_DELAY`` with nobody taking any;
-        every ``LOAD_CHECK``, retire an awake worker if the pool is GIL-bound.
+        every ``LOAD_CHECK``, retire an awake worker if the pool is GIL-bound; at the end of
+        a ``TRIAL``, retire the worker on trial if it did not raise the take rate.
 
         Called by the listener, which says how long it was ``producer_busy`` (holding the
         GIL over a batch of ready connections) since its last call. Returns when to call
@@ -180,6 +183,7 @@ class TaskQueue(Generic[T]):
         with self._lock:
             if not self._items:
                 self._load_window_open = False
+                self._trial_until = 0.0  # Nothing to measure a woken worker by.
                 return None
             if not self._load_window_open:
                 # Work again after none: measure the load from now, not over the idle time.
@@ -234,10 +238,10 @@ class TaskQueue(Generic[T]):
         self._trial_taken = self._taken
 
     def _end_trial(self, now: float) -> None:
-        # The queue lock is held. A woken worker that did not raise the take rate by a fifth
-        # over the last LOAD_CHECK's goes back to sleep now, not at the next check.
+        # The queue lock is held. A woken worker that did not raise the take rate goes back
+        # to sleep now, not at the next load check.
         rate = (self._taken - self._trial_taken) / max(now - self._trial_from, 1e-9)
-        if self._gil_bound and self._awake > 1 and rate < 1.2 * self._load_rate:
+        if self._gil_bound and self._awake > 1 and rate < TRIAL_GAIN * self._load_rate:
             self._retire = True
         self._trial_until = 0.0
 

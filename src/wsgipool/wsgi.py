@@ -475,13 +475,13 @@ class Response:
                 kind = _learn_name(name)
             if type(value) is not str or field_value(value) is None:
                 raise ValueError(f"invalid response header value for {name}: {value!r}")
-            if kind is _OTHER_FIELD:
+            if kind == _OTHER_FIELD:
                 continue
-            if kind is _CONTENT_LENGTH_FIELD:
+            if kind == _CONTENT_LENGTH_FIELD:
                 if content_length is not None or _abnf.CONTENT_LENGTH.fullmatch(value) is None:
                     raise ValueError(f"invalid or repeated Content-Length {value!r}")
                 content_length = int(value)
-            elif kind is _DATE_FIELD:
+            elif kind == _DATE_FIELD:
                 has_date = True
             else:
                 has_server = True
@@ -611,7 +611,7 @@ class Response:
         self._conn.send_parts(parts)
 
     def send_file(
-        self, filelike: Any, position: int, available: int, use_sendfile: bool = True
+        self, filelike: Any, position: int, available: int, *, use_sendfile: bool
     ) -> None:
         """Send a file from its position, within the Content-Length: with ``sendfile()``,
         or read and sent in blocks when ``use_sendfile`` is False."""
