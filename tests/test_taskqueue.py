@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -168,15 +169,23 @@ def test_a_pool_blocked_in_io_keeps_its_workers():
         worker.thread.join(5)
 
 
+def queue_worked_by_the_test(
+    cpu_clock: Callable[[], float], queued: int
+) -> tuple[TaskQueue[str], threading.Lock]:
+    """A queue measuring ``cpu_clock``, with ``queued`` items and one awake worker: the
+    calling test, which takes items with the returned lock."""
+    tasks: TaskQueue[str] = TaskQueue(limit=1000, cpu_clock=cpu_clock)
+    tasks.register_worker()
+    for index in range(queued):
+        tasks.put(str(index))
+    return tasks, threading.Lock()
+
+
 @pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL no pool is GIL-bound")
 def test_backlog_of_a_gil_bound_pool_is_its_queued_work_at_the_take_rate():
     start = time.monotonic()
     clock = [start]
-    tasks: TaskQueue[str] = TaskQueue(limit=100, cpu_clock=lambda: clock[0] - start)
-    lock = threading.Lock()
-    tasks.register_worker()
-    for index in range(30):
-        tasks.put(str(index))
+    tasks, lock = queue_worked_by_the_test(lambda: clock[0] - start, queued=30)
     for _ in range(10):
         tasks.get(lock)
     tasks.wake_stalled(start)  # Work is queued: the load is measured from now.
@@ -207,11 +216,7 @@ def test_gil_bound_has_a_margin_before_it_ends():
     assert taskqueue.GIL_FREE_CPU < 0.3 < taskqueue.GIL_BOUND_CPU < 0.5
     start = time.monotonic()
     cpu = [0.0]
-    tasks: TaskQueue[str] = TaskQueue(limit=1000, cpu_clock=lambda: cpu[0])
-    tasks.register_worker()
-    lock = threading.Lock()
-    for index in range(100):
-        tasks.put(str(index))
+    tasks, lock = queue_worked_by_the_test(lambda: cpu[0], queued=100)
     now = start
     tasks.wake_stalled(now)  # Work is queued: the load is measured from now.
 
@@ -236,9 +241,7 @@ def test_gil_bound_has_a_margin_before_it_ends():
 def test_idle_time_does_not_dilute_the_load():
     start = time.monotonic()
     cpu = [0.0]
-    tasks: TaskQueue[str] = TaskQueue(limit=100, cpu_clock=lambda: cpu[0])
-    tasks.register_worker()
-    lock = threading.Lock()
+    tasks, lock = queue_worked_by_the_test(lambda: cpu[0], queued=0)
     assert tasks.wake_stalled(start) is None  # Nothing queued: nothing measured.
     busy_from = start + 60.0  # A minute idle, then a GIL-bound burst.
     for index in range(50):
