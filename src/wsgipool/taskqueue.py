@@ -105,16 +105,14 @@ class TaskQueue(Generic[T]):
         self._cpu_clock = cpu_clock
         self._cpu_mark = 0.0
         self._cpu_mark_at = 0.0
-        self._next_load_check = 0.0
         # Whether the load is being measured: only while work is queued, from when it was.
         self._load_window_open = False
         self._gil_bound = False
         # Takes at the last load check, and the rate of takes over that LOAD_CHECK.
         self._load_taken = 0
         self._load_rate = 0.0
-        # A worker woken by a stall in a GIL-bound pool is on trial until then (0.0: none):
-        # since when, and the takes so far when it began.
-        self._trial_until = 0.0
+        # A worker woken by a stall in a GIL-bound pool is on trial for TRIAL from then
+        # (0.0: none), and the takes so far when it began.
         self._trial_from = 0.0
         self._trial_taken = 0
         # Set by the load check: the next worker to ask for work sleeps instead.
@@ -183,14 +181,14 @@ class TaskQueue(Generic[T]):
         with self._lock:
             if not self._items:
                 self._load_window_open = False
-                self._trial_until = 0.0  # Nothing to measure a woken worker by.
+                self._trial_from = 0.0  # Nothing to measure a woken worker by.
                 return None
             if not self._load_window_open:
                 # Work again after none: measure the load from now, not over the idle time.
                 self._open_load_window(now)
-            elif now >= self._next_load_check:
+            elif now >= self._cpu_mark_at + LOAD_CHECK:
                 self._check_load(now)
-            if self._trial_until and now >= self._trial_until:
+            if self._trial_from and now >= self._trial_from + TRIAL:
                 self._end_trial(now)
             self._last_take = min(now, self._last_take + producer_busy)
             due = self._last_take + STALL_DELAY
@@ -198,7 +196,7 @@ class TaskQueue(Generic[T]):
                 return due
             if self._sleepers:
                 self._wake_one()
-                if self._gil_bound and not self._trial_until:
+                if self._gil_bound and not self._trial_from:
                     self._start_trial(now)
             self._retire = False
             self._last_take = now
@@ -228,12 +226,10 @@ class TaskQueue(Generic[T]):
         # The queue lock is held.
         self._cpu_mark, self._cpu_mark_at = self._cpu_clock(), now
         self._load_taken = self._taken
-        self._next_load_check = now + LOAD_CHECK
         self._load_window_open = True
 
     def _start_trial(self, now: float) -> None:
         # The queue lock is held.
-        self._trial_until = now + TRIAL
         self._trial_from = now
         self._trial_taken = self._taken
 
@@ -243,7 +239,7 @@ class TaskQueue(Generic[T]):
         rate = (self._taken - self._trial_taken) / max(now - self._trial_from, 1e-9)
         if self._gil_bound and self._awake > 1 and rate < TRIAL_GAIN * self._load_rate:
             self._retire = True
-        self._trial_until = 0.0
+        self._trial_from = 0.0
 
     def _check_load(self, now: float) -> None:
         # The queue lock is held.
@@ -253,7 +249,6 @@ class TaskQueue(Generic[T]):
         self._load_rate = (self._taken - self._load_taken) / elapsed
         self._load_taken = self._taken
         self._cpu_mark, self._cpu_mark_at = cpu, now
-        self._next_load_check = now + LOAD_CHECK
         threshold = GIL_FREE_CPU if self._gil_bound else GIL_BOUND_CPU
         self._gil_bound = GIL_ENABLED and cores >= threshold
         self._retire = self._gil_bound and self._awake > 1
