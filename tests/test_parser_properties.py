@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import re
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from test_parser import Outcome, drive
@@ -372,8 +372,14 @@ def comparable(outcome: Outcome) -> tuple[object, ...]:
     return heads, bodies, kind
 
 
+# Found by hypothesis: whole, the head failed on its version (505); a byte at a time, on its
+# bare LF (400), which the scanner sees before the head is complete.
+_BARE_LF_AND_BAD_VERSION = b"GET h:1 HTTP/2.0\r\nno-colon\nContent-Length: 3\r\n\r\n"
+
+
 @settings(SETTINGS, max_examples=200)
 @given(stream_and_slices(), st.sampled_from([DEFAULT_LIMITS, SMALL_LIMITS]))
+@example((_BARE_LF_AND_BAD_VERSION, [_BARE_LF_AND_BAD_VERSION]), DEFAULT_LIMITS)
 def test_outcome_does_not_depend_on_segmentation(case, limits):
     # The same bytes must mean the same requests however TCP cut them up: whole, in random
     # slices, or one byte at a time. Limit errors (414/431) may be told apart differently

@@ -152,6 +152,18 @@ class HeadScanner:
 def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
     """Parse one complete request head, ending in CRLFCRLF, into a ``Request``."""
     text = head.decode("latin-1")
+    try:
+        return _parse_head_text(text, limits)
+    except ProtocolError as exc:
+        # HeadScanner refuses a bare LF with 400 as soon as it arrives, which may be before
+        # the head is complete; a head with one that arrived whole must get the same 400,
+        # not a 505 or 501 found first, or the answer would depend on how TCP cut it up.
+        if exc.status not in (400, 414, 431) and text.count("\n") != text.count("\r\n"):
+            raise ProtocolError(400, "bare LF in request head") from None
+        raise
+
+
+def _parse_head_text(text: str, limits: Limits) -> Request:
     if text.startswith("\r\n"):
         text = text[2:]
         if not text.endswith("\r\n\r\n"):
