@@ -118,6 +118,21 @@ OPTIONS = (
     Option("body_timeout", SECONDS, "longest wait for the next piece of a request body", float),
     Option("send_timeout", SECONDS, "longest wait for a client to take response bytes", float),
     Option(
+        "min_body_rate",
+        "BYTES",
+        "bytes per second a request body must average while a worker waits for it, after "
+        "the first --body-timeout of waiting; slower gets 408 (0: no floor)",
+        parse_size,
+    ),
+    Option(
+        "min_send_rate",
+        "BYTES",
+        "bytes per second a client must take a response at, on average while a worker "
+        "waits for it, after the first --send-timeout of waiting; slower is disconnected "
+        "(0: no floor)",
+        parse_size,
+    ),
+    Option(
         "graceful_timeout",
         SECONDS,
         "on SIGTERM/SIGINT, how long in-flight requests may take to finish",

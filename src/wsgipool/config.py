@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .accesslog import COMBINED, check_format
+from .connection import TransferLimits
 from .http.parser import Limits
 from .proxy import TrustedPeers
 
@@ -133,6 +134,10 @@ class Config:
     keepalive_timeout: float = 5.0
     body_timeout: float = 30.0
     send_timeout: float = 30.0
+    # Bytes per second a body upload and a response must average while the worker waits
+    # on the client, after the first body/send timeout's worth of waiting (0: no floor).
+    min_body_rate: int = 500
+    min_send_rate: int = 500
     graceful_timeout: float = 30.0
     url_scheme: str = "http"
     log_level: str = "info"
@@ -164,6 +169,7 @@ class Config:
     ssl_context: Any = None
     binds: tuple[BindAddress, ...] = field(init=False, repr=False, compare=False)
     limits: Limits = field(init=False, repr=False, compare=False)
+    transfer: TransferLimits = field(init=False, repr=False, compare=False)
     # Parsed forwarded_allow_ips, proxy_allow_ips and unix_socket_mode (None: the umask's).
     forwarded_trust: TrustedPeers = field(init=False, repr=False, compare=False)
     proxy_trust: TrustedPeers = field(init=False, repr=False, compare=False)
@@ -183,6 +189,8 @@ class Config:
         for name in _COUNTS:
             _require_int(name, getattr(self, name), minimum=1)
         _require_int("max_body_size", self.max_body_size, minimum=0)
+        _require_int("min_body_rate", self.min_body_rate, minimum=0)
+        _require_int("min_send_rate", self.min_send_rate, minimum=0)
         for name in _DURATIONS:
             _require_seconds(name, getattr(self, name))
         if self.queue_timeout != 0:  # 0: no queue timeout
@@ -234,6 +242,16 @@ class Config:
                 max_request_line=self.max_request_line,
                 max_header_size=self.max_header_size,
                 max_header_count=self.max_header_count,
+            ),
+        )
+        object.__setattr__(
+            self,
+            "transfer",
+            TransferLimits(
+                body_timeout=self.body_timeout,
+                min_body_rate=self.min_body_rate,
+                send_timeout=self.send_timeout,
+                min_send_rate=self.min_send_rate,
             ),
         )
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import math
+import os
+import select
 import socket
 import struct
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from .http.parser import HeadScanner, Limits
@@ -26,10 +30,66 @@ MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
 # Up to this many bytes, the pieces of a response are joined and sent with one send();
 # above it they go out with sendmsg() so a large body is never copied.
 JOIN_LIMIT = 64 * 1024
+# Largest piece handed to one sendfile() call.
+SENDFILE_BLOCK = 1 << 24
 
 
 class ClientDisconnected(ConnectionError):
     """The peer went away (or stopped reading) while a request was being served."""
+
+
+@dataclass(frozen=True)
+class TransferLimits:
+    """How long a client may keep a worker waiting on it (``--body-timeout``,
+    ``--min-body-rate``, ``--send-timeout``, ``--min-send-rate``; see ``Budget``)."""
+
+    body_timeout: float = 30.0
+    min_body_rate: int = 500
+    send_timeout: float = 30.0
+    min_send_rate: int = 500
+
+
+DEFAULT_TRANSFER = TransferLimits()
+
+
+class Budget:
+    """The waits one transfer (a request body, a response) may still make on its client.
+
+    Each wait lasts at most ``timeout``. With a ``min_rate`` (bytes per second) the waits
+    of the whole transfer together are bounded too: by ``timeout`` plus one second per
+    ``min_rate`` bytes moved, as Apache's mod_reqtimeout ``MinRate`` extends its timeout.
+    A client that moves a byte just before each timeout would otherwise hold a worker for
+    ever. Only waiting on the client counts: the application's own time between reads or
+    writes (a stream that yields an event a minute) costs nothing.
+    """
+
+    __slots__ = ("min_rate", "moved", "timeout", "waited")
+
+    def __init__(self, timeout: float, min_rate: int = 0) -> None:
+        self.timeout = timeout
+        self.min_rate = min_rate
+        self.moved = 0  # bytes moved so far
+        self.waited = 0.0  # seconds spent waiting on the client so far
+
+    def start(self) -> None:
+        """A new transfer begins."""
+        self.moved = 0
+        self.waited = 0.0
+
+    def allowance(self) -> float:
+        """How long the next wait may last; zero or less: no more waiting."""
+        if not self.min_rate:
+            return self.timeout
+        return min(self.timeout, self.timeout + self.moved / self.min_rate - self.waited)
+
+    def describe(self) -> str:
+        """Why the transfer ran out of time, for a log line or exception."""
+        if self.min_rate and self.waited >= self.timeout:
+            return (
+                f"below the minimum rate: {self.moved} bytes in {self.waited:.1f}s of waiting "
+                f"(at least {self.min_rate} bytes/s after the first {self.timeout:g}s)"
+            )
+        return f"nothing moved within {self.timeout:g}s"
 
 
 class Handshake(enum.Enum):
@@ -52,6 +112,7 @@ class Connection:
     sendfile_ok = True
 
     __slots__ = (
+        "_poll",
         "accepted_at",
         "buffer",
         "closed",
@@ -66,12 +127,21 @@ class Connection:
         "peer",
         "proxy_header_expected",
         "queued_at",
+        "receiving",
         "requests",
         "scanner",
+        "sending",
         "sock",
     )
 
-    def __init__(self, sock: socket.socket, peer: Any, local: Any, limits: Limits) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: Any,
+        local: Any,
+        limits: Limits,
+        transfer: TransferLimits = DEFAULT_TRANSFER,
+    ) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
@@ -103,6 +173,12 @@ class Connection:
         self.proxy_header_expected = False
         # TLS: the handshake must complete before the first request.
         self.handshake_pending = False
+        # What the current request body and response may still wait on the client; the
+        # gateway starts each anew per request.
+        self.receiving = Budget(transfer.body_timeout, transfer.min_body_rate)
+        self.sending = Budget(transfer.send_timeout, transfer.min_send_rate)
+        # Made on the first wait for the client: most connections never wait.
+        self._poll: Any = None
 
     def handshake(self) -> Handshake:
         """Advance a TLS handshake (see ``TLSConnection``); a plain connection has none."""
@@ -128,25 +204,41 @@ class Connection:
         return len(data)
 
     def recv_wait(self) -> int:
-        """Append the next bytes, waiting up to the socket's receive timeout.
+        """Append the next bytes, waiting as long as the receiving budget allows.
 
         Returns the number of bytes read, 0 on EOF. Raises ``TimeoutError`` when the peer
-        sent nothing in time and ``ClientDisconnected`` when the connection broke.
+        sent too little in time and ``ClientDisconnected`` when the connection broke.
         """
-        try:
-            data = self.sock.recv(RECV_SIZE)
-        except (BlockingIOError, TimeoutError) as exc:
-            raise TimeoutError("client sent nothing within the body timeout") from exc
-        except OSError as exc:
-            raise ClientDisconnected(str(exc)) from exc
+        data = self.recv_raw_wait()
         self.buffer += data
         return len(data)
 
+    def recv_raw_wait(self) -> bytes:
+        """The socket's next bytes (``b""`` on EOF), waiting within the receiving budget."""
+        budget = self.receiving
+        while True:
+            try:
+                data = self.sock.recv(RECV_SIZE, MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                if not self._wait(select.POLLIN, budget):
+                    raise TimeoutError(f"request body too slow: {budget.describe()}") from None
+                continue
+            except OSError as exc:
+                raise ClientDisconnected(str(exc)) from exc
+            budget.moved += len(data)
+            return data
+
     def sendall(self, data: bytes) -> None:
+        """Send all of ``data``, waiting for the client within the sending budget."""
         try:
-            self.sock.sendall(data)
+            sent = self.sock.send(data, MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
         except OSError as exc:
             raise ClientDisconnected(str(exc)) from exc
+        self.sending.moved += sent
+        if sent < len(data):
+            self._send_rest([memoryview(data)[sent:]])
 
     def send_parts(self, parts: list[bytes]) -> None:
         """Send byte strings back to back: one ``send`` when small, ``sendmsg`` (no copy)
@@ -154,17 +246,75 @@ class Connection:
         if sum(map(len, parts)) <= JOIN_LIMIT:
             self.sendall(b"".join(parts))
             return
-        views = [memoryview(part) for part in parts if part]
+        self._send_rest([memoryview(part) for part in parts if part])
+
+    def _send_rest(self, views: list[memoryview]) -> None:
+        budget = self.sending
+        sock = self.sock
+        while views:
+            try:
+                sent = sock.sendmsg(views, (), MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                self._wait_to_send()
+                continue
+            except OSError as exc:
+                raise ClientDisconnected(str(exc)) from exc
+            budget.moved += sent
+            while views and sent >= len(views[0]):
+                sent -= len(views[0])
+                views.pop(0)
+            if sent:
+                views[0] = views[0][sent:]
+
+    def sendfile(self, in_fd: int, offset: int, count: int) -> int:
+        """Send up to ``count`` bytes of the file ``in_fd`` from ``offset`` with
+        ``sendfile()``, within the sending budget; return how many went (fewer when the
+        file is shorter than it was)."""
+        out_fd = self.fd
+        remaining = count
+        # Non-blocking for the copy, so a client that stops reading makes the call return
+        # and the wait is the budget's, not the kernel's send timeout restarted per call.
+        os.set_blocking(out_fd, False)
         try:
-            while views:
-                sent = self.sock.sendmsg(views)
-                while views and sent >= len(views[0]):
-                    sent -= len(views[0])
-                    views.pop(0)
-                if sent:
-                    views[0] = views[0][sent:]
-        except OSError as exc:
-            raise ClientDisconnected(str(exc)) from exc
+            while remaining > 0:
+                try:
+                    sent = os.sendfile(out_fd, in_fd, offset, min(remaining, SENDFILE_BLOCK))
+                except (BlockingIOError, InterruptedError):
+                    self._wait_to_send()
+                    continue
+                except OSError as exc:
+                    raise ClientDisconnected(str(exc)) from exc
+                if sent == 0:
+                    break
+                self.sending.moved += sent
+                offset += sent
+                remaining -= sent
+        finally:
+            with contextlib.suppress(OSError):
+                os.set_blocking(out_fd, True)
+        return count - remaining
+
+    def _wait_to_send(self) -> None:
+        budget = self.sending
+        if not self._wait(select.POLLOUT, budget):
+            raise ClientDisconnected(f"client stopped reading: {budget.describe()}")
+
+    def _wait(self, events: int, budget: Budget) -> bool:
+        """Wait until the socket is ready for ``events``, as long as ``budget`` allows;
+        False when it ran out first."""
+        allowed = budget.allowance()
+        if allowed <= 0:
+            return False
+        poll = self._poll
+        if poll is None:
+            poll = self._poll = select.poll()
+            poll.register(self.fd, events)
+        else:
+            poll.modify(self.fd, events)
+        started = time.monotonic()
+        ready = poll.poll(math.ceil(allowed * 1000))
+        budget.waited += time.monotonic() - started
+        return bool(ready)
 
     def send_nowait(self, data: bytes) -> None:
         """Send what the socket takes at once, ignoring errors: a last word (503, 408) from
@@ -172,15 +322,19 @@ class Connection:
         with contextlib.suppress(OSError):
             self.sock.send(data, MSG_DONTWAIT)
 
-    def close(self, *, linger: bool = False) -> None:
+    def close(self, *, linger: bool = False, reset: bool = False) -> None:
         """Close the socket once. With ``linger``, half-close first and drop what the peer
-        already sent, so a final error response is not destroyed by a TCP reset."""
+        already sent, so a final error response is not destroyed by a TCP reset. With
+        ``reset``, end with a TCP reset instead of an orderly close, so a client reading a
+        body delimited by the close can tell it was cut short."""
         if self.closed:
             return
         self.closed = True
         sock = self.sock
         try:
-            if linger:
+            if reset:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            elif linger:
                 sock.shutdown(socket.SHUT_WR)
                 for _ in range(16):
                     if not sock.recv(RECV_SIZE, MSG_DONTWAIT):

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable
 
+    from .connection import TransferLimits
     from .http.parser import Limits
 
 log = logging.getLogger("wsgipool.error")
@@ -97,13 +98,13 @@ class Listener:
     ) -> None:
         self._config = config
         # With TLS every connection is a TLSConnection; its handshake runs on a worker.
-        self._new_connection: Callable[[socket.socket, Any, Any, Limits], Connection] = Connection
+        self._new_connection: Callable[
+            [socket.socket, Any, Any, Limits, TransferLimits], Connection
+        ] = Connection
         if tls is not None:
             from .tls import TLSConnection  # Only then: ssl costs an import.
 
-            self._new_connection = functools.partial(
-                TLSConnection, context=tls, body_timeout=config.body_timeout
-            )
+            self._new_connection = functools.partial(TLSConnection, context=tls)
         self._tasks = tasks
         self._poller = make_poller(config.poller)
         self._listening = {sock.fileno(): sock for sock in sockets}
@@ -279,7 +280,7 @@ class Listener:
                 sock.close()
                 continue
             try:
-                conn = self._new_connection(sock, peer, local, config.limits)
+                conn = self._new_connection(sock, peer, local, config.limits, config.transfer)
             except Exception:
                 # One connection's set-up (a TLS object) must never stop the listener.
                 log.exception("cannot set up the connection from %s", peer)

@@ -22,7 +22,15 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
-from .connection import MSG_DONTWAIT, RECV_SIZE, ClientDisconnected, Connection, Handshake
+from .connection import (
+    DEFAULT_TRANSFER,
+    MSG_DONTWAIT,
+    RECV_SIZE,
+    ClientDisconnected,
+    Connection,
+    Handshake,
+    TransferLimits,
+)
 from .http.response import error_response
 
 if TYPE_CHECKING:
@@ -123,7 +131,7 @@ def _reason(exc: BaseException) -> str:
 class TLSConnection(Connection):
     """A connection whose bytes pass through OpenSSL; ``buffer`` holds the plaintext."""
 
-    __slots__ = ("_body_timeout", "_hello_seen", "_incoming", "_outgoing", "_tls", "handshaken")
+    __slots__ = ("_hello_seen", "_incoming", "_outgoing", "_tls", "handshaken")
 
     # sendfile() would bypass the encryption.
     sendfile_ok = False
@@ -134,13 +142,11 @@ class TLSConnection(Connection):
         peer: Any,
         local: Any,
         limits: Limits,
+        transfer: TransferLimits = DEFAULT_TRANSFER,
+        *,
         context: ssl.SSLContext,
-        body_timeout: float = 30.0,
     ) -> None:
-        super().__init__(sock, peer, local, limits)
-        # A record trickled a byte at a time makes many short waits; the whole read of
-        # one record must still end within about this long.
-        self._body_timeout = body_timeout
+        super().__init__(sock, peer, local, limits, transfer)
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
@@ -206,7 +212,9 @@ class TLSConnection(Connection):
         when no whole record has arrived. A broken TLS stream counts as EOF there; with
         ``wait`` (a body read) it raises ``ClientDisconnected``, which the gateway expects.
         """
-        give_up_at = time.monotonic() + self._body_timeout if wait else 0.0
+        # A record trickled a byte at a time makes many short waits; the whole read of one
+        # record must still end within about one body timeout.
+        give_up_at = time.monotonic() + self.receiving.timeout if wait else 0.0
         while True:
             try:
                 data = self._tls.read(RECV_SIZE)
@@ -248,16 +256,15 @@ class TLSConnection(Connection):
     def _receive_raw(self, wait: bool) -> int:
         """Move the socket's next bytes into OpenSSL: their count, 0 on EOF, -1 when none
         had arrived (only without ``wait``)."""
-        try:
-            data = self.sock.recv(RECV_SIZE) if wait else self.sock.recv(RECV_SIZE, MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError, TimeoutError) as exc:
-            if wait:
-                raise TimeoutError("client sent nothing within the body timeout") from exc
-            return -1
-        except OSError as exc:
-            if wait:
-                raise ClientDisconnected(str(exc)) from exc
-            return 0
+        if wait:
+            data = self.recv_raw_wait()
+        else:
+            try:
+                data = self.sock.recv(RECV_SIZE, MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return -1
+            except OSError:
+                return 0
         if data:
             self._incoming.write(data)
         return len(data)
@@ -294,14 +301,15 @@ class TLSConnection(Connection):
             return
         self._flush_quietly()
 
-    def close(self, *, linger: bool = False) -> None:
-        if self.handshaken and not self.closed:
-            # close_notify tells the client the response ended here, not by a cut.
-            # unwrap() then waits for the client's close_notify; no need to.
+    def close(self, *, linger: bool = False, reset: bool = False) -> None:
+        if self.handshaken and not self.closed and not reset:
+            # close_notify tells the client the response ended here, not by a cut (so a
+            # response cut short, ``reset``, gets none). unwrap() then waits for the
+            # client's close_notify; no need to.
             with contextlib.suppress(ssl.SSLError):
                 self._tls.unwrap()
             self._flush_quietly()
-        super().close(linger=linger)
+        super().close(linger=linger, reset=reset)
 
     def _flush(self) -> None:
         """Send what OpenSSL has encrypted."""

@@ -50,6 +50,7 @@ class ConnectionHandler:
         gateway = self._gateway
         buffer = conn.buffer
         while True:
+            request = None
             try:
                 end = conn.scanner.find(buffer) if buffer else -1
                 if end < 0:
@@ -80,8 +81,13 @@ class ConnectionHandler:
             except ProtocolError as exc:
                 log.debug("refused a request from %s: %s", conn.peer, exc)
                 extra = RETRY_AFTER if exc.status == 503 else ""
+                head_only = request is not None and request.method == "HEAD"
+                response = error_response(
+                    exc.status, exc.detail, extra_headers=extra, head_only=head_only
+                )
+                conn.sending.start()
                 with contextlib.suppress(ClientDisconnected):
-                    conn.sendall(error_response(exc.status, exc.detail, extra_headers=extra))
+                    conn.sendall(response)
                 self._close(conn, linger=True)
                 return
             try:
@@ -89,7 +95,7 @@ class ConnectionHandler:
             except ClientDisconnected:
                 outcome = Outcome.CLOSE
             if outcome is not Outcome.KEEP_ALIVE:
-                self._close(conn, linger=outcome is Outcome.ABORT)
+                self._close(conn, linger=outcome is Outcome.ABORT, reset=outcome is Outcome.RESET)
                 return
             conn.idle_since = time.monotonic()
             if not buffer and not conn.has_pending_input():
@@ -159,9 +165,9 @@ class ConnectionHandler:
             deadline = conn.idle_since + config.keepalive_timeout
         self._listener.watch(conn, deadline)
 
-    def _close(self, conn: Connection, *, linger: bool = False) -> None:
+    def _close(self, conn: Connection, *, linger: bool = False, reset: bool = False) -> None:
         self._listener.discard(conn)
-        conn.close(linger=linger)
+        conn.close(linger=linger, reset=reset)
 
 
 class WorkerPool:

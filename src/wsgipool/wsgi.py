@@ -55,8 +55,9 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 # An unread request body up to this size is read and dropped so the connection can be kept;
 # a larger one costs less to abandon with the connection.
 DRAIN_LIMIT = 256 * 1024
-# Largest piece handed to one sendfile() call.
-SENDFILE_BLOCK = 1 << 24
+# Past the end of a response, at most this much more of the body is pulled from the app
+# (and dropped) looking for its end.
+DISCARD_LIMIT = 1024 * 1024
 # Piece of a file read and sent where sendfile() cannot be used (TLS).
 COPY_BLOCK = 256 * 1024
 
@@ -74,6 +75,7 @@ HOP_BY_HOP = frozenset(
 )
 # status = 3DIGIT SP reason-phrase (RFC 9112 4); 1xx are interim and not the app's to send.
 STATUS = re.compile(r"([2-5][0-9][0-9]) [\t\x20-\x7e\x80-\xff]*")
+INTERIM_STATUS = re.compile(r"1[0-9][0-9]( .*)?", re.DOTALL)
 
 # CGI names for the fields nearly every request carries, so the common case skips the
 # upper()/replace() work. Read-only: never written after import.
@@ -131,6 +133,8 @@ class Outcome(enum.Enum):
     CLOSE = "close"  # The exchange is complete: close normally.
     ABORT = "abort"  # The client may still be sending: half-close and drop what arrives,
     # so the response is not destroyed by a reset.
+    RESET = "reset"  # The response failed part-way: reset, so the client cannot take what
+    # it got for the whole.
 
 
 class RequestBodyError(OSError):
@@ -148,9 +152,10 @@ class RequestBody:
         "_conn",
         "_decoder",
         "_expect_continue",
+        "_interim_allowed",
         "_max_size",
+        "_offset",
         "_pending",
-        "_received",
         "continue_sent",
         "failure",
     )
@@ -166,9 +171,13 @@ class RequestBody:
         self._decoder = decoder
         self._expect_continue = expect_continue and decoder is not None
         self._max_size = max_size
+        # Decoded bytes not yet read, from _offset on: read(1) on a 64 KiB piece moves an
+        # index rather than copying the rest each time.
         self._pending = b""
-        self._received = 0
+        self._offset = 0
         self.continue_sent = False
+        # A 100 Continue may only come before the final response head (RFC 9110 15.2).
+        self._interim_allowed = True
         # The HTTP status the client should get after a body error (None: no error).
         self.failure: int | None = None
 
@@ -181,20 +190,58 @@ class RequestBody:
         """The client waits for 100 Continue, so it may never send the body."""
         return self._expect_continue and not self.continue_sent and not self.done
 
+    def final_head_sent(self) -> None:
+        """The response head is out: from now on no 100 Continue may be sent."""
+        self._interim_allowed = False
+
     def can_keep_alive(self) -> bool:
-        """Whether the rest of the body is small enough to drain for the next request."""
+        """Whether the rest of the body is small enough to drain for the next request.
+
+        Asked as the response head goes out, so that it can say ``Connection: close`` when
+        not. A chunked body's size is unknown until its end, so what of it has already
+        arrived is decoded now (kept for the app to read): keep-alive only when that
+        reaches the end within ``DRAIN_LIMIT``.
+        """
         decoder = self._decoder
         if decoder is None or decoder.done:
             return True
         if self.awaiting_continue or self.failure is not None:
             return False
-        return not isinstance(decoder, FixedLengthBody) or decoder.remaining <= DRAIN_LIMIT
+        if isinstance(decoder, FixedLengthBody):
+            return decoder.remaining <= DRAIN_LIMIT
+        return self._read_ahead()
+
+    def _read_ahead(self) -> bool:
+        """Decode what has arrived of a chunked body, without waiting, into what the app
+        will read; True when that reached the end of the body (within ``DRAIN_LIMIT``)."""
+        decoder = self._decoder
+        assert isinstance(decoder, ChunkedBody)
+        conn = self._conn
+        parts = [self._pending[self._offset :]]
+        try:
+            while decoder.wire_bytes <= DRAIN_LIMIT:
+                data = decoder.read(conn.buffer, RECV_SIZE)
+                if data is None:
+                    if conn.recv_available() <= 0:
+                        break
+                    continue
+                self._count(decoder)
+                if not data:
+                    break
+                parts.append(data)
+        except (ProtocolError, RequestBodyError):
+            return False
+        finally:
+            self._pending = b"".join(parts)
+            self._offset = 0
+        return decoder.done
 
     def drain(self) -> bool:
         """Read and drop what is left of the body (bounded); True if it all arrived."""
         if not self.can_keep_alive():
             return False
         self._pending = b""
+        self._offset = 0
         dropped = 0
         try:
             while dropped <= DRAIN_LIMIT:
@@ -213,7 +260,8 @@ class RequestBody:
         conn = self._conn
         if self._expect_continue and not self.continue_sent and not decoder.done:
             self.continue_sent = True
-            conn.sendall(CONTINUE_100)
+            if self._interim_allowed:
+                conn.sendall(CONTINUE_100)
         while True:
             try:
                 data = decoder.read(conn.buffer, limit)
@@ -224,28 +272,36 @@ class RequestBody:
                 break
             try:
                 received = conn.recv_wait()
-            except TimeoutError:
+            except TimeoutError as exc:
                 self.failure = 408
-                raise RequestBodyError(408, "timed out reading the request body") from None
+                raise RequestBodyError(408, str(exc)) from None
             if received == 0:
                 self.failure = 400
                 raise ClientDisconnected("client closed the connection mid-body")
-        if data and isinstance(decoder, ChunkedBody):
-            self._received += len(data)
-            if self._received > self._max_size:
-                self.failure = 413
-                raise RequestBodyError(413, "request body larger than max_body_size")
+        if isinstance(decoder, ChunkedBody):
+            self._count(decoder)
         return data
 
+    def _count(self, decoder: ChunkedBody) -> None:
+        """Refuse a chunked body once its bytes on the wire, framing included, pass the
+        limit (a Content-Length body over it never gets this far)."""
+        if decoder.wire_bytes > self._max_size:
+            self.failure = 413
+            raise RequestBodyError(413, "request body larger than max_body_size")
+
     def _next(self, limit: int) -> bytes:
+        """Up to ``limit`` bytes: what is pending first, else the next decoded piece."""
         pending = self._pending
-        if pending:
-            if len(pending) <= limit:
-                self._pending = b""
-                return pending
-            self._pending = pending[limit:]
-            return pending[:limit]
-        return self._decode(limit)
+        if not pending:
+            return self._decode(limit)
+        start = self._offset
+        end = start + limit
+        if end < len(pending):
+            self._offset = end
+            return pending[start:end]
+        self._pending = b""
+        self._offset = 0
+        return pending[start:] if start else pending
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
@@ -270,22 +326,33 @@ class RequestBody:
 
     def readline(self, size: int | None = -1) -> bytes:
         limit = size if size is not None and size >= 0 else sys.maxsize
-        line = self._pending
-        self._pending = b""
-        searched = 0
-        while True:
-            end = line.find(b"\n", searched, limit)
-            if end >= 0:
-                self._pending = line[end + 1 :]
-                return line[: end + 1]
-            if len(line) >= limit:
-                self._pending = line[limit:]
-                return line[:limit]
-            searched = len(line)
-            data = self._decode(RECV_SIZE)
-            if not data:
-                return line
-            line += data
+        # Pieces of a line longer than one decoded piece; each byte is copied a bounded
+        # number of times, so a line of any length reads in linear time.
+        line = bytearray()
+        while len(line) < limit:
+            pending = self._pending
+            if not pending:
+                data = self._decode(RECV_SIZE)
+                if not data:
+                    break
+                self._pending, self._offset = data, 0
+                continue
+            start = self._offset
+            stop = min(len(pending), start + limit - len(line))
+            newline = pending.find(b"\n", start, stop)
+            if newline >= 0:
+                stop = newline + 1
+            if stop < len(pending):
+                self._offset = stop
+            else:
+                self._pending, self._offset = b"", 0
+            if newline >= 0 or (not line and stop - start == limit):
+                if not line:
+                    return pending[start:stop]
+                line += pending[start:stop]
+                break
+            line += pending[start:stop]
+        return bytes(line)
 
     def readlines(self, hint: int | None = -1) -> list[bytes]:
         lines = []
@@ -394,12 +461,19 @@ def _sendfile_source(result: object) -> tuple[Any, int, int] | None:
 
 
 class Response:
-    """``start_response``, ``write`` and the framing of one response on the wire."""
+    """``start_response``, ``write`` and the framing of one response on the wire.
+
+    Its life: started (``start_response``), head sent (by the first ``write`` or the end
+    of the body), finished (``finish``: the body delimited), ended (``end``: the gateway
+    is done with it; ``write`` then raises, so a ``write`` kept by the app can never put
+    bytes inside a later response on the same connection).
+    """
 
     __slots__ = (
         "_body",
         "_conn",
         "_content_length",
+        "_ended",
         "_framing",
         "_has_date",
         "_has_server",
@@ -411,6 +485,7 @@ class Response:
         "headers",
         "headers_sent",
         "keep_alive",
+        "sent_status",
         "status",
     )
 
@@ -429,11 +504,14 @@ class Response:
         self._framing = self.NONE
         self._sent = 0
         self._truncated = False
+        self._ended = False
         self.draining = draining
         self.keep_alive = request.keep_alive
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
         self.headers_sent = False
+        # The status line that went to the client (the app's, or the server's own error).
+        self.sent_status: str | None = None
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
@@ -457,6 +535,11 @@ class Response:
     def _check(status: str, headers: list[tuple[str, str]]) -> tuple[int | None, bool, bool]:
         """Validate status and headers; return (Content-Length, has Date, has Server)."""
         if type(status) is not str or STATUS.fullmatch(status) is None:
+            if isinstance(status, str) and INTERIM_STATUS.fullmatch(status):
+                raise ValueError(
+                    f"invalid status {status!r}: a 1xx status is interim, never a final "
+                    "one (the server sends 100 Continue itself when wsgi.input is read)"
+                )
             raise ValueError(f"invalid status {status!r}: expected '200 OK' (3 digits, a reason)")
         if not isinstance(headers, list):
             raise TypeError(f"response headers must be a list, not {type(headers).__name__}")
@@ -489,6 +572,8 @@ class Response:
 
     def write(self, data: bytes) -> None:
         """Send one piece of the body (the PEP 3333 ``write()`` callable, and the iterator's)."""
+        if self._ended:
+            raise RuntimeError("write() called after its response ended")
         if not isinstance(data, bytes):
             raise TypeError(f"response body items must be bytes, not {type(data).__name__}")
         if not self.headers_sent:
@@ -497,7 +582,8 @@ class Response:
             self._send_body(data)
 
     def write_complete(self, data: bytes) -> None:
-        """Send a body known to be whole (a one-item iterable), so it gets a Content-Length."""
+        """Send a whole body (a one-item iterable) before anything else: it gets a
+        Content-Length."""
         if not isinstance(data, bytes):
             raise TypeError(f"response body items must be bytes, not {type(data).__name__}")
         self._send_head(data, complete=True)
@@ -508,12 +594,18 @@ class Response:
         return self._sent
 
     @property
-    def finished_sending(self) -> bool:
-        """Nothing more would reach the client: a HEAD head is out, or the length is reached."""
+    def body_complete(self) -> bool:
+        """Whether the client has the whole response, judged by its framing: a head with
+        no body (HEAD, 204, 304), or every Content-Length byte."""
         return self.headers_sent and (
             self._framing == self.NONE
             or (self._framing == self.LENGTH and self._sent >= (self._content_length or 0))
         )
+
+    @property
+    def close_delimited(self) -> bool:
+        """Whether the body ends where the connection does (HTTP/1.0, no length)."""
+        return self._framing == self.CLOSE
 
     def finish(self) -> None:
         """End the response; ``keep_alive`` then says whether the connection can be reused."""
@@ -531,26 +623,53 @@ class Response:
             )
             self.keep_alive = False
 
+    def end(self) -> None:
+        """The gateway is done with this response: ``write`` raises from now on."""
+        self._ended = True
+
+    def send_error(self, status: int, detail: str = "") -> None:
+        """Answer with the server's own error response; nothing may have been sent yet."""
+        data = error_response(status, detail, head_only=self._head_only)
+        self.headers_sent = True
+        self.keep_alive = False
+        self.sent_status = status_line(status)
+        self.headers = []
+        self._body.final_head_sent()
+        if not self._head_only:
+            self._sent = len(data) - data.index(b"\r\n\r\n") - 4
+        self._conn.sendall(data)
+
     def _send_head(self, data: bytes, complete: bool) -> None:
         if self.status is None:
             raise AssertionError("the application sent body data before calling start_response()")
         request = self._request
         status = self.status
+        code = int(status[:3])
+        headers = self.headers
+        content_length = self._content_length
+        if content_length is not None and code == 204:
+            # RFC 9110 8.6: never a Content-Length on a 204 (or a 1xx).
+            log.debug("dropped the application's Content-Length from a %s response", status)
+            headers = [item for item in headers if item[0].lower() != "content-length"]
+            content_length = None
         # RFC 9110 6.2: answer with the highest version we speak, 1.1, whatever the request's.
-        lines = [
-            f"HTTP/1.1 {status}\r\n",
-            *[f"{name}: {value}\r\n" for name, value in self.headers],
-        ]
+        lines = [f"HTTP/1.1 {status}\r\n", *[f"{name}: {value}\r\n" for name, value in headers]]
         if not self._has_date:
             lines.append(f"Date: {http_date()}\r\n")
         if not self._has_server:
             lines.append(SERVER_LINE)
-        content_length = self._content_length
 
-        if has_no_body(int(status[:3])):
+        if has_no_body(code):
             framing = self.NONE
         elif content_length is not None:
             framing = self.LENGTH
+        elif self._head_only:
+            # RFC 9110 8.6: a Content-Length on HEAD must be what GET would send, which is
+            # known only when the app gave the whole body (werkzeug answers every HEAD
+            # with an empty one, however long its GET): otherwise none.
+            if complete and data:
+                lines.append(f"Content-Length: {len(data)}\r\n")
+            framing = self.NONE
         elif complete:
             content_length = len(data)
             lines.append(f"Content-Length: {content_length}\r\n")
@@ -580,6 +699,8 @@ class Response:
         self._framing = framing
         self._content_length = content_length
         self.headers_sent = True
+        self.sent_status = status
+        self._body.final_head_sent()
         if data and framing != self.NONE:
             self._send_body(data, head)
         else:
@@ -602,6 +723,10 @@ class Response:
                         self._request.target,
                     )
                 data = data[:allowed]
+                if not data:
+                    if head:
+                        self._conn.sendall(head)
+                    return
             parts = [head, data]
         elif framing == self.CHUNKED:
             parts = [head, b"%x\r\n" % len(data), data, b"\r\n"]
@@ -613,37 +738,23 @@ class Response:
     def send_file(
         self, filelike: Any, position: int, available: int, *, use_sendfile: bool
     ) -> None:
-        """Send a file from its position, within the Content-Length: with ``sendfile()``,
-        or read and sent in blocks when ``use_sendfile`` is False."""
-        if not self.headers_sent:
-            if self._content_length is None:
-                # The file size is known, so the response gets a length rather than chunks.
-                self.headers = [*self.headers, ("Content-Length", str(available))]
-                self._content_length = available
-            self._send_head(b"", complete=False)
+        """Send a file from its position as the whole body, within the Content-Length:
+        with ``sendfile()``, or read and sent in blocks when ``use_sendfile`` is False.
+        Only before anything else was sent (else the file is iterated like any body)."""
+        if self.headers_sent:
+            raise AssertionError("send_file() after the response head")
+        if self._content_length is None:
+            # The file size is known, so the response gets a length rather than chunks.
+            self.headers = [*self.headers, ("Content-Length", str(available))]
+            self._content_length = available
+        self._send_head(b"", complete=False)
         if self._framing != self.LENGTH:
             return  # HEAD or a body-less status: nothing to send.
         remaining = min(available, (self._content_length or 0) - self._sent)
-        # os.sendfile rather than socket.sendfile: the latter waits in select() without a
-        # timeout when the kernel send timeout fires, so a client that stops reading
-        # would hold the worker for ever.
-        if not use_sendfile:
+        if use_sendfile:
+            self._sent += self._conn.sendfile(filelike.fileno(), position, remaining)
+        else:
             self._copy_file(filelike, position, remaining)
-            return
-        out_fd, in_fd = self._conn.sock.fileno(), filelike.fileno()
-        offset = position
-        while remaining > 0:
-            try:
-                sent = os.sendfile(out_fd, in_fd, offset, min(remaining, SENDFILE_BLOCK))
-            except BlockingIOError as exc:
-                raise ClientDisconnected("client stopped reading (send timeout)") from exc
-            except OSError as exc:
-                raise ClientDisconnected(str(exc)) from exc
-            if sent == 0:
-                break  # The file is shorter than it was: finish() reports the shortfall.
-            offset += sent
-            remaining -= sent
-            self._sent += sent
 
     def _copy_file(self, filelike: Any, position: int, remaining: int) -> None:
         """``send_file`` without sendfile() (TLS, a peer on this host): read, send in blocks."""
@@ -763,9 +874,6 @@ class Gateway:
         sees it as ``environ["wsgipool.queue_wait"]``.
         """
         max_body = self.config.max_body_size
-        if request.content_length is not None and request.content_length > max_body:
-            conn.sendall(error_response(413, "request body larger than max_body_size"))
-            return Outcome.ABORT
         decoder: FixedLengthBody | ChunkedBody | None
         if request.chunked:
             decoder = ChunkedBody(self.config.limits)
@@ -773,6 +881,8 @@ class Gateway:
             decoder = FixedLengthBody(request.content_length)
         else:
             decoder = None
+        conn.receiving.start()
+        conn.sending.start()
         body = RequestBody(conn, decoder, request.expect_continue, max_body)
         environ = self.make_environ(conn, request)
         environ["wsgi.input"] = body
@@ -781,33 +891,30 @@ class Gateway:
         access_log = self.access_log
         started = time.monotonic() if access_log is not None else 0.0
         result: Iterable[bytes] | None = None
-        status: str | None = None
         try:
+            if request.content_length is not None and request.content_length > max_body:
+                body.failure = 413
+                raise RequestBodyError(413, "request body larger than max_body_size")
             result = self.app(environ, response.start_response)
             self._send_result(conn, response, result)
-            status = response.status
-            if not response.keep_alive:
-                outcome = Outcome.CLOSE if body.done and not conn.buffer else Outcome.ABORT
-            else:
-                outcome = Outcome.KEEP_ALIVE if body.done or body.drain() else Outcome.ABORT
+            outcome = self._next_outcome(conn, response, body)
         except ClientDisconnected as exc:
             log.debug("client %s went away: %s", conn.peer, exc)
             outcome = Outcome.CLOSE
-        except Exception as exc:
-            status = self._fail(conn, request, response, body, exc)
-            outcome = Outcome.ABORT
-        except SystemExit as exc:
-            # sys.exit() in a view must not stop a server thread: it is an app error.
-            status = self._fail(conn, request, response, body, exc)
-            outcome = Outcome.ABORT
+        except BaseException as exc:
+            # Whatever the application raises (SystemExit and KeyboardInterrupt included:
+            # in a worker thread they can only come from the app) is its failure, never
+            # the worker's.
+            outcome = self._fail(conn, request, response, body, exc)
         finally:
+            response.end()
             if result is not None:
                 self._close_result(result, request)
         if access_log is not None:
             access_log.log(
                 Atoms(
                     environ,
-                    status or "-",
+                    response.sent_status or "-",
                     response.headers,
                     response.body_sent,
                     time.monotonic() - started,
@@ -816,18 +923,41 @@ class Gateway:
             )
         return outcome
 
+    @staticmethod
+    def _next_outcome(conn: Connection, response: Response, body: RequestBody) -> Outcome:
+        """How the connection goes on after a complete response."""
+        if not response.keep_alive:
+            return Outcome.CLOSE if body.done and not conn.buffer else Outcome.ABORT
+        return Outcome.KEEP_ALIVE if body.done or body.drain() else Outcome.ABORT
+
     def _send_result(self, conn: Connection, response: Response, result: Iterable[bytes]) -> None:
-        file_source = _sendfile_source(result)
-        if file_source is not None:
-            response.send_file(*file_source, use_sendfile=self._use_sendfile(conn))
-        elif isinstance(result, (list, tuple)) and len(result) == 1:
-            response.write_complete(result[0])
-        else:
-            for data in result:
-                if data:
-                    response.write(data)
-                    if response.finished_sending:
+        # The fast paths (sendfile, one Content-Length for a one-item list) only while
+        # nothing was sent: after a write() the head and its framing are out, and the rest
+        # follows them like any body.
+        if not response.headers_sent:
+            file_source = _sendfile_source(result)
+            if file_source is not None:
+                response.send_file(*file_source, use_sendfile=self._use_sendfile(conn))
+                response.finish()
+                return
+            if isinstance(result, (list, tuple)) and len(result) == 1:
+                response.write_complete(result[0])
+                response.finish()
+                return
+        # On past the end of the response (a Content-Length reached, HEAD), dropping the
+        # excess, so code after an app's last yield runs (werkzeug's debugger logs the
+        # traceback there), as gunicorn and werkzeug do; but an endless stream answering
+        # HEAD must not hold the worker for ever, hence DISCARD_LIMIT.
+        write = response.write
+        discarded = 0
+        for data in result:
+            if data:
+                if response.body_complete:
+                    discarded += len(data)
+                    if discarded > DISCARD_LIMIT:
+                        log.debug("dropped %d bytes past the end of the response; stopping", discarded)
                         break
+                write(data)
         response.finish()
 
     def _use_sendfile(self, conn: Connection) -> bool:
@@ -851,16 +981,27 @@ class Gateway:
         response: Response,
         body: RequestBody,
         exc: BaseException,
-    ) -> str | None:
-        """Answer an application or body error; return the status sent, if any."""
+    ) -> Outcome:
+        """Answer an application or body error; say how the connection goes on."""
         if response.headers_sent:
+            if response.body_complete:
+                # The client has the whole response: nothing is lost by going on.
+                log.error(
+                    "error in the application for %s %s after its response was complete",
+                    request.method,
+                    request.target,
+                    exc_info=exc,
+                )
+                return self._next_outcome(conn, response, body)
             log.error(
                 "error after the response started for %s %s; aborting the connection",
                 request.method,
                 request.target,
                 exc_info=exc,
             )
-            return response.status
+            # A body delimited by the close must not end in an orderly one: the client
+            # would take the truncated body for the whole.
+            return Outcome.RESET if response.close_delimited else Outcome.ABORT
         status = body.failure
         if status is None:
             status = 500
@@ -873,8 +1014,8 @@ class Gateway:
         if status == 500 and self.config.expose_tracebacks:
             detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         with contextlib.suppress(ClientDisconnected):
-            conn.sendall(error_response(status, detail))
-        return status_line(status)
+            response.send_error(status, detail)
+        return Outcome.ABORT
 
     @staticmethod
     def _close_result(result: Iterable[bytes], request: Request) -> None:
@@ -883,7 +1024,9 @@ class Gateway:
             return
         try:
             close()
-        except Exception:
+        except BaseException:
+            # The response is already decided; a failing close() changes nothing on the
+            # wire, so the connection goes on as it would have.
             log.exception(
                 "error in close() of the response for %s %s", request.method, request.target
             )

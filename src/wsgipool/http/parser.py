@@ -26,6 +26,12 @@ HEAD_END = b"\r\n\r\n"
 MAX_CHUNK_SIZE_DIGITS = 16
 # Longest Content-Length accepted, for the same reason (a 1 EB body is no real request).
 MAX_CONTENT_LENGTH_DIGITS = 18
+# Framing a chunked body may carry beyond its data: each chunk may spend
+# FRAMING_ALLOWANCE bytes plus twice its size on its size line, extensions and CRLFs, and
+# what goes over that accumulates up to MAX_FRAMING_EXCESS before the body is refused
+# (Go's rule since CVE-2023-39326). One-byte chunks stay within it; long extensions don't.
+FRAMING_ALLOWANCE = 16
+MAX_FRAMING_EXCESS = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -384,9 +390,15 @@ class ChunkedBody:
 
     Trailers never reach the application: merging them into the environ after the head was
     handed over would let a client change headers a proxy already checked.
+
+    ``wire_bytes`` counts every byte of the body as it crossed the wire: chunk-size lines
+    and their extensions, CRLFs and trailers as well as data, so a limit on it bounds what
+    a client may send, not only what the application reads. Framing beyond a little per
+    chunk is refused outright (``MAX_FRAMING_EXCESS``): a body of one-byte chunks with
+    long extensions is nearly all framing (the class of Go's CVE-2023-39326).
     """
 
-    __slots__ = ("_chunk_left", "_limits", "_state", "_trailer_bytes")
+    __slots__ = ("_chunk_left", "_excess", "_limits", "_state", "_trailer_bytes", "wire_bytes")
 
     _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
 
@@ -395,68 +407,97 @@ class ChunkedBody:
         self._state = self._SIZE
         self._chunk_left = 0
         self._trailer_bytes = 0
+        self._excess = 0
+        self.wire_bytes = 0
 
     @property
     def done(self) -> bool:
         return self._state == self._DONE
 
     def read(self, buf: bytearray, limit: int) -> bytes | None:
-        """Same contract as ``FixedLengthBody.read``."""
-        while True:
-            state = self._state
-            if state == self._DATA:
-                take = min(self._chunk_left, limit, len(buf))
-                if take <= 0:
-                    return None
-                data = bytes(buf[:take])
-                del buf[:take]
-                self._chunk_left -= take
-                if self._chunk_left == 0:
-                    self._state = self._DATA_END
-                return data
-            if state == self._SIZE:
-                line = self._take_line(buf, self._limits.max_chunk_line)
-                if line is None:
-                    return None
-                match = _abnf.CHUNK_LINE.fullmatch(line)
-                if match is None:
-                    raise ProtocolError(400, "invalid chunk size line")
-                digits = match.group(1)
-                if len(digits) > MAX_CHUNK_SIZE_DIGITS:
-                    raise ProtocolError(400, "chunk size too large")
-                self._chunk_left = int(digits, 16)
-                self._state = self._DATA if self._chunk_left else self._TRAILER
-            elif state == self._DATA_END:
-                if len(buf) < 2:
-                    if buf and buf[0] != 13:
+        """Same contract as ``FixedLengthBody.read``.
+
+        Decodes as many chunks as ``buf`` holds, up to ``limit`` data bytes, in one call:
+        the work per chunk is a search and a match, so many small chunks stay cheap.
+        """
+        pieces: list[bytearray] = []
+        wanted = limit
+        position = 0
+        try:
+            while True:
+                state = self._state
+                if state == self._DATA:
+                    take = min(self._chunk_left, wanted, len(buf) - position)
+                    if take <= 0:
+                        break
+                    pieces.append(buf[position : position + take])
+                    position += take
+                    wanted -= take
+                    self._chunk_left -= take
+                    if self._chunk_left == 0:
+                        self._state = self._DATA_END
+                    if wanted == 0:
+                        break
+                elif state == self._SIZE:
+                    end = self._line_end(buf, position, self._limits.max_chunk_line)
+                    if end < 0:
+                        break
+                    self._start_chunk(buf, position, end)
+                    position = end + 2
+                elif state == self._DATA_END:
+                    if len(buf) - position < 2:
+                        if len(buf) > position and buf[position] != 13:
+                            raise ProtocolError(400, "chunk data not followed by CRLF")
+                        break
+                    if buf[position] != 13 or buf[position + 1] != 10:
                         raise ProtocolError(400, "chunk data not followed by CRLF")
-                    return None
-                if buf[0] != 13 or buf[1] != 10:
-                    raise ProtocolError(400, "chunk data not followed by CRLF")
-                del buf[:2]
-                self._state = self._SIZE
-            elif state == self._TRAILER:
-                room = self._limits.max_header_size - self._trailer_bytes
-                line = self._take_line(buf, room)
-                if line is None:
-                    return None
-                if not line:
-                    self._state = self._DONE
-                    return b""
-                self._trailer_bytes += len(line) + 2
-                if _abnf.FIELD_LINE_BYTES.fullmatch(line) is None:
-                    raise ProtocolError(400, "invalid trailer field")
-            else:
-                return b""
+                    position += 2
+                    self._state = self._SIZE
+                elif state == self._TRAILER:
+                    room = self._limits.max_header_size - self._trailer_bytes
+                    end = self._line_end(buf, position, room)
+                    if end < 0:
+                        break
+                    line = buf[position:end]
+                    position = end + 2
+                    if not line:
+                        self._state = self._DONE
+                        break
+                    self._trailer_bytes += len(line) + 2
+                    if _abnf.FIELD_LINE_BYTES.fullmatch(line) is None:
+                        raise ProtocolError(400, "invalid trailer field")
+                else:
+                    break
+        finally:
+            if position:
+                self.wire_bytes += position
+                del buf[:position]
+        if pieces:
+            return bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
+        return b"" if self._state == self._DONE else None
+
+    def _start_chunk(self, buf: bytearray, start: int, end: int) -> None:
+        """Take the chunk-size line ``buf[start:end]`` (RFC 9112 7.1: chunk-size
+        [ chunk-ext ] CRLF)."""
+        match = _abnf.CHUNK_LINE.fullmatch(buf[start:end])
+        if match is None:
+            raise ProtocolError(400, "invalid chunk size line")
+        digits = match.group(1)
+        if len(digits) > MAX_CHUNK_SIZE_DIGITS:
+            raise ProtocolError(400, "chunk size too large")
+        size = int(digits, 16)
+        # This line and the CRLF after its data, less what a chunk may spend on framing
+        # (as Go counts it): only chunks that are mostly extensions add up.
+        self._excess = max(0, self._excess + (end - start) + 4 - FRAMING_ALLOWANCE - 2 * size)
+        if self._excess > MAX_FRAMING_EXCESS:
+            raise ProtocolError(400, "chunked body is mostly framing (chunk extensions)")
+        self._chunk_left = size
+        self._state = self._DATA if size else self._TRAILER
 
     @staticmethod
-    def _take_line(buf: bytearray, max_length: int) -> bytes | None:
-        """Remove and return one CRLF-terminated line from ``buf`` (without the CRLF)."""
-        end = buf.find(CRLF, 0, max_length + 2)
-        if end < 0:
-            if len(buf) > max_length + 1:
-                raise ProtocolError(400, "chunk line too long")
-            return None
-        line = bytes(buf[:end])
-        del buf[: end + 2]
-        return line
+    def _line_end(buf: bytearray, start: int, max_length: int) -> int:
+        """Where the CRLF ending the line at ``start`` is; -1 while it has not arrived."""
+        end = buf.find(CRLF, start, start + max_length + 2)
+        if end < 0 and len(buf) - start > max_length + 1:
+            raise ProtocolError(400, "chunk line too long")
+        return end

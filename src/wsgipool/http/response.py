@@ -50,8 +50,13 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-def error_response(status: int, detail: str = "", *, extra_headers: str = "") -> bytes:
-    """A complete ``Connection: close`` response for a request the server refuses itself."""
+def error_response(
+    status: int, detail: str = "", *, extra_headers: str = "", head_only: bool = False
+) -> bytes:
+    """A complete ``Connection: close`` response for a request the server refuses itself.
+
+    ``head_only`` (the answer to HEAD): the same head, its Content-Length included, and
+    no body (RFC 9110 9.3.2)."""
     line = status_line(status)
     body = f"{line}\n{detail}\n" if detail else f"{line}\n"
     payload = body.encode("utf-8", "replace")
@@ -64,4 +69,4 @@ def error_response(status: int, detail: str = "", *, extra_headers: str = "") ->
         f"{extra_headers}"
         "Connection: close\r\n\r\n"
     )
-    return head.encode("latin-1") + payload
+    return head.encode("latin-1") + (b"" if head_only else payload)
