@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import wait_for
+from conftest import build_request, exchange, wait_for
 from wsgipool import Config, ConfigError
 
 
@@ -49,6 +49,43 @@ def test_custom_atoms(serve, tmp_path):
     assert (method, path, query, status, size) == ("GET", "/p", "q=2", "201", "5")
     assert (x_in, x_out, protocol) == ("abc", "yes", "HTTP/1.1")
     assert float(waited) >= 0 and int(micros) >= 0
+
+
+def quoting_app(environ, start_response):
+    environ["app.note"] = "set by the app:\u2028\x00"  # not from the wire, escaped all the same
+    start_response("200 OK", [("Content-Length", "0"), ("X-Out", 'say "hi" \\o/')])
+    return []
+
+
+def test_request_controlled_values_cannot_forge_lines(serve, tmp_path):
+    log = tmp_path / "access.log"
+    fmt = '%(U)s %({PATH_INFO}e)s "%(r)s" "%(a)s" %({x-in}i)s "%({x-out}o)s" %({app.note}e)s'
+    live = serve(quoting_app, access_log=str(log), access_log_format=fmt)
+    sent_and_logged = [
+        # (target, User-Agent, X-In) sent; (path, request target, User-Agent, X-In) logged.
+        (("/a%0Aforged", "ua", "in"), (r"/a\x0aforged", "/a%0Aforged", "ua", "in")),
+        (("/b%0D%0Ax", "ua", "in"), (r"/b\x0d\x0ax", "/b%0D%0Ax", "ua", "in")),
+        (("/c%1B[31m", "ua", "in"), (r"/c\x1b[31m", "/c%1B[31m", "ua", "in")),
+        (("/d%7F%85%9F", "ua", "in"), (r"/d\x7f\x85\x9f", "/d%7F%85%9F", "ua", "in")),
+        (("/e%5C", "ua", "in"), (r"/e\\", "/e%5C", "ua", "in")),
+        (
+            ('/f"x%22', 'evil" "forged\t\x85', "a\tb"),
+            (r"/f\"x\"", r"/f\"x%22", r"evil\" \"forged\x09\x85", r"a\x09b"),
+        ),
+    ]
+    for (target, agent, given), _ in sent_and_logged:
+        headers = [("User-Agent", agent), ("X-In", given)]
+        assert exchange(live, build_request("GET", target, headers)).status == 200
+    count = len(sent_and_logged)
+    wait_for(lambda: log.exists() and log.read_text(encoding="utf-8").count("\n") >= count)
+    text = log.read_text(encoding="utf-8")
+    # splitlines() also ends a line at \x85, \x1c-\x1e or U+2028: none of them may be written.
+    assert text.splitlines() == text.split("\n")[:-1]
+    assert text.splitlines() == [
+        f'{path} {path} "GET {target} HTTP/1.1" "{agent}" {given} "say \\"hi\\" \\\\o/"'
+        r" set by the app:\u2028\x00"
+        for _, (path, target, agent, given) in sent_and_logged
+    ]
 
 
 def test_application_error_is_logged_as_500(serve, tmp_path):

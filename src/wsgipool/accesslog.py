@@ -22,6 +22,28 @@ access_logger = logging.getLogger("wsgipool.access")
 
 _VARIABLE_ATOM = re.compile(r"\{([^}]*)\}([ieo])")
 
+# What an atom's value may not write as is: control characters (C0, DEL, and C1, which
+# PATH_INFO's latin-1 decoding turns bytes 0x80-0x9f into; U+0085 and the Unicode line
+# separators end a line for some readers), so that no request can forge or split a line;
+# and '"' and backslash, so that a value cannot close a quoted field and every escape
+# reads one way. Apache escapes the same (control characters as \xhh, then \" and \\).
+_UNSAFE_IN_LOG = re.compile(r'[\x00-\x1f\x7f-\x9f"\\\u2028\u2029]')
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in '"\\':
+        return "\\" + char
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape_log_value(value: str) -> str:
+    """``value`` with control characters, '"' and '\\' escaped, fit for one log line."""
+    if _UNSAFE_IN_LOG.search(value) is None:  # The common case: one scan, no copy.
+        return value
+    return _UNSAFE_IN_LOG.sub(_escape_char, value)
+
 
 class Atoms(Mapping[str, str]):
     """The values ``%(x)s`` can name, computed on first use."""
@@ -43,14 +65,15 @@ class Atoms(Mapping[str, str]):
         self._queue_wait = queue_wait
 
     def __getitem__(self, key: str) -> str:
+        # Every value is escaped here, once: the request decides most of them.
         variable = _VARIABLE_ATOM.fullmatch(key)
         if variable is not None:
-            return self._variable(variable.group(1), variable.group(2))
+            return escape_log_value(self._variable(variable.group(1), variable.group(2)))
         compute = getattr(self, "_atom_" + key, None)
         if compute is None:
             return "-"
         value: str = compute()
-        return value
+        return escape_log_value(value)
 
     def __iter__(self) -> Any:
         return iter(())
