@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from conftest import build_request, exchange, wait_for
 from wsgipool import Config, ConfigError
+from wsgipool.supervisor import reopen_log_files
 
 
 def app(environ, start_response):
@@ -113,36 +119,163 @@ def test_bad_format_is_a_config_error():
         Config(access_log_format="%(h)d %(")
 
 
-def test_cli_access_log_to_stdout(tmp_path):
+@contextlib.contextmanager
+def cli_server(*options: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``wsgipool goodapp:app`` with ``options``: the process and its URL, terminated after."""
     apps = Path(__file__).parent / "apps"
+    command = [sys.executable, "-m", "wsgipool", "goodapp:app", "-b", "127.0.0.1:0"]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wsgipool",
-            "goodapp:app",
-            "-b",
-            "127.0.0.1:0",
-            "--chdir",
-            str(apps),
-            "--access-log",
-            "-",
-            "--access-log-format",
-            "%(r)s %(s)s",
-        ],
+        [*command, "--chdir", str(apps), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
+        assert proc.stderr is not None
         url = None
         for line in proc.stderr:
             if "listening on http://" in line:
                 url = line.split("listening on ")[1].split()[0]
                 break
         assert url is not None
-        requests.get(url + "/logged", timeout=10)
-        assert proc.stdout.readline().strip() == "GET /logged HTTP/1.1 200"
+        yield proc, url
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_cli_access_log_to_stdout():
+    with cli_server("--access-log", "-", "--access-log-format", "%(r)s %(s)s") as (proc, url):
+        requests.get(url + "/logged", timeout=10)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "GET /logged HTTP/1.1 200"
+
+
+def test_log_config_that_leaves_out_the_access_logger_keeps_the_file(tmp_path):
+    # dictConfig disables the loggers it does not name (disable_existing_loggers), among
+    # them wsgipool.access: that must not silence --access-log.
+    log_config = tmp_path / "logging.json"
+    log_config.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+                "loggers": {"wsgipool.error": {"handlers": ["stderr"], "level": "INFO"}},
+            }
+        )
+    )
+    log = tmp_path / "access.log"
+    options = ("--log-config", str(log_config), "--access-log", str(log))
+    with cli_server(*options, "--access-log-format", "%(r)s") as (_, url):
+        requests.get(url + "/logged", timeout=10)
+        assert read_lines(log, 1) == ["GET /logged HTTP/1.1"]
+
+
+# --- one access log per Server ------------------------------------------------------------
+
+
+def served_lines(live: Any, paths: list[str]) -> None:
+    for path in paths:
+        assert requests.get(live.url + path, timeout=10).status_code == 201
+
+
+def test_two_servers_each_write_their_own_lines(serve, tmp_path):
+    one, two = tmp_path / "one.log", tmp_path / "two.log"
+    live_one = serve(app, access_log=str(one), access_log_format="one %(U)s")
+    live_two = serve(app, access_log=str(two), access_log_format="two %(U)s %(s)s")
+    served_lines(live_one, ["/a", "/b"])
+    served_lines(live_two, ["/c"])
+    served_lines(live_one, ["/d"])
+    # stop() waits for the workers, so every line is written when it returns.
+    live_one.server.stop()
+    live_two.server.stop()
+    assert one.read_text().splitlines() == ["one /a", "one /b", "one /d"]
+    assert two.read_text().splitlines() == ["two /c 201"]
+
+
+def test_stopping_one_server_leaves_the_other_logging(serve, tmp_path):
+    one, two = tmp_path / "one.log", tmp_path / "two.log"
+    live_one = serve(app, access_log=str(one), access_log_format="one %(U)s")
+    live_two = serve(app, access_log=str(two), access_log_format="two %(U)s")
+    served_lines(live_one, ["/a"])
+    served_lines(live_two, ["/b"])
+    live_one.server.stop()
+    served_lines(live_two, ["/c"])
+    live_two.server.stop()
+    assert one.read_text().splitlines() == ["one /a"]
+    assert two.read_text().splitlines() == ["two /b", "two /c"]
+
+
+def test_two_servers_on_stdout_each_line_once(serve, capsys):
+    live_one = serve(app, access_log="-", access_log_format="one %(U)s")
+    live_two = serve(app, access_log="-", access_log_format="two %(U)s")
+    served_lines(live_one, ["/a"])
+    served_lines(live_two, ["/b"])
+    live_one.server.stop()
+    live_two.server.stop()
+    assert sorted(capsys.readouterr().out.splitlines()) == ["one /a", "two /b"]
+
+
+def test_reopen_gives_each_server_a_new_file(serve, tmp_path):
+    one, two = tmp_path / "one.log", tmp_path / "two.log"
+    live_one = serve(app, access_log=str(one), access_log_format="one %(U)s")
+    live_two = serve(app, access_log=str(two), access_log_format="two %(U)s")
+    served_lines(live_one, ["/before"])
+    served_lines(live_two, ["/before"])
+    read_lines(one, 1)
+    read_lines(two, 1)
+    one.rename(tmp_path / "one.log.1")
+    two.rename(tmp_path / "two.log.1")
+    assert reopen_log_files() >= 2  # what SIGUSR1 does
+    served_lines(live_one, ["/after"])
+    served_lines(live_two, ["/after"])
+    assert read_lines(one, 1) == ["one /after"]
+    assert read_lines(two, 1) == ["two /after"]
+    live_one.server.stop()
+    live_two.server.stop()
+    assert (tmp_path / "one.log.1").read_text().splitlines() == ["one /before"]
+    assert (tmp_path / "two.log.1").read_text().splitlines() == ["two /before"]
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def access_logger_handler() -> Iterator[Collect]:
+    """A handler on ``wsgipool.access``, as a --log-config would add; removed after."""
+    logger = logging.getLogger("wsgipool.access")
+    handler = Collect()
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_handlers_on_the_access_logger_still_get_the_lines(serve, tmp_path, access_logger_handler):
+    logger = logging.getLogger("wsgipool.access")
+    state = (logger.level, logger.propagate, list(logger.handlers), logger.disabled)
+    above = Collect()  # on an ancestor: access lines are not errors, they do not go there
+    logging.getLogger("wsgipool").addHandler(above)
+    try:
+        one, two = tmp_path / "one.log", tmp_path / "two.log"
+        live_one = serve(app, access_log=str(one), access_log_format="one %(U)s")
+        live_two = serve(app, access_log=str(two), access_log_format="two %(U)s")
+        # Starting a server changes nothing process-wide that another server depends on.
+        assert (logger.level, logger.propagate, logger.handlers, logger.disabled) == state
+        served_lines(live_one, ["/a"])
+        served_lines(live_two, ["/b"])
+        live_one.server.stop()
+        live_two.server.stop()
+    finally:
+        logging.getLogger("wsgipool").removeHandler(above)
+    assert (logger.level, logger.propagate, logger.handlers, logger.disabled) == state
+    assert sorted(access_logger_handler.lines) == ["one /a", "two /b"]
+    assert above.lines == []
+    assert one.read_text().splitlines() == ["one /a"]

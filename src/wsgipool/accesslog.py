@@ -1,8 +1,10 @@
 """The access log: one line per request, in gunicorn's format vocabulary.
 
-Off by default. When on, lines go through the ``wsgipool.access`` logger, so any
-``logging`` handler or a ``--log-config`` file can route them. Atoms are computed only
-when the format uses them.
+Off by default. When on, each ``Server`` owns an ``AccessLog``: its format and its own
+handler, to a file or stdout. Nothing process-wide is changed for it, so two servers in one
+process each write their own lines to their own target. Every line is also handed to the
+handlers configured on the ``wsgipool.access`` logger itself, so a ``--log-config`` file
+can route them. Atoms are computed only when the format uses them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +21,8 @@ from typing import Any
 # Apache's combined log format.
 COMBINED = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
+# Lines also go to the handlers configured on this logger (see AccessLog.log). No server
+# changes it: its level, propagation and handlers are the user's.
 access_logger = logging.getLogger("wsgipool.access")
 
 _VARIABLE_ATOM = re.compile(r"\{([^}]*)\}([ieo])")
@@ -180,38 +185,90 @@ def check_format(access_format: str) -> None:
         raise ValueError(f"invalid access log format {access_format!r}: {exc}") from None
 
 
-def open_access_log(target: str) -> logging.Handler:
-    """Send ``wsgipool.access`` lines to ``target`` (a file path, or "-" for stdout);
-    return the handler, for ``close_access_log``."""
+# Every access log on stdout takes this one lock to write: stdout is one stream, and the
+# lines of two servers must not interleave on it.
+_STDOUT_LOCK = threading.RLock()
+
+# The handlers of the access logs open in this process, for ``reopen_log_files``
+# (SIGUSR1): they are on no logger, where it looks for the others.
+_open_handlers: set[logging.Handler] = set()
+_open_handlers_lock = threading.Lock()
+
+
+def open_access_log_handlers() -> list[logging.Handler]:
+    """The handlers of the access logs open now (a copy)."""
+    with _open_handlers_lock:
+        return list(_open_handlers)
+
+
+def _open_handler(target: str) -> logging.Handler:
+    """A handler writing bare lines to ``target``: a file path, or "-" for stdout."""
     handler: logging.Handler
     if target == "-":
         handler = logging.StreamHandler(sys.stdout)
+        handler.lock = _STDOUT_LOCK
     else:
         handler = logging.FileHandler(target, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))
-    access_logger.addHandler(handler)
-    access_logger.setLevel(logging.INFO)
-    # Access lines are not errors: keep them out of the error log's handlers.
-    access_logger.propagate = False
     return handler
 
 
-def close_access_log(handler: logging.Handler) -> None:
-    access_logger.removeHandler(handler)
-    handler.close()
+def _forward(record: logging.LogRecord) -> None:
+    """Hand a line to the handlers configured on ``wsgipool.access`` itself (by a
+    ``--log-config``, say), unless that logger is disabled, filters the record out or has a
+    level above INFO. Never to its ancestors' handlers: access lines are not errors."""
+    logger = access_logger
+    if not logger.handlers or logger.disabled or logger.level > logging.INFO:
+        return
+    if not logger.filter(record):
+        return
+    # A snapshot: another thread may add or remove a handler meanwhile (logging's own
+    # callHandlers reads the list without a lock too).
+    for handler in tuple(logger.handlers):
+        if record.levelno >= handler.level:
+            handler.handle(record)
 
 
 class AccessLog:
-    """Formats and emits one line per request through ``wsgipool.access``."""
+    """One server's access log: its format and its own handler, to ``target`` (a file
+    path, or "-" for stdout). Opens the file at once (``OSError`` if it cannot); ``close``
+    when the server stops."""
 
-    def __init__(self, access_format: str) -> None:
+    def __init__(self, access_format: str, target: str) -> None:
         check_format(access_format)
         self._format = access_format
+        self.target = target
+        self._handler = _open_handler(target)
+        self._closed = False
+        with _open_handlers_lock:
+            _open_handlers.add(self._handler)
+
+    def close(self) -> None:
+        handler = self._handler
+        with _open_handlers_lock:
+            _open_handlers.discard(handler)
+        # Under the handler's lock, so no line is being written: a FileHandler would reopen
+        # its file for a line that came after close().
+        handler.acquire()
+        try:
+            self._closed = True
+        finally:
+            handler.release()
+        handler.close()
 
     def log(self, atoms: Atoms) -> None:
-        if not access_logger.isEnabledFor(logging.INFO):
-            return
         try:
-            access_logger.info(self._format % atoms)
+            record = access_logger.makeRecord(
+                access_logger.name, logging.INFO, __file__, 0, self._format % atoms, (), None
+            )
+            handler = self._handler
+            handler.acquire()
+            try:
+                if self._closed:
+                    return  # A worker that outlived a forced stop: its line goes nowhere.
+                handler.handle(record)
+            finally:
+                handler.release()
+            _forward(record)
         except Exception:
             logging.getLogger("wsgipool.error").exception("could not write the access log")

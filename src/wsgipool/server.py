@@ -13,7 +13,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .accesslog import close_access_log, open_access_log
+from .accesslog import AccessLog
 from .config import BindAddress, Config, ConfigError
 from .connection import Connection
 from .listener import Listener
@@ -59,7 +59,7 @@ class Server:
         self._pool: WorkerPool | None = None
         self._stop_requested = threading.Event()
         self._force_stop = False
-        self._access_handler: logging.Handler | None = None
+        self._access_log: AccessLog | None = None
         self._stopped = False
         # wsgi.multiprocess: set by the supervisor's worker processes before start().
         self.multiprocess = False
@@ -75,7 +75,7 @@ class Server:
         tls_context = self._tls_context()
         if config.access_log:
             try:
-                self._access_handler = open_access_log(config.access_log)
+                self._access_log = AccessLog(config.access_log_format, config.access_log)
             except OSError as exc:
                 raise ConfigError(
                     f"access_log: cannot open {config.access_log}: {exc.strerror}"
@@ -100,7 +100,13 @@ class Server:
             self._close_access_log()
             raise
         draining = threading.Event()
-        gateway = Gateway(self.app, config, multiprocess=self.multiprocess, draining=draining)
+        gateway = Gateway(
+            self.app,
+            config,
+            multiprocess=self.multiprocess,
+            draining=draining,
+            access_log=self._access_log,
+        )
         tasks: TaskQueue[Connection] = TaskQueue(config.queue_limit)
         pool = WorkerPool(config.threads, tasks)
         listener = Listener(self.sockets, config, tasks, draining, tls_context)
@@ -256,9 +262,9 @@ class Server:
         return restore
 
     def _close_access_log(self) -> None:
-        if self._access_handler is not None:
-            close_access_log(self._access_handler)
-            self._access_handler = None
+        if self._access_log is not None:
+            self._access_log.close()
+            self._access_log = None
 
     def _close_sockets(self) -> None:
         for sock in self.sockets:

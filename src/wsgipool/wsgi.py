@@ -779,12 +779,13 @@ class Gateway:
         *,
         multiprocess: bool = False,
         draining: threading.Event | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.app = app
         self.config = config
         # Set when the server shuts down: responses from then on carry Connection: close.
         self.draining = draining if draining is not None else threading.Event()
-        self.access_log = AccessLog(config.access_log_format) if config.access_log else None
+        self.access_log = access_log  # The server's own: it opens and closes it.
         self._static_environ: dict[str, Any] = {
             "SCRIPT_NAME": config.root_path,
             "SERVER_SOFTWARE": SERVER_HEADER,
