@@ -17,6 +17,9 @@ import re
 # RFC 5234 B.1 core rules.
 DIGIT = r"[0-9]"
 HEXDIG = r"[0-9A-Fa-f]"
+# The same set as bytes, for bytes.translate: a chunk-size line that is all HEXDIG (the
+# common case, no chunk-ext) is checked without a regular expression.
+HEXDIG_BYTES = b"0123456789ABCDEFabcdef"
 SP = r" "
 HTAB = r"\t"
 VCHAR = r"[\x21-\x7e]"

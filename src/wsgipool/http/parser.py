@@ -417,17 +417,41 @@ class ChunkedBody:
     def read(self, buf: bytearray, limit: int) -> bytes | None:
         """Same contract as ``FixedLengthBody.read``.
 
-        Decodes as many chunks as ``buf`` holds, up to ``limit`` data bytes, in one call:
-        the work per chunk is a search and a match, so many small chunks stay cheap.
+        Decodes as many chunks as ``buf`` holds, up to ``limit`` data bytes, in one call,
+        and a chunk whose data and CRLF are all there in one step, so that many small
+        chunks stay cheap.
         """
         pieces: list[bytearray] = []
         wanted = limit
         position = 0
+        size = len(buf)
+        state = self._state
+        max_line = self._limits.max_chunk_line
         try:
-            while True:
-                state = self._state
-                if state == self._DATA:
-                    take = min(self._chunk_left, wanted, len(buf) - position)
+            while wanted:
+                if state == self._SIZE:
+                    end = buf.find(CRLF, position, position + max_line + 2)
+                    if end < 0:
+                        self._line_end(buf, position, max_line)  # Raises if too long.
+                        break
+                    chunk = self._chunk_size(buf[position:end], end - position)
+                    position = end + 2
+                    if not chunk:
+                        state = self._TRAILER
+                        continue
+                    data_end = position + chunk
+                    if chunk <= wanted and data_end + 2 <= size:
+                        # The whole chunk is here: its data and CRLF in one step.
+                        if buf[data_end] != 13 or buf[data_end + 1] != 10:
+                            raise ProtocolError(400, "chunk data not followed by CRLF")
+                        pieces.append(buf[position:data_end])
+                        position = data_end + 2
+                        wanted -= chunk
+                        continue
+                    self._chunk_left = chunk
+                    state = self._DATA
+                elif state == self._DATA:
+                    take = min(self._chunk_left, wanted, size - position)
                     if take <= 0:
                         break
                     pieces.append(buf[position : position + take])
@@ -435,24 +459,16 @@ class ChunkedBody:
                     wanted -= take
                     self._chunk_left -= take
                     if self._chunk_left == 0:
-                        self._state = self._DATA_END
-                    if wanted == 0:
-                        break
-                elif state == self._SIZE:
-                    end = self._line_end(buf, position, self._limits.max_chunk_line)
-                    if end < 0:
-                        break
-                    self._start_chunk(buf, position, end)
-                    position = end + 2
+                        state = self._DATA_END
                 elif state == self._DATA_END:
-                    if len(buf) - position < 2:
-                        if len(buf) > position and buf[position] != 13:
+                    if size - position < 2:
+                        if size > position and buf[position] != 13:
                             raise ProtocolError(400, "chunk data not followed by CRLF")
                         break
                     if buf[position] != 13 or buf[position + 1] != 10:
                         raise ProtocolError(400, "chunk data not followed by CRLF")
                     position += 2
-                    self._state = self._SIZE
+                    state = self._SIZE
                 elif state == self._TRAILER:
                     room = self._limits.max_header_size - self._trailer_bytes
                     end = self._line_end(buf, position, room)
@@ -461,7 +477,7 @@ class ChunkedBody:
                     line = buf[position:end]
                     position = end + 2
                     if not line:
-                        self._state = self._DONE
+                        state = self._DONE
                         break
                     self._trailer_bytes += len(line) + 2
                     if _abnf.FIELD_LINE_BYTES.fullmatch(line) is None:
@@ -469,30 +485,36 @@ class ChunkedBody:
                 else:
                     break
         finally:
+            self._state = state
             if position:
                 self.wire_bytes += position
                 del buf[:position]
         if pieces:
             return bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
-        return b"" if self._state == self._DONE else None
+        return b"" if state == self._DONE else None
 
-    def _start_chunk(self, buf: bytearray, start: int, end: int) -> None:
-        """Take the chunk-size line ``buf[start:end]`` (RFC 9112 7.1: chunk-size
-        [ chunk-ext ] CRLF)."""
-        match = _abnf.CHUNK_LINE.fullmatch(buf[start:end])
-        if match is None:
-            raise ProtocolError(400, "invalid chunk size line")
-        digits = match.group(1)
+    def _chunk_size(self, line: bytearray, length: int) -> int:
+        """The size a chunk-size line gives (RFC 9112 7.1: chunk-size [ chunk-ext ])."""
+        if line and not line.translate(None, _abnf.HEXDIG_BYTES):
+            digits: bytes | bytearray = line  # 1*HEXDIG and nothing else
+        else:
+            match = _abnf.CHUNK_LINE.fullmatch(line)
+            if match is None:
+                raise ProtocolError(400, "invalid chunk size line")
+            digits = match.group(1)
         if len(digits) > MAX_CHUNK_SIZE_DIGITS:
             raise ProtocolError(400, "chunk size too large")
         size = int(digits, 16)
         # This line and the CRLF after its data, less what a chunk may spend on framing
         # (as Go counts it): only chunks that are mostly extensions add up.
-        self._excess = max(0, self._excess + (end - start) + 4 - FRAMING_ALLOWANCE - 2 * size)
-        if self._excess > MAX_FRAMING_EXCESS:
-            raise ProtocolError(400, "chunked body is mostly framing (chunk extensions)")
-        self._chunk_left = size
-        self._state = self._DATA if size else self._TRAILER
+        excess = self._excess + length + 4 - FRAMING_ALLOWANCE - 2 * size
+        if excess > 0:
+            if excess > MAX_FRAMING_EXCESS:
+                raise ProtocolError(400, "chunked body is mostly framing (chunk extensions)")
+            self._excess = excess
+        elif self._excess:
+            self._excess = 0
+        return size
 
     @staticmethod
     def _line_end(buf: bytearray, start: int, max_length: int) -> int:
