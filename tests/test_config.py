@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import socket
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from conftest import hello_app, read_until_close
 from wsgipool import Config, ConfigError, Server
 from wsgipool.config import BindAddress
+from wsgipool.connection import timeval
 from wsgipool.sockets import BindError, bind_socket
 
 # --- defaults --------------------------------------------------------------------------------
@@ -162,6 +164,72 @@ def test_huge_timeouts_are_refused_or_work(serve: Any, name: str, value: float) 
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         data = read_until_close(sock)
     assert data.startswith(b"HTTP/1.1 200 OK"), data[:200]
+
+
+DURATIONS = (
+    "header_timeout",
+    "keepalive_timeout",
+    "body_timeout",
+    "send_timeout",
+    "graceful_timeout",
+    "queue_timeout",
+)
+
+
+@pytest.mark.parametrize("name", DURATIONS)
+@pytest.mark.parametrize("value", [1e-7, 4.9e-7, 0.0000009])
+def test_durations_below_a_microsecond_are_refused(name: str, value: float) -> None:
+    """The kernel's socket timeouts count microseconds, and a zero one is no timeout at all:
+    --body-timeout 1e-7 must not quietly mean "wait for ever"."""
+    with pytest.raises(ConfigError) as info:
+        Config(**{name: value})
+    message = str(info.value)
+    assert message.startswith(f"{name}: ")
+    assert "0.000001" in message, "the message does not say the smallest value allowed"
+
+
+@pytest.mark.parametrize("name", DURATIONS)
+def test_a_microsecond_is_the_shortest_duration(name: str) -> None:
+    assert getattr(Config(**{name: 0.000001}), name) == 0.000001
+
+
+@pytest.mark.parametrize("value", [1e-7, 4.9e-7, 0.0, -1.0, math.nan, math.inf, -math.inf])
+def test_timeval_refuses_what_the_kernel_would_not_read_as_a_timeout(value: float) -> None:
+    with pytest.raises(ValueError):
+        timeval(value)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "packed"),
+    [
+        (0.000001, (0, 1)),
+        (0.0000015, (0, 2)),  # to the nearest microsecond
+        (0.25, (0, 250_000)),
+        (1.000001, (1, 1)),  # (seconds - whole) * 1e6 in floats would give 0.99999...: 0
+        (2.5, (2, 500_000)),
+        (30.0, (30, 0)),
+        (365 * 24 * 3600, (365 * 24 * 3600, 0)),
+    ],
+)
+def test_timeval_is_what_config_accepted(seconds: float, packed: tuple[int, int]) -> None:
+    assert struct.unpack("ll", timeval(seconds)) == packed
+    Config(body_timeout=seconds, send_timeout=seconds)
+
+
+def test_a_one_microsecond_body_timeout_times_out(serve: Any) -> None:
+    """The shortest body timeout Config takes is a real timeout on the wire: a request whose
+    body never comes gets its 408 (a zero timeval would have waited for ever)."""
+
+    def reads_the_body(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"read it all"]
+
+    live = serve(reads_the_body, body_timeout=0.000001)
+    with live.connect(timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        data = read_until_close(sock)
+    assert data.startswith(b"HTTP/1.1 408 "), data[:200]
 
 
 @pytest.mark.parametrize(

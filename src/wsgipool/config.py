@@ -13,9 +13,12 @@ from .http.parser import Limits
 from .proxy import TrustedPeers
 
 DEFAULT_PORT = 8000
-# Longest timeout accepted (a year): beyond it the kernel's timeval overflows, and no
-# real deadline is that long.
+# Durations, in seconds. The longest (a year): beyond it the kernel's timeval overflows,
+# and no real deadline is that long. The shortest (a microsecond): the kernel's socket
+# timeouts (SO_RCVTIMEO, SO_SNDTIMEO: connection.timeval) count whole microseconds, and a
+# zero one means no timeout at all. Every duration has the same bounds, so they read alike.
 MAX_SECONDS = 365 * 24 * 3600
+MIN_SECONDS = 0.000001
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _COUNTS = (
     "threads",
@@ -193,8 +196,7 @@ class Config:
         _require_int("min_send_rate", self.min_send_rate, minimum=0)
         for name in _DURATIONS:
             _require_seconds(name, getattr(self, name))
-        if self.queue_timeout != 0:  # 0: no queue timeout
-            _require_seconds("queue_timeout", self.queue_timeout)
+        _require_seconds("queue_timeout", self.queue_timeout, zero_means="no limit")
         if not isinstance(self.expose_tracebacks, bool):
             raise ConfigError(
                 f"expose_tracebacks: must be True or False, not {self.expose_tracebacks!r}"
@@ -324,14 +326,19 @@ class Config:
         return cls(**options)
 
 
-def _require_seconds(name: str, value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 < value <= MAX_SECONDS  # also refuses NaN
-    ):
+def _require_seconds(name: str, value: object, zero_means: str = "") -> None:
+    """A duration between MIN_SECONDS and MAX_SECONDS; or 0, when ``zero_means`` says what
+    that means."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        valid = False
+    else:
+        # Also refuses NaN and infinities.
+        valid = MIN_SECONDS <= value <= MAX_SECONDS or (bool(zero_means) and value == 0)
+    if not valid:
+        zero = f"0 ({zero_means}) or " if zero_means else ""
         raise ConfigError(
-            f"{name}: must be a number of seconds above 0 and at most {MAX_SECONDS}, not {value!r}"
+            f"{name}: must be {zero}a number of seconds from {MIN_SECONDS:f} to "
+            f"{MAX_SECONDS}, not {value!r}"
         )
 
 

@@ -346,9 +346,28 @@ class Connection:
 
 
 def timeval(seconds: float) -> bytes:
-    """A ``struct timeval`` for SO_RCVTIMEO/SO_SNDTIMEO."""
-    whole = int(seconds)
-    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    """A ``struct timeval`` for SO_RCVTIMEO/SO_SNDTIMEO: ``seconds`` to the nearest microsecond.
+
+    Raises ``ValueError`` for what the kernel would not read as "wait this long": a zero
+    timeval means *no* timeout, so a value that rounds to zero (below half a microsecond)
+    is refused, as are NaN, infinities and values too large for the struct.
+    """
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(
+            f"a socket timeout must be a finite number of seconds > 0, not {seconds!r}"
+        )
+    # Whole microseconds first: (seconds - whole) * 1e6 in floats truncates 1.000001 to 1.0.
+    micro = round(seconds * 1_000_000)
+    if micro == 0:
+        raise ValueError(
+            f"a socket timeout of {seconds!r} s is below a microsecond: the kernel would "
+            "read it as no timeout at all"
+        )
+    whole, fraction = divmod(micro, 1_000_000)
+    try:
+        return struct.pack("ll", whole, fraction)
+    except struct.error:
+        raise ValueError(f"a socket timeout of {seconds!r} s is too large") from None
 
 
 def set_socket_options(
