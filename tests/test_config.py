@@ -232,6 +232,31 @@ def test_a_one_microsecond_body_timeout_times_out(serve: Any) -> None:
     assert data.startswith(b"HTTP/1.1 408 "), data[:200]
 
 
+# Whole-number options and their documented bounds (docs/configuration.md, "Limits").
+COUNT_BOUNDS = [
+    ("threads", 1, 4096),
+    ("workers", 1, 1024),
+    ("queue_limit", 1, 2**20),
+    ("max_connections", 1, 2**20),
+    ("backlog", 1, 65535),
+    ("max_request_line", 1, 1024**2),
+    ("max_header_size", 1, 1024**2),
+    ("max_header_count", 1, 32768),
+    ("max_body_size", 0, 1024**4),
+]
+
+
+@pytest.mark.parametrize(("name", "smallest", "largest"), COUNT_BOUNDS)
+def test_whole_number_bounds(name: str, smallest: int, largest: int) -> None:
+    assert getattr(Config(**{name: smallest}), name) == smallest
+    assert getattr(Config(**{name: largest}), name) == largest
+    for value in (smallest - 1, largest + 1, 10**20):
+        with pytest.raises(ConfigError) as info:
+            Config(**{name: value})
+        message = str(info.value)
+        assert message.startswith(f"{name}: ") and str(largest) in message, message
+
+
 @pytest.mark.parametrize(
     "bind",
     [
@@ -331,6 +356,12 @@ def test_bind_address_parse(text: str, expected: BindAddress, canonical: str) ->
         "fd://x",
         "fd://-1",
         "http://127.0.0.1:8000",
+        # Only ASCII digits (str.isdigit() and \d take "²" and Arabic-Indic digits), not too many.
+        "fd://²",
+        "fd://\u0661",
+        "fd://99999999999999999999",
+        "127.0.0.1:\u0668\u0660\u0660\u0660",
+        "127.0.0.1:" + "9" * 5000,
     ],
 )
 def test_bind_address_parse_refuses(text: str) -> None:

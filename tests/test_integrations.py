@@ -392,7 +392,7 @@ def test_flask_serve_in_process_debugger(flask_serve: Any) -> None:
         (["--bind", "127.0.0.1:0", "--port", "5001"], "--bind replaces --port"),
         (["--without-threads", "--threads", "4"], "--without-threads means one thread"),
         (["--debugger", "--host", "192.0.2.1"], "arbitrary Python code"),
-        (["--threads", "0"], "threads: must be a whole number >= 1"),
+        (["--threads", "0"], "threads: must be a whole number from 1 to 4096"),
         (["--poller", "kqueue"], "kqueue"),
         (["--debug-allow-remote"], "--debug-allow-remote needs the debugger"),
     ],

@@ -13,22 +13,13 @@ from .http.parser import Limits
 from .proxy import TrustedPeers
 
 DEFAULT_PORT = 8000
+MAX_FD = 2**31 - 1  # A C int.
 # Durations, in seconds. The longest (a year): beyond it the kernel's timeval overflows,
 # and no real deadline is that long. The shortest (a microsecond): the kernel's socket
 # timeouts (SO_RCVTIMEO, SO_SNDTIMEO: connection.timeval) count whole microseconds, and a
 # zero one means no timeout at all. Every duration has the same bounds, so they read alike.
 MAX_SECONDS = 365 * 24 * 3600
 MIN_SECONDS = 0.000001
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-_COUNTS = (
-    "threads",
-    "queue_limit",
-    "max_connections",
-    "backlog",
-    "max_request_line",
-    "max_header_size",
-    "max_header_count",
-)
 _DURATIONS = (
     "header_timeout",
     "keepalive_timeout",
@@ -36,6 +27,39 @@ _DURATIONS = (
     "send_timeout",
     "graceful_timeout",
 )
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# The largest request line and head: the head is held whole in memory while it is read, on
+# every connection. Sixteen times the default; gunicorn caps a request line at 8190 bytes.
+MAX_HEAD_SIZE = 1024**2
+# A file descriptor limit: connections (and so queued ones) each hold one, and Linux allows
+# a process at most fs.nr_open of them, 2**20 unless raised.
+MAX_OPEN_FILES = 2**20
+# Whole-number options: (smallest, largest; None: no largest). The largest are far beyond
+# any working setting; they turn a typo into a clear error instead of a crash later.
+COUNT_BOUNDS: dict[str, tuple[int, int | None]] = {
+    # An OS thread each, with its own stack: a pool of thousands spends more on switching
+    # and the GIL than it serves, and a million cannot even be started.
+    "threads": (1, 4096),
+    "queue_limit": (1, MAX_OPEN_FILES),
+    "max_connections": (1, MAX_OPEN_FILES),
+    # listen() takes a C int and the kernel caps it at net.core.somaxconn, itself at most
+    # 65535 on most kernels.
+    "backlog": (1, 65535),
+    "max_request_line": (1, MAX_HEAD_SIZE),
+    "max_header_size": (1, MAX_HEAD_SIZE),
+    # gunicorn's own cap on header fields.
+    "max_header_count": (1, 32768),
+    # A terabyte (1024G): no single upload to a WSGI application is near it.
+    "max_body_size": (0, 1024**4),
+    # A process each, every one with its own pool of --threads.
+    "workers": (1, 1024),
+    # Counts of requests served, only compared: any size is harmless.
+    "max_requests": (0, None),
+    "max_requests_jitter": (0, None),
+    # Bytes per second: 0 turns the floor off; a gigabyte a second is past any client.
+    "min_body_rate": (0, 1024**3),
+    "min_send_rate": (0, 1024**3),
+}
 # The TLS options that name files or take text; certfile first.
 TLS_FILE_OPTIONS = ("certfile", "keyfile", "keyfile_password", "ca_certs", "ciphers")
 # Options only Python code can set (objects, not text).
@@ -90,19 +114,27 @@ class BindAddress:
             return cls("unix", path=path)
         if text.startswith("fd://"):
             number = text[len("fd://") :]
-            if not number.isdigit():
+            # ASCII digits only (str.isdigit() takes "²", which int() then refuses), and
+            # no more than a C int holds.
+            if not re.fullmatch(r"[0-9]{1,10}", number) or int(number) > MAX_FD:
                 raise ConfigError(f"bind {text!r}: fd:// needs a descriptor number")
             return cls("fd", fd=int(number))
-        match = re.fullmatch(r"\[([0-9A-Fa-f:.%a-zA-Z]+)\](?::(\d+))?|([^:\[\]]*)(?::(\d+))?", text)
+        # [0-9], not \d, which takes any Unicode digit.
+        match = re.fullmatch(
+            r"\[([0-9A-Fa-f:.%a-zA-Z]+)\](?::([0-9]+))?|([^:\[\]]*)(?::([0-9]+))?", text
+        )
         if match is None or not text:
             raise ConfigError(
                 f"bind {text!r}: expected HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"
             )
         host = match.group(1) or match.group(3) or "0.0.0.0"
         port_text = match.group(2) or match.group(4)
-        port = int(port_text) if port_text is not None else DEFAULT_PORT
-        if not 0 <= port <= 65535:
+        if port_text is None:
+            port_text = str(DEFAULT_PORT)
+        # The length first: int() refuses thousands of digits with an error of its own.
+        if len(port_text.lstrip("0")) > 5 or int(port_text) > 65535:
             raise ConfigError(f"bind {text!r}: port must be 0-65535")
+        port = int(port_text)
         return cls("tcp", host=host, port=port)
 
     def __str__(self) -> str:
@@ -189,11 +221,8 @@ class Config:
             raise ConfigError("bind: at least one address is needed")
         object.__setattr__(self, "bind", tuple(bind))
         object.__setattr__(self, "binds", tuple(BindAddress.parse(text) for text in bind))
-        for name in _COUNTS:
-            _require_int(name, getattr(self, name), minimum=1)
-        _require_int("max_body_size", self.max_body_size, minimum=0)
-        _require_int("min_body_rate", self.min_body_rate, minimum=0)
-        _require_int("min_send_rate", self.min_send_rate, minimum=0)
+        for name, (minimum, maximum) in COUNT_BOUNDS.items():
+            _require_int(name, getattr(self, name), minimum, maximum)
         for name in _DURATIONS:
             _require_seconds(name, getattr(self, name))
         _require_seconds("queue_timeout", self.queue_timeout, zero_means="no limit")
@@ -219,9 +248,6 @@ class Config:
             raise ConfigError(f"access_log_format: {exc}") from None
         _require_choice("poller", self.poller, ("auto", "epoll", "selectors"))
         _require_choice("sendfile", self.sendfile, ("auto", "on", "off"))
-        _require_int("workers", self.workers, minimum=1)
-        _require_int("max_requests", self.max_requests, minimum=0)
-        _require_int("max_requests_jitter", self.max_requests_jitter, minimum=0)
         if not isinstance(self.preload, bool):
             raise ConfigError(f"preload: must be True or False, not {self.preload!r}")
         for name, derived in (
@@ -347,6 +373,12 @@ def _require_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{name}: must be one of {', '.join(choices)}; not {value!r}")
 
 
-def _require_int(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name}: must be a whole number >= {minimum}, not {value!r}")
+def _require_int(name: str, value: object, minimum: int, maximum: int | None) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise ConfigError(f"{name}: must be a whole number {bounds}, not {value!r}")
