@@ -30,6 +30,7 @@ import requests
 import wsgipool
 from wsgipool import Config
 from wsgipool.cli import build_parser, config_from_args, parse_size
+from wsgipool.settings import parse_count, parse_seconds
 
 APPS = Path(__file__).parent / "apps"
 PYTHON_M = [sys.executable, "-m", "wsgipool"]
@@ -275,10 +276,59 @@ def test_parse_size(text: str, size: int) -> None:
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["", "10X", "-1", "1.5M", "M", "10 M B", "ten"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "10X",
+        "-1",
+        "1.5M",
+        "M",
+        "10 M B",
+        "ten",
+        "1_024",
+        "+1K",
+        "\u0661\u0660K",  # Arabic-Indic digits
+        "10\u212a",  # KELVIN SIGN, which IGNORECASE matches as K
+        "9" * 30,
+    ],
+)
 def test_parse_size_refuses(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         parse_size(text)
+
+
+@pytest.mark.parametrize(("text", "number"), [("0", 0), ("16", 16), (" 12 ", 12), ("007", 7)])
+def test_parse_count(text: str, number: int) -> None:
+    assert parse_count(text) == number
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "1_000", "+5", "-5", "\u0661\u0662", "\uff15", "1.0", "1e3", "0x10", "ten", "9" * 30],
+)
+def test_parse_count_refuses_what_int_takes(text: str) -> None:
+    """int() takes most of these; an option's whole number is plain ASCII digits."""
+    with pytest.raises(ValueError) as info:
+        parse_count(text)
+    assert isinstance(info.value, argparse.ArgumentTypeError)  # argparse shows the message
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30", 30.0), ("2.5", 2.5), (".5", 0.5), ("5.", 5.0), (" 1 ", 1.0), ("1e-06", 0.000001)],
+)
+def test_parse_seconds(text: str, seconds: float) -> None:
+    assert parse_seconds(text) == seconds
+
+
+@pytest.mark.parametrize(
+    "text", ["", "nan", "inf", "-inf", "Infinity", "1_0", "\u0661", "+1", "-1", "1e999", ".", "1s"]
+)
+def test_parse_seconds_refuses_what_float_takes(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_seconds(text)
 
 
 def test_parser_defaults_are_the_config_defaults() -> None:
@@ -453,6 +503,30 @@ BAD_INPUT: list[tuple[list[str], list[str]]] = [
     (["goodapp", "--body-timeout", "nan"], ["nan"]),
     (["goodapp", "--url-scheme", "ftp"], ["ftp"]),
     (["goodapp", "--poller", "kqueue"], ["kqueue"]),
+    # whole numbers: ASCII digits only, and within the documented bounds
+    (["goodapp", "--threads", "1_000"], ["--threads", "'1_000'"]),
+    (["goodapp", "--threads", "\u0661\u0662"], ["--threads", "'\u0661\u0662'"]),
+    (["goodapp", "--queue-limit", "+5"], ["--queue-limit", "'+5'"]),
+    (["goodapp", "--threads", "5000"], ["--threads", "4096"]),
+    (["goodapp", "--workers", "100000"], ["--workers", "1024"]),
+    (["goodapp", "--backlog", "99999999999"], ["--backlog", "65535"]),
+    (["goodapp", "--max-connections", "10" + "0" * 20], ["--max-connections", "1048576"]),
+    (["goodapp", "--max-header-size", "99999999999999999999G"], ["--max-header-size"]),
+    (["goodapp", "--max-body-size", "99999999999999999999G"], ["--max-body-size"]),
+    (["goodapp", "--max-body-size", "\u0668K"], ["--max-body-size"]),
+    (["goodapp", "--max-header-count", "9" * 30], ["--max-header-count", "too large"]),
+    # seconds: plain numbers, that the kernel reads as the timeout they say
+    (["goodapp", "--body-timeout", "1e-7"], ["--body-timeout", "0.000001"]),
+    (["goodapp", "--send-timeout", "0.0000004"], ["--send-timeout", "0.000001"]),
+    (["goodapp", "--queue-timeout", "inf"], ["--queue-timeout", "inf"]),
+    (["goodapp", "--graceful-timeout", "1_0"], ["--graceful-timeout", "1_0"]),
+    # addresses in other scripts' digits, or too large a descriptor
+    (["goodapp", "-b", "fd://²"], ["fd://²"]),
+    (["goodapp", "-b", "fd://99999999999999999999"], ["fd://99999999999999999999"]),
+    (
+        ["goodapp", "-b", "127.0.0.1:\u0668\u0660\u0660\u0660"],
+        ["127.0.0.1:\u0668\u0660\u0660\u0660"],
+    ),
     # the command line itself
     (["goodapp", "--bogus"], ["--bogus"]),
     (["goodapp", "extra-argument"], ["extra-argument"]),

@@ -88,9 +88,54 @@ def test_environment_bind_list(tmp_path):
     [
         ({"WSGIPOOL_THREADS": "many"}, None, "WSGIPOOL_THREADS='many'"),
         ({"WSGIPOOL_EXPOSE_TRACEBACKS": "maybe"}, None, "WSGIPOOL_EXPOSE_TRACEBACKS"),
-        ({"WSGIPOOL_THREADS": "0"}, None, "--threads"),
-        ({}, "[tool.wsgipool]\nthreadz = 3\n", "unknown [tool.wsgipool] key(s): threadz"),
+        ({"WSGIPOOL_THREADS": "0"}, None, "WSGIPOOL_THREADS='0': must be a whole number"),
+        ({}, "[tool.wsgipool]\nthreadz = 3\n", "unknown [tool.wsgipool] key: threadz"),
         ({}, "[tool.wsgipool]\nthreads = \n", "pyproject.toml"),
+        # Sizes: every size option, from the environment and from the file.
+        ({"WSGIPOOL_MAX_BODY_SIZE": "10X"}, None, "WSGIPOOL_MAX_BODY_SIZE='10X': invalid size"),
+        ({"WSGIPOOL_MAX_REQUEST_LINE": "1.5K"}, None, "WSGIPOOL_MAX_REQUEST_LINE='1.5K'"),
+        ({"WSGIPOOL_MAX_HEADER_SIZE": "\u0661\u0660K"}, None, "WSGIPOOL_MAX_HEADER_SIZE="),
+        ({}, '[tool.wsgipool]\nmax-body-size = "10X"\n', "max-body-size = '10X': invalid size"),
+        (
+            {"WSGIPOOL_MAX_BODY_SIZE": "99999999999999999999G"},
+            None,
+            "WSGIPOOL_MAX_BODY_SIZE='99999999999999999999G': must be a whole number from 0 to",
+        ),
+        ({"WSGIPOOL_MAX_BODY_SIZE": "9" * 5000}, None, "is too large"),
+        # Whole numbers: ASCII digits only, on every path.
+        ({"WSGIPOOL_THREADS": "1_000"}, None, "WSGIPOOL_THREADS='1_000': expected a whole"),
+        (
+            {"WSGIPOOL_THREADS": "\u0661\u0662"},
+            None,
+            "WSGIPOOL_THREADS='\u0661\u0662': expected a whole",
+        ),
+        ({"WSGIPOOL_THREADS": "+5"}, None, "WSGIPOOL_THREADS='+5': expected a whole"),
+        ({}, '[tool.wsgipool]\nthreads = "1_000"\n', "threads = '1_000': expected a whole"),
+        # Out of range: the variable or the file's key, not a flag.
+        ({"WSGIPOOL_BACKLOG": "99999999999"}, None, "WSGIPOOL_BACKLOG='99999999999': must be"),
+        ({"WSGIPOOL_WORKERS": "100000"}, None, "WSGIPOOL_WORKERS='100000': must be"),
+        ({}, "[tool.wsgipool]\nqueue-limit = 0\n", "pyproject.toml: queue-limit = 0: must be"),
+        ({"WSGIPOOL_BIND": "nonsense:port"}, None, "WSGIPOOL_BIND='nonsense:port': bind"),
+        # Seconds: plain decimal numbers, and a microsecond at least.
+        ({"WSGIPOOL_BODY_TIMEOUT": "nan"}, None, "WSGIPOOL_BODY_TIMEOUT='nan': expected"),
+        ({"WSGIPOOL_SEND_TIMEOUT": "inf"}, None, "WSGIPOOL_SEND_TIMEOUT='inf': expected"),
+        ({"WSGIPOOL_HEADER_TIMEOUT": "1_0"}, None, "WSGIPOOL_HEADER_TIMEOUT='1_0': expected"),
+        ({"WSGIPOOL_QUEUE_TIMEOUT": "1e999"}, None, "WSGIPOOL_QUEUE_TIMEOUT='1e999'"),
+        ({"WSGIPOOL_BODY_TIMEOUT": "1e-7"}, None, "WSGIPOOL_BODY_TIMEOUT='1e-7': must be"),
+        ({}, "[tool.wsgipool]\nsend-timeout = 1e-7\n", "send-timeout = 1e-07: must be"),
+        # Unknown names, and one option set twice.
+        (
+            {"WSGIPOOL_THREDS": "8"},
+            None,
+            "unknown environment variable: WSGIPOOL_THREDS (did you mean WSGIPOOL_THREADS?)",
+        ),
+        ({"WSGIPOOL_CHDIR": "/tmp"}, None, "unknown environment variable: WSGIPOOL_CHDIR"),
+        (
+            {},
+            "[tool.wsgipool]\nqueue-limt = 3\n",
+            "unknown [tool.wsgipool] key: queue-limt (did you mean queue_limit?)",
+        ),
+        ({}, "[tool.wsgipool]\nqueue-limit = 3\nqueue_limit = 4\n", "sets queue_limit twice"),
     ],
     ids=[
         "env-not-a-number",
@@ -98,15 +143,75 @@ def test_environment_bind_list(tmp_path):
         "env-out-of-range",
         "file-unknown-key",
         "file-bad-toml",
+        "env-bad-body-size",
+        "env-bad-request-line",
+        "env-non-ascii-header-size",
+        "file-bad-size",
+        "env-size-overflow",
+        "env-size-too-many-digits",
+        "env-underscore-number",
+        "env-arabic-indic-number",
+        "env-plus-sign",
+        "file-underscore-number-string",
+        "env-huge-backlog",
+        "env-too-many-workers",
+        "file-out-of-range",
+        "env-bad-bind",
+        "env-nan-seconds",
+        "env-inf-seconds",
+        "env-underscore-seconds",
+        "env-seconds-overflow",
+        "env-below-a-microsecond",
+        "file-below-a-microsecond",
+        "env-unknown-variable",
+        "env-not-an-option",
+        "file-unknown-key-guess",
+        "file-key-twice",
     ],
 )
 def test_bad_settings_are_one_line_and_exit_2(tmp_path, env, pyproject, message):
     if pyproject is not None:
-        (tmp_path / "pyproject.toml").write_text(pyproject)
+        (tmp_path / "pyproject.toml").write_text(pyproject, encoding="utf-8")
     result = run(["goodapp:app", "--print-config"], tmp_path, env)
     assert result.returncode == 2, result.stdout
     assert message in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert "--" not in result.stderr, "an error from the environment or file names a flag"
+
+
+def test_a_value_from_the_file_is_named_with_the_file(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("[tool.wsgipool]\nthreads = 0\n")
+    result = run(["goodapp:app", "--print-config"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"wsgipool: error: {tmp_path / 'pyproject.toml'}: threads = 0")
+
+
+@pytest.mark.parametrize(
+    "variable", ["WSGIPOOL_RELOAD_POLL", "WSGIPOOL_INHERITED_FDS", "WSGIPOOL_BENCH_FILE"]
+)
+def test_variables_that_are_not_options_are_allowed(tmp_path, variable):
+    result = run(["goodapp:app", "--print-config"], tmp_path, {variable: ""})
+    assert result.returncode == 0, result.stderr
+
+
+def test_printed_config_reads_back(tmp_path):
+    """What --print-config shows, set again through the environment, is the same config:
+    small durations print as 1e-06, which the converters must take."""
+    env = {
+        "WSGIPOOL_BODY_TIMEOUT": "0.000001",
+        "WSGIPOOL_SEND_TIMEOUT": "0.00025",
+        "WSGIPOOL_HEADER_TIMEOUT": "1.000001",
+        "WSGIPOOL_QUEUE_TIMEOUT": "31536000",
+        "WSGIPOOL_MAX_BODY_SIZE": "1024G",
+        "WSGIPOOL_THREADS": " 4096 ",
+    }
+    first = settings_of(run(["goodapp:app", "--print-config"], tmp_path, env).stdout)
+    again = {variable: first[variable[len("WSGIPOOL_") :].lower()][0] for variable in env}
+    assert again["WSGIPOOL_BODY_TIMEOUT"] == "1e-06"
+    second = settings_of(run(["goodapp:app", "--print-config"], tmp_path, again).stdout)
+    assert {name: value for name, (value, _) in second.items()} == {
+        name: value for name, (value, _) in first.items()
+    }
 
 
 def test_no_app_anywhere_is_an_error(tmp_path):

@@ -11,19 +11,22 @@ import sys
 from pathlib import Path
 
 from wsgipool.cli import CONFIG_FIELDS, build_parser
-from wsgipool.config import Config
+from wsgipool.config import MAX_SECONDS, MIN_SECONDS, Config
 from wsgipool.settings import env_name
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "options.md"
 
-HEADER = """# CLI reference
+HEADER = f"""# CLI reference
 
 Generated from the argument parser of the `wsgipool` command (the one `wsgipool --help`
 prints) by `tools/options_doc.py`; do not edit by hand: `tests/test_docs.py` fails when
 this page no longer matches the parser. `wsgipool --version` prints the version.
 
 Sizes take K, M or G suffixes (binary multiples: `10M` is 10,485,760 bytes); durations
-are seconds, fractions allowed.
+are seconds, fractions allowed (`2.5`), from {MIN_SECONDS:f} (a microsecond: the kernel
+counts socket timeouts in whole ones) to {MAX_SECONDS} (a year). Numbers are written in
+ASCII digits: `1_000`, `+5`, `nan` or `inf` are refused. Options with a largest value say
+it (see [Configuration and logging](configuration.md#limits) for why).
 """
 
 SERVER_OPTIONS = """

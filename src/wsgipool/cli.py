@@ -8,7 +8,6 @@ import dataclasses
 import functools
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,11 +15,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__, settings
-from .config import LOG_LEVELS, Config, ConfigError
+from .config import COUNT_BOUNDS, LOG_LEVELS, Config, ConfigError
 from .debug import check_debug_bind, wrap_debugger
 from .loader import load_app
 from .reload import is_reloader_child, run_with_reloader
 from .server import Server
+from .settings import parse_count, parse_seconds
+from .settings import parse_size as parse_size  # Also wsgipool.cli's, as it always was.
 from .supervisor import run_supervisor
 
 EXIT_USAGE = 2
@@ -33,18 +34,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def parse_size(text: str) -> int:
-    """``1048576``, ``512K``, ``10M``, ``1G`` (binary multiples) to bytes."""
-    match = re.fullmatch(r"(\d+)\s*([KMG]i?B?)?", text.strip(), re.IGNORECASE)
-    if match is None:
-        raise argparse.ArgumentTypeError(
-            f"invalid size {text!r} (examples: 1048576, 512K, 10M, 1G)"
-        )
-    number = int(match.group(1))
-    unit = (match.group(2) or "")[:1].upper()
-    return number * {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[unit]
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -77,27 +66,27 @@ class Option:
 SECONDS = "SECONDS"
 # Every Config option the command line sets, in --help order. Defaults come from Config.
 OPTIONS = (
-    Option("threads", "N", "worker threads running the application", int, short="-t"),
+    Option("threads", "N", "worker threads running the application", parse_count, short="-t"),
     Option(
         "queue_limit",
         "N",
         "ready connections that may wait for a worker before new requests get 503",
-        int,
+        parse_count,
     ),
     Option(
         "queue_timeout",
         SECONDS,
         "a request that waited longer than this for a worker gets 503 instead of running "
         "(0: no limit)",
-        float,
+        parse_seconds,
     ),
     Option(
         "max_connections",
         "N",
         "open connections at most; beyond it new ones wait in the listen backlog",
-        int,
+        parse_count,
     ),
-    Option("backlog", "N", "listen() backlog of each socket", int),
+    Option("backlog", "N", "listen() backlog of each socket", parse_count),
     Option(
         "root_path",
         "PATH",
@@ -112,11 +101,19 @@ OPTIONS = (
     ),
     Option("max_request_line", "SIZE", "longest request line; longer gets 414", parse_size),
     Option("max_header_size", "SIZE", "largest request head; larger gets 431", parse_size),
-    Option("max_header_count", "N", "most header fields in a request; more gets 431", int),
-    Option("header_timeout", SECONDS, "a whole request head must arrive within this", float),
-    Option("keepalive_timeout", SECONDS, "close keep-alive connections idle this long", float),
-    Option("body_timeout", SECONDS, "longest wait for the next piece of a request body", float),
-    Option("send_timeout", SECONDS, "longest wait for a client to take response bytes", float),
+    Option("max_header_count", "N", "most header fields in a request; more gets 431", parse_count),
+    Option(
+        "header_timeout", SECONDS, "a whole request head must arrive within this", parse_seconds
+    ),
+    Option(
+        "keepalive_timeout", SECONDS, "close keep-alive connections idle this long", parse_seconds
+    ),
+    Option(
+        "body_timeout", SECONDS, "longest wait for the next piece of a request body", parse_seconds
+    ),
+    Option(
+        "send_timeout", SECONDS, "longest wait for a client to take response bytes", parse_seconds
+    ),
     Option(
         "min_body_rate",
         "BYTES",
@@ -136,7 +133,7 @@ OPTIONS = (
         "graceful_timeout",
         SECONDS,
         "on SIGTERM/SIGINT, how long in-flight requests may take to finish",
-        float,
+        parse_seconds,
     ),
     Option(
         "expose_tracebacks",
@@ -175,7 +172,7 @@ OPTIONS = (
         "worker processes, each with its own listener thread and --threads pool, sharing "
         "the listening sockets; above 1 a supervisor process starts and watches them "
         "(see docs/processes.md)",
-        int,
+        parse_count,
         short="-w",
     ),
     Option(
@@ -183,13 +180,13 @@ OPTIONS = (
         "N",
         "a worker process that has run N requests stops accepting, finishes them and is "
         "replaced (0: never; starts the supervisor even with --workers 1)",
-        int,
+        parse_count,
     ),
     Option(
         "max_requests_jitter",
         "N",
         "add a random 0..N to --max-requests per worker, so they do not all restart at once",
-        int,
+        parse_count,
     ),
     Option(
         "preload",
@@ -266,6 +263,17 @@ OPTIONS = (
 _SETTING_NAMES = frozenset({"app", "bind", *(option.field for option in OPTIONS)})
 
 
+def _largest(option: Option) -> str:
+    """`` (at most 4096)`` for a whole-number option with a largest value (sizes in units)."""
+    maximum = COUNT_BOUNDS.get(option.field, (0, None))[1]
+    if maximum is None:
+        return ""
+    if option.type is parse_size:
+        unit = next(unit for unit in ("G", "M", "K", "") if maximum % settings.UNITS[unit] == 0)
+        return f" (at most {maximum // settings.UNITS[unit]}{unit})"
+    return f" (at most {maximum})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wsgipool",
@@ -318,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
         # No argparse default: an option left off the command line may come from the
         # environment or pyproject.toml. --help still shows Config's default.
         default = getattr(_DEFAULTS, option.field)
-        help_text = option.help
+        help_text = option.help + _largest(option)
         if default != "":
             help_text += f" (default: {default})".replace("%", "%%")
         if isinstance(default, bool):
@@ -388,7 +396,11 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Config, str | None, sett
     )
     values = dict(resolved.values)
     app = values.pop("app", None)
-    return Config(**values), app, resolved
+    try:
+        config = Config(**values)
+    except ConfigError as exc:
+        raise ConfigError(resolved.name_source(str(exc))) from None
+    return config, app, resolved
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -434,14 +446,6 @@ def raise_open_file_limit(max_connections: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def _option_name(message: str) -> str:
-    """``root_path: must ...`` -> ``--root-path: must ...``: name the option the user typed."""
-    field, colon, rest = message.partition(":")
-    if colon and field.isidentifier() and field in CONFIG_FIELDS:
-        return f"--{field.replace('_', '-')}:{rest}"
-    return message
-
-
 def _supervise(
     args: argparse.Namespace, config: Config, argv: Sequence[str] | None, start_dir: str
 ) -> int:
@@ -473,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--reload-dir, --reload-include and --reload-exclude need --reload")
     if args.debug_allow_remote and not args.debug:
         parser.error("--debug-allow-remote needs --debug")
+    resolved: settings.Resolved | None = None  # Known once the options are read.
     try:
         start_dir = os.getcwd()
         if args.chdir:
@@ -528,7 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.modes.append("interactive debugger ON: never expose this to others")
         server.serve_forever()
     except ConfigError as exc:
-        print(f"wsgipool: error: {_option_name(str(exc))}", file=sys.stderr)
+        message = str(exc) if resolved is None else resolved.name_source(str(exc))
+        print(f"wsgipool: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         # Ctrl-C before the server took over the signal (while importing the app).
