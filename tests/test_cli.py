@@ -568,6 +568,44 @@ def test_syntax_error_in_the_app(spawn: Any, tmp_path: Path) -> None:
     assert "syntax_error_app.py:3" in line
 
 
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('raise SystemExit("exit-at-import-marker")\n', "SystemExit: exit-at-import-marker"),
+        ("raise SystemExit(0)\n", "SystemExit: 0"),
+        ("raise SystemExit\n", "SystemExit (/"),
+        (
+            "class Stop(BaseException):\n    pass\n\nraise Stop('custom-marker')\n",
+            "Stop: custom-marker",
+        ),
+        (
+            "def create_app():\n    raise SystemExit('factory-marker')\n\napp = create_app()\n",
+            "SystemExit: factory-marker",
+        ),
+    ],
+    ids=["system-exit-message", "system-exit-0", "bare-system-exit", "custom", "in-a-function"],
+)
+@pytest.mark.parametrize("options", [[], ["--workers", "2", "--preload"]], ids=["", "preload"])
+def test_app_raising_a_base_exception_on_import(
+    spawn: Any, tmp_path: Path, source: str, expected: str, options: list[str]
+) -> None:
+    """Not only Exception: whatever the module raises (but Ctrl-C) is one line and exit 2."""
+    (tmp_path / "base_exception_app.py").write_text(source)
+    line = refused(spawn, ["base_exception_app:app", "-b", "127.0.0.1:0", *options])
+    assert "error importing 'base_exception_app'" in line
+    assert expected in line
+    assert "base_exception_app.py:" in line
+
+
+def test_factory_raising_system_exit(spawn: Any, tmp_path: Path) -> None:
+    (tmp_path / "exiting_factory.py").write_text(
+        "def create_app():\n    raise SystemExit('factory-marker')\n"
+    )
+    line = refused(spawn, ["exiting_factory:create_app()", "-b", "127.0.0.1:0"])
+    assert "error calling the factory 'exiting_factory:create_app()'" in line
+    assert "SystemExit: factory-marker" in line
+
+
 def test_address_in_use(spawn: Any) -> None:
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))

@@ -50,7 +50,11 @@ def _import(module_name: str) -> ModuleType:
                 f"no module named {module_name!r} (from {sys.path[0] or '.'})"
             ) from None
         raise AppLoadError(f"error importing {module_name!r}: {_brief(exc)}") from None
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise  # Ctrl-C while importing: the command stops as on any Ctrl-C.
+    except BaseException as exc:
+        # Also SystemExit or a BaseException subclass raised by the module: an error in
+        # the application, reported in one line like any other.
         raise AppLoadError(f"error importing {module_name!r}: {_brief(exc)}") from None
 
 
@@ -65,8 +69,8 @@ def _brief(exc: BaseException) -> str:
             break
     if isinstance(exc, SyntaxError) and exc.filename:
         where = f" ({exc.filename}:{exc.lineno})"
-    message = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {message}{where}"
+    message = str(exc).splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}{': ' if message else ''}{message}{where}"
 
 
 def _find_default(module: ModuleType) -> Any:
@@ -129,5 +133,7 @@ def _dotted_names(node: ast.expr) -> list[str] | None:
 def _call(factory: Any, args: list[Any], kwargs: dict[str, Any], spec: str) -> Any:
     try:
         return factory(*args, **kwargs)
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # As for an import (see _import).
         raise AppLoadError(f"error calling the factory {spec!r}: {_brief(exc)}") from None
