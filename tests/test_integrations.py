@@ -761,11 +761,16 @@ def test_paste_options_are_converted_by_type(values: dict[str, str], expected: A
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"threads": "many"}, "threads: expected a whole number, not 'many'"),
+        ({"threads": "many"}, "threads: expected a whole number such as 16, not 'many'"),
         ({"keepalive_timeout": "soon"}, "keepalive_timeout: expected a number"),
         ({"expose_tracebacks": "maybe"}, "expose_tracebacks: expected true or false"),
         ({"max_body_size": "huge"}, "max_body_size: invalid size"),
         ({"port": "http"}, "port: expected a port number"),
+        # int() and float() take these; an option does not.
+        ({"threads": "1_000"}, "threads: "),
+        ({"threads": "\u0661\u0662"}, "threads: "),
+        ({"keepalive_timeout": "nan"}, "keepalive_timeout: "),
+        ({"port": "\u0668\u0660\u0660\u0660"}, "port: expected a port number"),
         ({"listen": "a:1", "port": "2"}, "not both"),
         ({"bind": "a:1", "port": "2"}, "not both"),
         ({"workers": "4", "use_x": "1"}, r"unknown server option\(s\): use_x, workers"),

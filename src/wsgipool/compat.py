@@ -23,6 +23,7 @@ from typing import Any
 from .config import Config, ConfigError
 from .debug import check_debug_bind, wrap_debugger
 from .server import Server
+from .settings import parse_count, parse_seconds
 from .wsgi import WSGIApp
 
 log = logging.getLogger("wsgipool.error")
@@ -276,9 +277,11 @@ def _addresses(names: Mapping[str, str]) -> tuple[str, ...]:
         return ()
     host = names.get("host", "127.0.0.1").strip()
     port_text = names.get("port", str(Config().binds[0].port)).strip()
-    if not port_text.isdigit():
-        raise ConfigError(f"port: expected a port number, not {port_text!r}")
-    return (bind_for(host, int(port_text)),)
+    try:
+        port = parse_count(port_text)
+    except ValueError:
+        raise ConfigError(f"port: expected a port number, not {port_text!r}") from None
+    return (bind_for(host, port),)
 
 
 def _converters() -> dict[str, Callable[[str], Any]]:
@@ -301,9 +304,9 @@ def _converters() -> dict[str, Callable[[str], Any]]:
         elif kind is bool:
             converters[field.name] = _boolean
         elif kind is int:
-            converters[field.name] = _number(int, "a whole number")
+            converters[field.name] = parse_count
         elif kind is float:
-            converters[field.name] = _number(float, "a number")
+            converters[field.name] = parse_seconds
         elif kind is str:
             converters[field.name] = str
         elif typing.get_origin(kind) is tuple and typing.get_args(kind) == (str, ...):
@@ -330,13 +333,3 @@ def _boolean(text: str) -> bool:
     if word in FALSE_WORDS:
         return False
     raise ValueError(f"expected true or false (or yes/no, on/off, 1/0), not {text!r}")
-
-
-def _number(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            return kind(text)
-        except ValueError:
-            raise ValueError(f"expected {what}, not {text!r}") from None
-
-    return convert
