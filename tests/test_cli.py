@@ -738,6 +738,81 @@ def test_signal_at_the_moment_of_listening_is_a_clean_stop(spawn: Any, signum: i
     assert "shutting down" in proc.stderr
 
 
+# The process signals itself at the 1st, 2nd, 3rd... bytecode the main thread runs once
+# "listening on" is logged (a trace function counts them), one fresh Server each time,
+# until the count outruns the wait: the main thread then sleeps, and a watchdog thread
+# sends the signal itself. A handler that takes a lock the main thread may hold at that
+# point (Event.set() inside Event.wait) hangs the process for good: the watchdog reports it.
+SIGNAL_AT_EVERY_POINT = """\
+import itertools, logging, os, signal, sys, threading, time
+from wsgipool import Server
+
+def app(environ, start_response):
+    start_response("204 No Content", [])
+    return []
+
+state = {{}}
+
+def tracer(frame, event, arg):
+    frame.f_trace_opcodes = True
+    if event == "opcode" and state["armed"] and not (state["fired"] or state["fallback"]):
+        state["count"] += 1
+        if state["count"] == state["at"]:
+            state["fired"] = True
+            os.kill(os.getpid(), state["signum"])
+    return tracer
+
+class Arm(logging.Handler):
+    def emit(self, record):
+        if "listening on" in record.getMessage():
+            state["armed"] = True
+
+logging.getLogger().addHandler(Arm())
+logging.getLogger().setLevel(logging.INFO)
+
+def watchdog(done):
+    last, since = -1, time.monotonic()
+    while not done.wait(0.05):
+        now = time.monotonic()
+        if state["count"] != last:
+            last, since = state["count"], now
+        elif state["fired"] and now - since > {hang}:
+            sys.stderr.write("HUNG: signal %d at point %d\\n" % (state["signum"], state["at"]))
+            sys.stderr.flush()
+            os._exit(1)
+        elif state["armed"] and not (state["fired"] or state["fallback"]) and now - since > 1:
+            state["fallback"] = True  # asleep in the wait: every point before it is done
+            os.kill(os.getpid(), state["signum"])
+
+for signum in ({signals}):
+    for at in itertools.count(1):
+        state.update(armed=False, count=0, at=at, fired=False, fallback=False, signum=signum)
+        server = Server(app, bind="127.0.0.1:0", threads=1)
+        done = threading.Event()
+        threading.Thread(target=watchdog, args=(done,), daemon=True).start()
+        sys.settrace(tracer)
+        try:
+            server.serve_forever()
+        finally:
+            sys.settrace(None)
+            done.set()
+        if state["fallback"]:
+            break
+    print("signal %d: %d points" % (signum, at), flush=True)
+"""
+
+
+def test_signal_at_every_point_of_the_wait_is_a_clean_stop(spawn: Any) -> None:
+    """A stop signal is never lost, wherever the main thread is when it lands: the
+    handler only stores plain values and wakes the main thread through a pipe."""
+    signals = f"{int(signal.SIGINT)}, {int(signal.SIGTERM)}"
+    script = SIGNAL_AT_EVERY_POINT.format(signals=signals, hang=15)
+    proc = spawn(command=[sys.executable, "-c", script])
+    assert_clean_exit(proc, proc.wait(timeout=240))
+    assert "HUNG" not in proc.stderr
+    assert proc.stdout.count(" points") == 2, proc.stdout
+
+
 def test_idle_keep_alive_connection_does_not_hold_up_shutdown(spawn: Any) -> None:
     proc = spawn(serve_args("goodapp", "--graceful-timeout", "10"))
     (url,) = proc.listening()

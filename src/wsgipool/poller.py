@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import select
 import selectors
 import threading
 from typing import Protocol
+
+from .threads import WakePipe
 
 
 class Poller(Protocol):
@@ -50,37 +51,12 @@ class Poller(Protocol):
     def close(self) -> None: ...
 
 
-class _WakePipe:
-    """A self-pipe: writing a byte wakes the poller that watches the read end."""
-
-    def __init__(self) -> None:
-        self.read_fd, self.write_fd = os.pipe()
-        os.set_blocking(self.read_fd, False)
-        os.set_blocking(self.write_fd, False)
-
-    def wake(self) -> None:
-        # A full pipe (BlockingIOError) means the poller is already due to wake.
-        with contextlib.suppress(OSError):
-            os.write(self.write_fd, b"\0")
-
-    def drain(self) -> None:
-        try:
-            while os.read(self.read_fd, 4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-
-    def close(self) -> None:
-        os.close(self.read_fd)
-        os.close(self.write_fd)
-
-
 class EpollPoller:
     _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT if hasattr(select, "epoll") else 0
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
-        self._wake_pipe = _WakePipe()
+        self._wake_pipe = WakePipe()
         self._epoll.register(self._wake_pipe.read_fd, select.EPOLLIN)
         self._exclusive: int = getattr(select, "EPOLLEXCLUSIVE", 0)
 
@@ -147,7 +123,7 @@ class EpollPoller:
 class SelectorPoller:
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
-        self._wake_pipe = _WakePipe()
+        self._wake_pipe = WakePipe()
         self._selector.register(self._wake_pipe.read_fd, selectors.EVENT_READ)
         self._listeners: set[int] = set()
         # Re-arm requests from workers, applied by the listener thread in poll().

@@ -21,7 +21,6 @@ import fnmatch
 import importlib.util
 import logging
 import os
-import selectors
 import signal
 import socket
 import subprocess
@@ -30,10 +29,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any
 
 from .config import Config, ConfigError
 from .sockets import bind_socket, describe, expand_binds
+from .threads import WakePipe, handle_signals, start_thread
 
 log = logging.getLogger("wsgipool.error")
 
@@ -256,14 +255,16 @@ class _Watcher:
         self._interval = interval
         self._on_change = on_change
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="wsgipool-reload", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread.start()
+        # Signals blocked: they are the main thread's (threads.PROCESS_SIGNALS).
+        self._thread = start_thread(self._run, "wsgipool-reload")
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10.0)
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
 
     def _run(self) -> None:
         try:
@@ -358,8 +359,8 @@ def _make_watcher(
 
 
 class _Supervisor:
-    """Runs one child at a time; its main loop sleeps on a pipe that signal handlers, the
-    watcher and child-exit waiters write a byte to."""
+    """Runs one child at a time; its main loop sleeps on a pipe that signals, the watcher
+    and child-exit waiters write a byte to."""
 
     def __init__(self, command: list[str], sockets: list[socket.socket], kill_after: float):
         self._command = command
@@ -372,22 +373,16 @@ class _Supervisor:
         self._closed = False
         self._stopping = False
         self._force = False
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._pipe = WakePipe()
 
     # --- called from other threads and signal handlers ---
 
-    def _wake(self) -> None:
-        """Lock-free, for signal handlers: they are uninstalled before the pipe closes."""
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"!")
-
     def _wake_from_thread(self) -> None:
         # Under the lock: once the pipe is closed, its descriptor numbers may be reused.
+        # (Signal handlers wake it without: they are uninstalled before it closes.)
         with self._lock:
             if not self._closed:
-                self._wake()
+                self._pipe.wake()
 
     def notify_change(self, paths: list[str]) -> None:
         with self._lock:
@@ -395,25 +390,21 @@ class _Supervisor:
         self._wake_from_thread()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Plain stores and a wake-up only (threads.handle_signals).
         if self._stopping:
             self._force = True
         self._stopping = True
-        self._wake()
+        self._pipe.wake()
 
     # --- the main loop ---
 
     def run(self, watcher: _Watcher) -> int:
         restore = self._install_signal_handlers()
-        selector = selectors.DefaultSelector()
-        selector.register(self._wake_r, selectors.EVENT_READ)
         try:
             watcher.start()
             self._start_child()
             while not self._stopping:
-                selector.select()
-                with contextlib.suppress(BlockingIOError):
-                    while os.read(self._wake_r, 4096):
-                        pass
+                self._pipe.wait()
                 if self._stopping:
                     break
                 changed = self._take_changes()
@@ -441,12 +432,10 @@ class _Supervisor:
         finally:
             self._stop_child()
             watcher.stop()
-            selector.close()
             restore()
             with self._lock:
                 self._closed = True
-                os.close(self._wake_r)
-                os.close(self._wake_w)
+                self._pipe.close()
 
     def _take_changes(self) -> list[str]:
         with self._lock:
@@ -475,7 +464,7 @@ class _Supervisor:
             child.wait()
             self._wake_from_thread()
 
-        threading.Thread(target=wait, name="wsgipool-reload-child", daemon=True).start()
+        start_thread(wait, "wsgipool-reload-child")
 
     def _stop_child(self) -> None:
         child, self._child = self._child, None
@@ -502,16 +491,7 @@ class _Supervisor:
     def _install_signal_handlers(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
-        previous: dict[int, Any] = {
-            signum: signal.signal(signum, self._on_signal)
-            for signum in (signal.SIGINT, signal.SIGTERM)
-        }
-
-        def restore() -> None:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-        return restore
+        return handle_signals((signal.SIGINT, signal.SIGTERM), self._on_signal, self._pipe)
 
 
 def _forget_bytecode(paths: Sequence[str]) -> None:

@@ -20,6 +20,7 @@ from .listener import Listener
 from .reload import take_inherited_fds
 from .sockets import bind_socket, describe, expand_binds
 from .taskqueue import TaskQueue
+from .threads import WakePipe, handle_signals
 from .worker import ConnectionHandler, WorkerPool
 from .wsgi import Gateway, WSGIApp
 
@@ -27,9 +28,6 @@ if TYPE_CHECKING:
     import ssl
 
 log = logging.getLogger("wsgipool.error")
-
-# Longest a stop signal can wait to be noticed by the main thread.
-SIGNAL_POLL_INTERVAL = 0.5
 
 
 class Server:
@@ -57,8 +55,12 @@ class Server:
         self._urls: list[str] = []
         self._listener: Listener | None = None
         self._pool: WorkerPool | None = None
-        self._stop_requested = threading.Event()
+        # Stop requests: plain flags a signal handler may set, then a byte in _wake for
+        # serve_forever (see request_stop).
+        self._stop_requested = False
         self._force_stop = False
+        self._interrupted_twice = False
+        self._wake = WakePipe()
         self._access_log: AccessLog | None = None
         self._stopped = False
         # wsgi.multiprocess: set by the supervisor's worker processes before start().
@@ -167,6 +169,8 @@ class Server:
                 break
             if remaining <= 0:
                 break
+        if self._interrupted_twice:
+            log.warning("second interrupt: stopping now")
         if not clean:
             log.warning(
                 "graceful timeout: closing %d connection(s) still open", listener.connection_count()
@@ -185,10 +189,10 @@ class Server:
         try:
             if not self._listener:
                 self.start()
-            # A bounded wait, repeated: a signal that lands just before the thread blocks
-            # would otherwise go unnoticed until something else woke it (seen under load).
-            while not self._stop_requested.wait(SIGNAL_POLL_INTERVAL):
-                pass
+            # Woken at once by request_stop and by a signal, even one that lands just
+            # before the thread blocks (the signal wake-up descriptor is the same pipe).
+            while not self._stop_requested:
+                self._wake.wait()
             log.info("shutting down: finishing in-flight requests")
             self.stop()
         finally:
@@ -202,11 +206,13 @@ class Server:
             self._listener.drain()
 
     def request_stop(self, force: bool = False) -> None:
-        """Ask ``serve_forever`` to stop; safe from any thread or a signal handler.
-        ``force``: do not wait for in-flight requests (as a second Ctrl-C does)."""
+        """Ask ``serve_forever`` to stop; safe from any thread or a signal handler (plain
+        stores and a non-blocking write: no lock). ``force``: do not wait for in-flight
+        requests (as a second Ctrl-C does); ``stop()`` notices it while it waits."""
         if force:
             self._force_stop = True
-        self._stop_requested.set()
+        self._stop_requested = True  # before the wake-up: the waiter checks it after one
+        self._wake.wake()
 
     def __enter__(self) -> Server:
         self.start()
@@ -246,20 +252,13 @@ class Server:
             return lambda: None
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            if self._stop_requested.is_set() and signum == signal.SIGINT:
-                log.warning("second interrupt: stopping now")
-                self._force_stop = True
-            self._stop_requested.set()
+            # Plain stores and a wake-up only (threads.handle_signals): stop() logs.
+            second = signum == signal.SIGINT and self._stop_requested
+            if second:
+                self._interrupted_twice = True
+            self.request_stop(force=second)
 
-        previous = {
-            signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
-        }
-
-        def restore() -> None:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-        return restore
+        return handle_signals((signal.SIGINT, signal.SIGTERM), on_signal, self._wake)
 
     def _close_access_log(self) -> None:
         if self._access_log is not None:

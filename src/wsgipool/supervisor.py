@@ -40,6 +40,7 @@ from .config import Config, ConfigError
 from .reload import INHERITED_FDS_ENV, KILL_MARGIN, _exit_reason
 from .server import Server
 from .sockets import bind_socket, describe, expand_binds
+from .threads import WakePipe, handle_signals
 from .wsgi import WSGIApp
 
 if TYPE_CHECKING:
@@ -150,9 +151,7 @@ class _Supervisor:
         self._next_spawn = 0.0
         self._signals: collections.deque[int] = collections.deque()
         self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wake = WakePipe()
 
     # --- the supervisor's life -----------------------------------------------------------
 
@@ -178,7 +177,7 @@ class _Supervisor:
                 self._app = self._load()
                 log.info("supervisor: preloaded %s", self._app_name)
             restore = self._install_signal_handlers()
-            self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+            self._selector.register(self._wake.read_fd, selectors.EVENT_READ, None)
             log.info(
                 "supervisor: serving %s on %s with %d worker processes of %d threads",
                 self._app_name,
@@ -196,8 +195,7 @@ class _Supervisor:
             for path in self._unix_paths:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            self._wake.close()
 
     def _loop(self) -> int:
         while True:
@@ -206,9 +204,7 @@ class _Supervisor:
                 self._maintain(now)
             for key, _events in self._selector.select(self._timeout(time.monotonic())):
                 if key.data is None:
-                    with contextlib.suppress(BlockingIOError):
-                        while os.read(self._wake_r, 4096):
-                            pass
+                    self._wake.drain()
                 else:
                     self._read_ready(key.data)
             self._reap()
@@ -235,20 +231,11 @@ class _Supervisor:
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            # Only recorded: the main loop, woken by the wakeup fd, acts on it.
+            # Only recorded (threads.handle_signals): the main loop, woken by the wake-up
+            # descriptor, acts on it.
             self._signals.append(signum)
 
-        previous: dict[int, Any] = {
-            signum: signal.signal(signum, on_signal) for signum in SUPERVISOR_SIGNALS
-        }
-        previous_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-
-        def restore() -> None:
-            signal.set_wakeup_fd(previous_fd)
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-        return restore
+        return handle_signals(SUPERVISOR_SIGNALS, on_signal, self._wake)
 
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
@@ -467,8 +454,7 @@ class _Supervisor:
         for signum in SUPERVISOR_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
         self._selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._wake.close()
         for other in self._workers.values():
             if other.ready_fd >= 0:
                 os.close(other.ready_fd)
@@ -539,23 +525,21 @@ def _serve_worker(
 ) -> int:
     """A worker process's life: load the app, serve, stop on a signal, a recycle or an
     orphaning. Returns the exit status."""
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
+    wake = WakePipe()
     pending: collections.deque[int] = collections.deque()
     server: Server | None = None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        # Plain stores and a wake-up only (threads.handle_signals); request_stop is such.
         pending.append(signum)
         if signum == signal.SIGQUIT and server is not None:
             server.request_stop(force=True)  # noticed even while stop() is waiting
+        wake.wake()
 
-    for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1):
-        signal.signal(handled, on_signal)
+    handle_signals((signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1), on_signal, wake)
     # Meant for the supervisor; a terminal's hang-up or job control must not stop us.
     for ignored in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(ignored, signal.SIG_IGN)
-    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
 
     if app is None:
         try:
@@ -575,8 +559,7 @@ def _serve_worker(
             assert server is not None
             server.drain()
             recycle.set()
-            with contextlib.suppress(OSError):
-                os.write(wake_w, b"m")
+            wake.wake()
 
         server.app = _CountingApp(app, limit, on_limit)
     server.app_name = app_name
@@ -588,15 +571,10 @@ def _serve_worker(
     finally:
         os.close(ready_w)
 
-    selector = selectors.DefaultSelector()
-    selector.register(wake_r, selectors.EVENT_READ)
     force = False
     stop = ""
     while not stop:
-        selector.select(IDLE_WAKE)
-        with contextlib.suppress(BlockingIOError):
-            while os.read(wake_r, 4096):
-                pass
+        wake.wait(IDLE_WAKE)
         while pending:
             signum = pending.popleft()
             if signum == signal.SIGUSR1:
@@ -610,7 +588,6 @@ def _serve_worker(
             stop = f"served {limit} requests (--max-requests)"
         if os.getppid() != supervisor_pid and not stop:
             stop = "the supervisor has gone"
-    selector.close()
     log.info("worker %d: stopping: %s", os.getpid(), stop)
     if force:
         server.request_stop(force=True)
