@@ -572,6 +572,36 @@ def test_graceful_stop_finishes_in_flight_requests(serve):
     assert missing == 0, f"{missing} of {IN_FLIGHT} in-flight responses lack Connection: close"
 
 
+def test_stop_returns_after_the_graceful_timeout_with_the_app_stuck(serve, caplog):
+    """An application stuck far past the graceful timeout does not hold stop() up: its
+    connection is shut down and stop() returns, reporting that not all finished. (The
+    worker thread stuck in the app is a daemon thread, left behind.)"""
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck(environ, start_response):
+        entered.set()
+        release.wait(60)
+        start_response("200 OK", [("Content-Length", "0")])
+        return []
+
+    live = serve(stuck, threads=2, graceful_timeout=0.2)
+    try:
+        with live.connect() as sock:
+            sock.sendall(build_request("GET", "/stuck"))
+            assert entered.wait(DEADLINE)
+            stopper = Stopper(live)
+            with caplog.at_level(logging.WARNING, logger="wsgipool.error"):
+                stopper.start()
+                stopper.join(DEADLINE)  # only reached when stop() hangs
+            assert not stopper.is_alive(), "stop() still waits for the stuck application"
+            assert stopper.result is False
+            assert not release.is_set()
+            assert read_to_close(sock, DEADLINE)[0] == b""  # cut off, no response
+    finally:
+        release.set()
+    assert "graceful timeout: closing 1 connection(s) still open" in caplog.text
+
+
 def test_new_connections_are_refused_once_stop_begins(serve):
     app = InFlight(2)
     live = serve(app, threads=4, keepalive_timeout=120)

@@ -295,6 +295,33 @@ def test_term_lets_in_flight_requests_finish(start: Callable[..., Supervisor]) -
         fetch(server.port)
 
 
+def test_term_past_the_graceful_timeout_exits_before_the_kill(
+    start: Callable[..., Supervisor],
+) -> None:
+    """A request still in the app at --graceful-timeout is cut off, and its worker exits
+    by itself soon after (STOP_MARGIN), before the supervisor's SIGKILL (KILL_MARGIN)."""
+    server = start(2, "--graceful-timeout", "0.2")
+    server.wait_workers(2)
+    results: list[bytes | Exception] = []
+
+    def stuck() -> None:
+        try:
+            results.append(fetch(server.port, "sleep=600"))
+        except Exception as exc:
+            results.append(exc)
+
+    client = threading.Thread(target=stuck)
+    client.start()
+    eventually(lambda: len(list(server.markers.iterdir())) == 1, "a request in the app")
+    server.signal(signal.SIGTERM)
+    assert server.popen.wait(DEADLINE) == 0
+    client.join(DEADLINE)
+    log = server.log
+    assert "graceful timeout: closing 1 connection(s) still open" in log, log
+    assert "did not exit in time" not in log, log
+    assert len(results) == 1 and isinstance(results[0], Exception), results
+
+
 def test_quit_stops_at_once(start: Callable[..., Supervisor]) -> None:
     server = start(2)
     server.wait_workers(2)

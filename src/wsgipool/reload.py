@@ -33,6 +33,7 @@ from types import FrameType
 from .config import Config, ConfigError
 from .sockets import bind_socket, describe, expand_binds
 from .threads import WakePipe, handle_signals, start_thread
+from .worker import STOP_MARGIN
 
 log = logging.getLogger("wsgipool.error")
 
@@ -59,8 +60,10 @@ IGNORED_DIRS = frozenset(
 )
 # File names never watched: editor lock and backup files.
 IGNORED_NAMES = (".#*", "*~", "*.sw?")
-# How long a child gets to stop on SIGTERM beyond the graceful timeout before SIGKILL.
-KILL_MARGIN = 5.0
+# How long a server process gets to stop on SIGTERM beyond the graceful timeout before
+# SIGKILL (here and under --workers): its own STOP_MARGIN for its threads, then time to
+# exit. Derived, so the server always exits by itself first.
+KILL_MARGIN = STOP_MARGIN + 4.0
 
 
 def is_reloader_child() -> bool:

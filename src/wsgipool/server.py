@@ -21,13 +21,16 @@ from .reload import take_inherited_fds
 from .sockets import bind_socket, describe, expand_binds
 from .taskqueue import TaskQueue
 from .threads import WakePipe, handle_signals
-from .worker import ConnectionHandler, WorkerPool
+from .worker import STOP_MARGIN, ConnectionHandler, WorkerPool
 from .wsgi import Gateway, WSGIApp
 
 if TYPE_CHECKING:
     import ssl
 
 log = logging.getLogger("wsgipool.error")
+
+# A forced stop (a second Ctrl-C, request_stop(force=True)) waits this long for workers.
+FORCED_STOP_WAIT = 0.1
 
 
 class Server:
@@ -175,9 +178,11 @@ class Server:
             log.warning(
                 "graceful timeout: closing %d connection(s) still open", listener.connection_count()
             )
+        # Shuts the busy connections down: a worker blocked on its socket leaves at once.
         listener.stop()
-        # Workers still inside the app after a forced stop are daemon threads: don't wait.
-        pool.stop(timeout=0.1 if self._force_stop else 5.0)
+        # One still inside the application cannot be interrupted: a daemon thread, it is
+        # left behind after STOP_MARGIN (or at once when forced).
+        pool.stop(timeout=FORCED_STOP_WAIT if self._force_stop else STOP_MARGIN)
         self._close_sockets()
         self._close_access_log()
         return clean

@@ -19,6 +19,12 @@ from .wsgi import Gateway, Outcome
 
 log = logging.getLogger("wsgipool.error")
 
+# How long a stopping server waits for its worker threads once the graceful timeout is
+# over and their connections are shut down: one blocked on its socket leaves at once; one
+# inside the application cannot be interrupted (a daemon thread) and is left behind. The
+# supervisors' SIGKILL comes later (reload.KILL_MARGIN is derived from this).
+STOP_MARGIN = 1.0
+
 
 class ConnectionHandler:
     """Serves the requests waiting on one connection, then hands it back or closes it.
