@@ -645,6 +645,31 @@ def test_new_connections_are_refused_once_stop_begins(serve):
     assert all(isinstance(r, tuple) and r[0].status == 200 for r in results), results
 
 
+def test_socket_file_goes_as_the_stop_begins_and_a_successor_keeps_its_own(serve, tmp_path):
+    """The Unix socket file is removed when listening stops, not when the drain ends: a
+    new server may bind the path meanwhile, and the old one's exit leaves its file be."""
+    path = tmp_path / "app.sock"
+    app = InFlight(1)
+    live = serve(app, bind=(f"unix:{path}",))
+    threads, results = start_in_flight(live, 1)
+    stopper = Stopper(live)
+    try:
+        assert app.all_inside.wait(DEADLINE)
+        stopper.start()
+        wait_for(lambda: not path.exists())
+        assert stopper.is_alive()
+        successor = serve(hello_app, bind=(f"unix:{path}",))
+    finally:
+        app.release.set()
+        for thread in threads:
+            thread.join(30)
+        stopper.join(30)
+    assert stopper.result is True
+    assert isinstance(results[0], tuple) and results[0][0].status == 200, results
+    assert path.exists(), "the first server removed its successor's socket file"
+    assert get(successor).status == 200
+
+
 # --- the command line -----------------------------------------------------------------------
 
 SLOW_APP = """\

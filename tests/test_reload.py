@@ -254,6 +254,63 @@ def test_no_connection_is_refused_while_reloading(start, tmp_path):
     assert supervisor.log.count("listening on") >= 4
 
 
+BLOCKING_APP = """\
+import os
+import time
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/block":
+        open({entered!r}, "w").close()
+        while not os.path.exists({release!r}):  # until the test lets it finish
+            time.sleep(0.01)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"v1"]
+"""
+
+
+def test_stop_refuses_new_connections_while_the_server_drains(start, tmp_path):
+    entered, release = tmp_path / "entered", tmp_path / "release"
+    directory = tmp_path / "project"
+    directory.mkdir()
+    (directory / "app.py").write_text(
+        BLOCKING_APP.format(entered=str(entered), release=str(release))
+    )
+    supervisor = start(directory)
+    supervisor.wait_body(b"v1")
+    results: list[bytes | Exception] = []
+
+    def in_flight() -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", supervisor.port), timeout=DEADLINE) as sock:
+                sock.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                results.append(read_body(sock))
+        except Exception as exc:
+            results.append(exc)
+
+    def refused() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", supervisor.port), timeout=5).close()
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            pass
+        return False
+
+    client = threading.Thread(target=in_flight)
+    client.start()
+    try:
+        eventually(entered.exists, "a request in the app")
+        supervisor.popen.send_signal(signal.SIGTERM)
+        eventually(refused, "new connections refused")
+        assert client.is_alive(), "refused only once the in-flight request had ended"
+    finally:
+        release.touch()
+    client.join(DEADLINE)
+    assert results == [b"v1"]
+    assert supervisor.popen.wait(DEADLINE) == 0
+
+
 def test_syntax_error_keeps_the_supervisor_and_connections_wait(start, tmp_path):
     directory = app_dir(tmp_path)
     supervisor = start(directory)

@@ -322,6 +322,61 @@ def test_term_past_the_graceful_timeout_exits_before_the_kill(
     assert len(results) == 1 and isinstance(results[0], Exception), results
 
 
+BLOCKING_APP = """\
+import os
+import time
+
+
+def app(environ, start_response):
+    markers = os.environ["TEST_MARKERS"]
+    open(os.path.join(markers, str(os.getpid())), "w").close()
+    release = os.path.join(os.path.dirname(markers), "release")
+    while not os.path.exists(release):  # until the test lets it finish
+        time.sleep(0.01)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+    return [b"done"]
+"""
+
+
+def refuses(port: int) -> bool:
+    """Whether a new connection to ``port`` is refused (rather than accepted, even into a
+    listen queue no one will accept from)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        pass
+    return False
+
+
+def test_term_refuses_new_connections_while_the_workers_drain(
+    start: Callable[..., Supervisor],
+) -> None:
+    server = start(2, app=BLOCKING_APP)
+    server.wait_workers(2)
+    results: list[bytes | Exception] = []
+
+    def in_flight() -> None:
+        try:
+            results.append(fetch(server.port))
+        except Exception as exc:
+            results.append(exc)
+
+    client = threading.Thread(target=in_flight)
+    client.start()
+    try:
+        eventually(lambda: any(server.markers.iterdir()), "a request in the app")
+        server.signal(signal.SIGTERM)
+        eventually(lambda: refuses(server.port), "new connections refused")
+        assert client.is_alive(), "refused only once the in-flight request had ended"
+    finally:
+        (server.directory / "release").touch()
+    client.join(DEADLINE)
+    assert results == [b"done"]
+    assert server.popen.wait(DEADLINE) == 0
+
+
 def test_quit_stops_at_once(start: Callable[..., Supervisor]) -> None:
     server = start(2)
     server.wait_workers(2)

@@ -1,10 +1,12 @@
 """``--reload``: restart the server process when the application's source changes.
 
-A *supervisor* process binds the listening sockets once and keeps them open for its whole
-life. It runs the server as a child process (the same command line again), hands it the
+A *supervisor* process binds the listening sockets once and keeps them open until it
+stops. It runs the server as a child process (the same command line again), hands it the
 sockets by descriptor number in ``WSGIPOOL_INHERITED_FDS``, and watches the source files.
 On a change it stops the child gracefully and starts a new one. Connections that arrive
-while no child runs wait in the kernel's listen backlog: none is refused.
+while no child runs wait in the kernel's listen backlog: none is refused. When the
+supervisor stops, it closes the sockets first: new clients are refused while the child
+finishes its requests.
 
 The supervisor never imports the application, so an application that fails to import
 (a syntax error half-way through an edit) only makes the child exit; the supervisor logs
@@ -101,6 +103,24 @@ def take_inherited_fds(count: int, *, systemd: bool = False) -> list[int] | None
     return fds
 
 
+def remove_socket_files(paths: list[str]) -> None:
+    """Remove the Unix socket files a server bound, as it stops listening on them (from
+    then on a successor may bind the paths). Empties ``paths``: a later call, on the way
+    out, must not remove a successor's file."""
+    while paths:
+        with contextlib.suppress(OSError):
+            os.unlink(paths.pop())
+
+
+def close_listening(sockets: list[socket.socket], unix_paths: list[str]) -> None:
+    """Stop listening as a stop begins, so new clients are refused at once instead of
+    waiting in a listen queue no one accepts from (until it is closed on them): close
+    ``sockets`` and remove their ``unix_paths`` files. Closing again does nothing."""
+    remove_socket_files(unix_paths)
+    for sock in sockets:
+        sock.close()
+
+
 def run_with_reloader(
     config: Config,
     *,
@@ -141,7 +161,9 @@ def run_with_reloader(
             if address.kind == "unix":
                 unix_paths.append(os.path.abspath(address.path))
         watched = _FileFilter(roots, include, exclude, extra_files)
-        supervisor = _Supervisor(command, sockets, config.graceful_timeout + KILL_MARGIN)
+        supervisor = _Supervisor(
+            command, sockets, unix_paths, config.graceful_timeout + KILL_MARGIN
+        )
         watcher = _make_watcher(watched, interval, supervisor.notify_change)
         log.info(
             "reloader: holding %s; watching %s for %s (%s)",
@@ -152,11 +174,7 @@ def run_with_reloader(
         )
         return supervisor.run(watcher)
     finally:
-        for sock in sockets:
-            sock.close()
-        for path in unix_paths:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        close_listening(sockets, unix_paths)
 
 
 def default_command() -> list[str]:
@@ -365,9 +383,16 @@ class _Supervisor:
     """Runs one child at a time; its main loop sleeps on a pipe that signals, the watcher
     and child-exit waiters write a byte to."""
 
-    def __init__(self, command: list[str], sockets: list[socket.socket], kill_after: float):
+    def __init__(
+        self,
+        command: list[str],
+        sockets: list[socket.socket],
+        unix_paths: list[str],
+        kill_after: float,
+    ):
         self._command = command
         self._sockets = sockets
+        self._unix_paths = unix_paths
         self._kill_after = kill_after
         self._child: subprocess.Popen[bytes] | None = None
         self._changes: list[str] = []
@@ -433,6 +458,8 @@ class _Supervisor:
             log.info("reloader: stopping")
             return 0
         finally:
+            # Refused from now on, rather than queued for a child that is stopping.
+            close_listening(self._sockets, self._unix_paths)
             self._stop_child()
             watcher.stop()
             restore()

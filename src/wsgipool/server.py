@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import signal
 import socket
 import threading
@@ -17,7 +15,7 @@ from .accesslog import AccessLog
 from .config import BindAddress, Config, ConfigError
 from .connection import Connection
 from .listener import Listener
-from .reload import take_inherited_fds
+from .reload import close_listening, remove_socket_files, take_inherited_fds
 from .sockets import bind_socket, describe, expand_binds
 from .taskqueue import TaskQueue
 from .threads import WakePipe, handle_signals
@@ -162,6 +160,9 @@ class Server:
         if timeout is None:
             timeout = self.config.graceful_timeout
         listener.drain()
+        # The listener closes the listening sockets now; their files go with them (a
+        # successor may bind the paths during the drain).
+        remove_socket_files(self._unix_paths)
         deadline = time.monotonic() + timeout
         clean = False
         while not self._force_stop:
@@ -271,12 +272,8 @@ class Server:
             self._access_log = None
 
     def _close_sockets(self) -> None:
-        for sock in self.sockets:
-            sock.close()
-        # Remove the socket files this server created (not those of inherited sockets).
-        for path in self._unix_paths:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        # With the socket files this server created (not those of inherited sockets).
+        close_listening(self.sockets, self._unix_paths)
 
 
 def serve(app: WSGIApp, **options: Any) -> None:

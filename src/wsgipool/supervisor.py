@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from .accesslog import open_access_log_handlers
 from .config import Config, ConfigError
-from .reload import INHERITED_FDS_ENV, KILL_MARGIN, _exit_reason
+from .reload import INHERITED_FDS_ENV, KILL_MARGIN, _exit_reason, close_listening
 from .server import Server
 from .sockets import bind_socket, describe, expand_binds
 from .threads import WakePipe, handle_signals
@@ -190,11 +190,7 @@ class _Supervisor:
             restore()
             self._kill_all()
             self._selector.close()
-            for sock in self._sockets:
-                sock.close()
-            for path in self._unix_paths:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+            close_listening(self._sockets, self._unix_paths)
             self._wake.close()
 
     def _loop(self) -> int:
@@ -274,6 +270,10 @@ class _Supervisor:
 
     def _stop(self, how: str) -> None:
         self._stopping = how
+        # New clients are refused from now on, as in single-process mode, rather than left
+        # in our listen queue until we exit. (A rolling restart keeps the sockets.) Each
+        # worker closes its own copy as its drain begins.
+        close_listening(self._sockets, self._unix_paths)
         now = time.monotonic()
         if how == "graceful":
             signum, wait = signal.SIGTERM, self._config.graceful_timeout + KILL_MARGIN
