@@ -429,6 +429,40 @@ def test_full_queue_is_answered_503_by_the_listener(serve):
     assert seen == ["/block", "/queued", "/after0", "/after1", "/after2"]
 
 
+def test_connection_that_has_sent_nothing_is_not_shed(serve):
+    """A connection with no request (a browser's preconnect) accepted while the queue is
+    full gets no 503: it waits, and is served once it sends a request."""
+    seen: list[str] = []
+    entered, release = threading.Event(), threading.Event()
+    live = serve(blocking_app(seen, entered, release), threads=1, queue_limit=1)
+    try:
+        with live.connect() as busy, live.connect() as queued:
+            busy.sendall(build_request("GET", "/block"))
+            assert entered.wait(DEADLINE)
+            queued.sendall(build_request("GET", "/queued"))
+            assert_shed(get(live, "/probe"))  # the queue is full
+            with live.connect() as idle:
+                # Accepted (with a deferred accept: once the kernel stops waiting for its
+                # first bytes) and kept: busy, queued and idle.
+                wait_for(lambda: live.server.connection_count == 3 or bool(pending(idle)))
+                # The listener handles events in order: this one's 503 comes after it
+                # has dealt with the idle connection.
+                assert_shed(get(live, "/probe"))
+                assert pending(idle) is None, (
+                    f"a connection that sent nothing got {pending(idle)!r}"
+                )
+                release.set()
+                for sock, path in ((busy, b"/block"), (queued, b"/queued")):
+                    response = ResponseReader(sock).read()
+                    assert (response.status, response.body) == (200, path)
+                idle.sendall(build_request("GET", "/idle"))
+                response = ResponseReader(idle).read()
+                assert (response.status, response.body) == (200, b"/idle")
+    finally:
+        release.set()
+    assert seen == ["/block", "/queued", "/idle"]
+
+
 def test_request_that_waited_past_queue_timeout_is_not_run(serve):
     seen: list[str] = []
     entered, release = threading.Event(), threading.Event()

@@ -70,9 +70,20 @@ def _peek(sock: socket.socket) -> bytes | None:
         return b""
 
 
-def _peer_closed(sock: socket.socket) -> bool:
-    """Whether the peer closed the connection with nothing left to read."""
-    return _peek(sock) == b""
+def next_deadline(conn: Connection, config: Config) -> float:
+    """Until when ``conn``, handed to the listener to wait for its next bytes, may wait:
+    the header timeout from the first byte of a head that has begun; from the accept for
+    one that has not said anything yet (a deferred accept that timed out, a preconnect);
+    else the keep-alive timeout from the last response. Expiry before a head has begun is
+    a silent close."""
+    if conn.buffer:
+        if not conn.head_started:
+            conn.head_started = time.monotonic()
+        return conn.head_started + config.header_timeout
+    if not conn.requests:
+        return conn.accepted_at + config.header_timeout
+    conn.head_started = 0.0
+    return conn.idle_since + config.keepalive_timeout
 
 
 def _idle(conn: Connection) -> bool:
@@ -344,12 +355,21 @@ class Listener:
         self._accepting = False
 
     def _shed(self, conn: Connection) -> None:
-        """Refuse a request at once when the queue is full: a 503 costs no worker."""
-        if conn.buffer == b"" and _peer_closed(conn.sock):
-            # Not a request: an idle client hung up. Close it without a word.
-            self.discard(conn)
-            conn.close()
-            return
+        """The queue is full: refuse the request waiting on ``conn`` at once (a 503 costs
+        no worker). Only a request is refused: a connection with nothing to read is none."""
+        if not (conn.buffer or conn.has_pending_input()):
+            first = _peek(conn.sock)
+            if first is None:
+                # Nothing sent yet: a preconnect that a deferred accept delivered, say.
+                # Watched as a fresh one: served once it speaks (with room in the queue
+                # by then), or closed silently at its deadline.
+                self.watch(conn, next_deadline(conn, self._config))
+                return
+            if first == b"":
+                # An idle client hung up: close it without a word.
+                self.discard(conn)
+                conn.close()
+                return
         now = time.monotonic()
         if now - self._last_overload_log >= 1.0:
             self._last_overload_log = now

@@ -12,7 +12,7 @@ from .http.errors import ProtocolError
 from .http.parser import parse_head
 from .http.proxy_protocol import parse_proxy_header
 from .http.response import RETRY_AFTER, error_response
-from .listener import Listener
+from .listener import Listener, next_deadline
 from .taskqueue import TaskQueue
 from .threads import start_thread
 from .wsgi import Gateway, Outcome
@@ -157,19 +157,7 @@ class ConnectionHandler:
         return False
 
     def _hand_back(self, conn: Connection) -> None:
-        config = self._config
-        if conn.buffer:
-            if not conn.head_started:
-                conn.head_started = time.monotonic()
-            deadline = conn.head_started + config.header_timeout
-        elif not conn.requests:
-            # Connected but has not said anything yet (a deferred accept that timed out):
-            # the header timeout applies, and expiry is a silent close.
-            deadline = conn.accepted_at + config.header_timeout
-        else:
-            conn.head_started = 0.0
-            deadline = conn.idle_since + config.keepalive_timeout
-        self._listener.watch(conn, deadline)
+        self._listener.watch(conn, next_deadline(conn, self._config))
 
     def _close(self, conn: Connection, *, linger: bool = False, reset: bool = False) -> None:
         self._listener.discard(conn)
