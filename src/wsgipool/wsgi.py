@@ -956,7 +956,9 @@ class Gateway:
                 if response.body_complete:
                     discarded += len(data)
                     if discarded > DISCARD_LIMIT:
-                        log.debug("dropped %d bytes past the end of the response; stopping", discarded)
+                        log.debug(
+                            "dropped %d bytes past the end of the response; stopping", discarded
+                        )
                         break
                 write(data)
         response.finish()
