@@ -995,3 +995,20 @@ def test_umask_applies_to_unix_sockets_and_log_files(spawn: Any, tmp_path: Path)
 def test_bad_umask_is_one_line(spawn: Any) -> None:
     line = refused(spawn, in_apps("goodapp", "--umask", "999"))
     assert line == "wsgipool: error: --umask: an octal mode such as 007 or 0o027, not '999'"
+
+
+def test_threads_the_machine_cannot_start_are_one_line(spawn: Any) -> None:
+    """--threads within its bound, but more than the process may start here (memory
+    limits): one clear line, exit 2, not a RuntimeError traceback."""
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "from wsgipool.cli import main\n"
+        "sys.argv[0] = 'wsgipool'\n"
+        f"raise SystemExit(main({serve_args('goodapp', '--threads', '4096')!r}))\n"
+    )
+    proc = spawn(command=[sys.executable, "-c", script])
+    stderr = proc.wait_for_exit_or_listening()
+    assert stderr is not None, "4096 threads started within 1 GiB of address space"
+    assert_one_line_error(proc, stderr)
+    assert "--threads" in stderr

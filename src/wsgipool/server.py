@@ -113,8 +113,17 @@ class Server:
         tasks: TaskQueue[Connection] = TaskQueue(config.queue_limit)
         pool = WorkerPool(config.threads, tasks)
         listener = Listener(self.sockets, config, tasks, draining, tls_context)
-        pool.start(ConnectionHandler(gateway, listener))
-        listener.start()
+        try:
+            pool.start(ConnectionHandler(gateway, listener))
+            listener.start()
+        except RuntimeError as exc:  # "can't start new thread": memory or process limits
+            pool.stop(timeout=0.0)
+            self._close_sockets()
+            self._close_access_log()
+            raise ConfigError(
+                f"threads: cannot start {config.threads} threads here ({exc}); lower "
+                "--threads, or raise the limits on threads and memory (ulimit -u, ulimit -v)"
+            ) from None
         self._pool, self._listener = pool, listener
         # Remembered now: they stay readable after stop() closed the sockets.
         self._addresses = [sock.getsockname() for sock in self.sockets]
