@@ -231,6 +231,7 @@ def test_x_forwarded_rightmost_values_win():
         ("HTTP_X_FORWARDED_HOST", "a/b"),
         ("HTTP_X_FORWARDED_HOST", ""),
         ("HTTP_X_FORWARDED_PORT", "65536"),
+        ("HTTP_X_FORWARDED_PORT", "0"),
         ("HTTP_X_FORWARDED_PORT", "-1"),
         ("HTTP_X_FORWARDED_PORT", "\u0663"),  # a non-ASCII digit
         ("HTTP_X_FORWARDED_PORT", "443443"),
@@ -247,6 +248,77 @@ def test_invalid_values_are_ignored(key, value):
 def test_prefix_is_percent_decoded():
     changes = forwarded_changes(base(HTTP_X_FORWARDED_PREFIX="/caf%C3%A9"), TRUSTED)
     assert changes["SCRIPT_NAME"] == "/caf\xc3\xa9"  # latin-1, like PATH_INFO
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "/%2Fevil.example",  # decodes to //evil.example: scheme-relative
+        "/%2fevil.example",
+        "/shop%2F%2Fevil.example",
+        "/a%2Fb",  # a "/" inside a segment: refused outright
+        "/%5Cevil.example",  # "/\evil.example": browsers read "\" as "/"
+        "/%5c%5cevil.example",
+        "/%09/evil.example",  # browsers drop the tab: "//evil.example"
+        "/%0A/evil.example",
+        "/%0D/evil.example",
+        "/shop%00",
+        "/shop%1F",
+        "/shop%7F",
+        "/%2E%2E",
+        "/shop/%2e",
+        "/shop/..",
+        "/./shop",
+        "/shop//x",
+    ],
+)
+def test_prefix_is_checked_after_decoding(prefix):
+    environ = base(HTTP_X_FORWARDED_PREFIX=prefix, SCRIPT_NAME="/root")
+    assert forwarded_changes(environ, TRUSTED) == {}
+
+
+@pytest.mark.parametrize(
+    ("prefix", "script_name"),
+    [
+        ("/shop", "/shop"),
+        ("/shop/v2/", "/shop/v2"),
+        ("/my%20shop", "/my shop"),
+        ("/.well-known", "/.well-known"),
+        ("/a...b/...", "/a...b/..."),
+        ("/@team:x", "/@team:x"),
+    ],
+)
+def test_plain_prefixes_are_taken(prefix, script_name):
+    changes = forwarded_changes(base(HTTP_X_FORWARDED_PREFIX=prefix), TRUSTED)
+    assert changes == {"SCRIPT_NAME": script_name}
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example%2F.good.example",  # decoded by browsers: a "/" in the host
+        "evil.example%40good.example",
+        ":443",  # a port without a name
+        "good.example:",
+        "good.example:0",
+        "good.example:65536",
+        "[2001:db8::1]:",
+        "evil.example/path",
+        "user@evil.example",
+    ],
+)
+def test_forwarded_host_must_build_a_sound_url(host):
+    assert forwarded_changes(base(HTTP_X_FORWARDED_HOST=host), TRUSTED) == {}
+    quoted = base(HTTP_FORWARDED=f'host="{host}"')
+    assert "HTTP_HOST" not in forwarded_changes(quoted, TRUSTED)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["good.example", "good.example:8443", "[2001:db8::1]", "[2001:db8::1]:443", "10.0.0.1:1"],
+)
+def test_forwarded_hosts_that_are_taken(host):
+    assert forwarded_changes(base(HTTP_X_FORWARDED_HOST=host), TRUSTED) == {"HTTP_HOST": host}
 
 
 def test_forwarded_header():

@@ -113,6 +113,52 @@ def test_unix_socket_peer_is_trusted_unless_empty(serve, tmp_path):
     assert ask(live, FORWARDED_HEADERS)["REMOTE_ADDR"] == ""
 
 
+def flask_redirecting_app() -> Any:
+    """A Flask app whose ``/`` redirects with ``url_for``: the prefix goes into Location."""
+    flask = pytest.importorskip("flask")
+    app = flask.Flask("redirecting")
+
+    @app.route("/")
+    def index() -> Any:
+        return flask.redirect(flask.url_for("landing"))
+
+    @app.route("/landing")
+    def landing() -> str:
+        return "landed"
+
+    return app
+
+
+def redirect_location(live: Any, prefix: str) -> str:
+    response = exchange(live, build_request("GET", "/", [("X-Forwarded-Prefix", prefix)]))
+    assert response.status == 302, response
+    location = response.get("location")
+    assert location is not None
+    return location
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "/%2Fevil.example",  # was SCRIPT_NAME //evil.example: Location //evil.example/landing
+        "/%5Cevil.example",  # "/\\evil.example/landing": browsers read "\\" as "/"
+        "/%09/evil.example",  # browsers drop the tab: "//evil.example/landing"
+        "/shop%2F%2Fevil.example",
+    ],
+)
+def test_forwarded_prefix_cannot_redirect_off_site(serve, prefix):
+    live = serve(flask_redirecting_app(), forwarded_allow_ips="127.0.0.0/8")
+    location = redirect_location(live, prefix)
+    # The prefix is ignored as a whole: the redirect stays on this site, unprefixed.
+    assert location == "/landing"
+
+
+def test_forwarded_prefix_goes_into_urls(serve):
+    live = serve(flask_redirecting_app(), forwarded_allow_ips="127.0.0.0/8")
+    assert redirect_location(live, "/shop") == "/shop/landing"
+    assert redirect_location(live, "/caf%C3%A9") == "/caf%C3%A9/landing"
+
+
 # --- PROXY protocol -------------------------------------------------------------------------
 
 

@@ -21,6 +21,11 @@ The rules (docs/proxies.md says the same for users):
 - ``X-Forwarded-Proto`` (``http``/``https``), ``-Host``, ``-Port`` and ``-Prefix``: the
   right-most value, the one our nearest proxy set, when valid; invalid values are ignored.
   ``-Port`` sets ``SERVER_PORT``; ``-Prefix`` is put in front of ``SCRIPT_NAME``.
+- A host and a prefix end up in every URL the application builds (``url_for``, redirects),
+  so they are held to what a proxy really sends, judged on the value the application sees:
+  a host is a name or an address with an optional port (no percent-encoding), and a
+  prefix a plain mount point (``/shop``), percent-decoded, with nothing in it that could
+  make a URL that starts with it leave the site (see ``_valid_prefix``).
 - Whatever changes, the original values are kept in ``environ["wsgipool.forwarded_from"]``
   (a dict of the changed keys to their values before; a key that was absent maps to None).
 """
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -51,6 +57,14 @@ _HEADER_KEYS = (
     "HTTP_X_FORWARDED_PREFIX",
 )
 _SCHEMES = ("http", "https")
+
+# A percent-encoded "/" or "\" in a prefix: decoded, it would split or end a segment.
+_ENCODED_SEPARATOR = re.compile(r"%(?:2f|5c)", re.IGNORECASE)
+# A decoded prefix that is a plain mount point: "/"-separated segments, none empty (an
+# empty one makes "//evil.example", a scheme-relative URL), none "." or "..", and no
+# "\" (browsers read it as "/") or control character (browsers drop a tab or newline
+# from a URL, so "/\t/evil.example" is "//evil.example" to them).
+_MOUNT_POINT = re.compile(r"(?:/(?!\.\.?(?:/|\Z))[^/\\\x00-\x1f\x7f]+)+")
 
 
 class TrustedPeers:
@@ -206,11 +220,47 @@ def parse_forwarded(value: str) -> list[dict[str, str]] | None:
     return [element for element in elements if element]
 
 
+def _valid_port(text: str) -> bool:
+    """Whether ``text`` is a port a client can connect to: 1-65535, ASCII digits."""
+    return text.isascii() and text.isdigit() and len(text) <= 5 and 0 < int(text) <= 65535
+
+
 def _valid_host(value: str) -> str | None:
+    """A forwarded ``host[:port]`` fit to build URLs with, or None.
+
+    The Host grammar, and more: a name before any port (not ``:80`` alone), a port of
+    1-65535 when there is a colon, and no percent-encoding (a proxy sends an IDN as
+    punycode; decoded, ``%2F`` or ``%40`` would change what a URL built on it means).
+    """
     value = value.strip()
-    if value and _abnf.HOST.fullmatch(value) is not None:
-        return value
-    return None
+    if "%" in value or _abnf.HOST.fullmatch(value) is None:
+        return None
+    # After HOST, the last ":" starts the port unless it is inside an IPv6 literal.
+    name, colon, port = value.rpartition(":")
+    if not colon or "]" in port:
+        name, colon = value, ""
+    if not name or (colon and not _valid_port(port)):
+        return None
+    return value
+
+
+def _valid_prefix(value: str) -> str | None:
+    """An ``X-Forwarded-Prefix`` value as ``SCRIPT_NAME`` (percent-decoded, latin-1 like
+    ``PATH_INFO``), or None.
+
+    A prefix is a fixed mount point such as ``/shop``; the application puts it in front of
+    every URL it builds and redirects to. So it is checked after decoding, which is what
+    the application sees: ``/%2Fevil.example`` would otherwise become ``//evil.example``.
+    An encoded separator (``%2F``, ``%5C``) is refused outright.
+    """
+    value = value.rstrip("/")
+    if _abnf.ABSOLUTE_PATH.fullmatch(value) is None:
+        return None
+    if "%" in value:
+        if _ENCODED_SEPARATOR.search(value) is not None:
+            return None
+        value = unquote_to_bytes(value).decode("latin-1")
+    return value if _MOUNT_POINT.fullmatch(value) is not None else None
 
 
 def _valid_scheme(value: str) -> str | None:
@@ -280,15 +330,12 @@ def forwarded_changes(environ: Mapping[str, Any], trusted: TrustedPeers) -> dict
     port = environ.get("HTTP_X_FORWARDED_PORT")
     if port is not None:
         port = _last(port)
-        if port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535:
+        if _valid_port(port):
             changes["SERVER_PORT"] = str(int(port))
     prefix = environ.get("HTTP_X_FORWARDED_PREFIX")
     if prefix is not None:
-        prefix = _last(prefix).rstrip("/")
-        # An empty segment ("//x") would read as a scheme-relative URL: refused too.
-        if prefix and "//" not in prefix and _abnf.ABSOLUTE_PATH.fullmatch(prefix) is not None:
-            if "%" in prefix:
-                prefix = unquote_to_bytes(prefix).decode("latin-1")
+        prefix = _valid_prefix(_last(prefix))
+        if prefix is not None:
             changes["SCRIPT_NAME"] = prefix + environ.get("SCRIPT_NAME", "")
     # Only what differs: an unchanged key is no change to record.
     return {key: value for key, value in changes.items() if environ.get(key) != value}
