@@ -18,6 +18,7 @@ import pytest
 
 from conftest import ResponseReader, build_request, pending, wait_for
 from wsgipool.connection import Budget
+from wsgipool.http.errors import ProtocolError
 from wsgipool.http.parser import ChunkedBody, FixedLengthBody, Limits
 from wsgipool.wsgi import RequestBody
 
@@ -302,7 +303,37 @@ def test_many_tiny_chunks_decode_in_one_pass():
     data = decoder.read(buf, 1 << 20)
     assert data == b"a" * 10_000
     assert decoder.read(buf, 1 << 20) == b""
-    assert decoder.done and decoder.wire_bytes == len(body) and not buf
+    # The last chunk and its (empty) trailer section are the head limit's, not the body's.
+    assert decoder.done and decoder.wire_bytes == len(body) - len(b"0\r\n\r\n") and not buf
+
+
+@pytest.mark.parametrize(
+    ("body", "first"),
+    [
+        (b"5\r\n0\r\n\r\nXXGET /evil HTTP/1.1\r\n\r\n", None),
+        (b"1\r\nab\r\n0\r\n\r\n", None),
+        (b"3\r\nabc\r\n2\r\nxyZZ", b"abc"),
+        (b"3\r\nabc\r\n0\r\nbad trailer\r\n\r\n", b"abc"),
+    ],
+)
+def test_a_framing_error_is_final(body, first):
+    """After a framing error every read raises it again: a retry must never read what
+    follows the fault as body (data decoded before the fault comes first)."""
+    decoder = ChunkedBody(Limits())
+    buf = bytearray(body)
+    if first is not None:
+        assert decoder.read(buf, 1 << 20) == first
+    for _ in range(3):
+        with pytest.raises(ProtocolError):
+            decoder.read(buf, 1 << 20)
+    assert not decoder.done
+
+
+def test_an_empty_chunked_body_counts_nothing():
+    decoder = ChunkedBody(Limits())
+    buf = bytearray(b"0\r\n\r\n")
+    assert decoder.read(buf, 1 << 20) == b""
+    assert decoder.done and decoder.wire_bytes == 0
 
 
 def test_extensions_within_the_allowance_are_fine():
@@ -355,3 +386,74 @@ def test_access_log_counts_the_body_of_a_server_error(serve, tmp_path):
     wait_for(lambda: len(access_lines(log_path)) == 1)
     assert access_lines(log_path) == [f"500 {len(response.body)}"]
     assert len(response.body) == len(b"500 Internal Server Error\n")
+
+
+# --- found in review --------------------------------------------------------------------------
+
+
+def test_a_close_delimited_body_cut_off_for_a_slow_reader_ends_in_a_reset(serve):
+    """HTTP/1.0, no length: the body ends where the connection does. When the server gives
+    up on a reader below --min-send-rate, the client must see a reset, not an orderly close
+    it would take for the end of the body."""
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return (b"x" * MIB for _ in range(256))
+
+    live = serve(app, send_timeout=0.5, min_send_rate=64 * MIB)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.settimeout(DEADLINE)
+    sock.connect((live.host, live.port))
+    with sock:
+        sock.sendall(build_request("GET", "/", version="HTTP/1.0"))
+        received = 0
+        with pytest.raises(ConnectionResetError):
+            while data := sock.recv(4096):
+                received += len(data)
+                threading.Event().wait(0.01)  # the client's pace: a slow reader
+        assert received < 256 * MIB
+
+
+def test_timeouts_longer_than_one_poll_can_wait(serve):
+    """poll() takes at most INT_MAX ms (24.8 days); a longer --body-timeout must still
+    work, not fail the first wait."""
+    live = serve(body_echo, body_timeout=30 * 24 * 3600.0, send_timeout=30 * 24 * 3600.0)
+    with live.connect() as sock:
+        sock.settimeout(DEADLINE)
+        sock.sendall(build_request("POST", "/", {"Content-Length": "4"}) + b"ab")
+        threading.Event().wait(0.3)  # the client's pace: the server waits for the rest
+        sock.sendall(b"cd")
+        response = ResponseReader(sock).read()
+        assert (response.status, response.body) == (200, b"abcd")
+
+
+def test_a_slow_endless_stream_answering_head_frees_the_worker(serve):
+    """Past the end of a HEAD response the iterable is run on, but for a bounded time: a
+    stream yielding a few bytes now and then would otherwise take the worker for ever to
+    reach the byte limit."""
+    closed = threading.Event()
+
+    class Ticker:
+        def __iter__(self):
+            while True:
+                yield b"tick\n"
+                closed.wait(0.05)
+
+        def close(self):
+            closed.set()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/next":
+            return body_echo(environ, start_response)
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        return Ticker()
+
+    live = serve(app, threads=1)
+    with live.connect() as sock:
+        sock.settimeout(DEADLINE)
+        sock.sendall(build_request("HEAD", "/") + build_request("GET", "/next"))
+        reader = ResponseReader(sock)
+        assert reader.read("HEAD").status == 200
+        assert reader.read().body == b"next"
+    assert closed.is_set()

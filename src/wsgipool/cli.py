@@ -96,7 +96,8 @@ OPTIONS = (
     Option(
         "max_body_size",
         "SIZE",
-        "largest request body in bytes (K, M, G allowed); larger gets 413",
+        "largest request body in bytes (K, M, G allowed), a chunked body counted as it "
+        "crossed the wire (its chunk framing included); larger gets 413",
         parse_size,
     ),
     Option("max_request_line", "SIZE", "longest request line; longer gets 414", parse_size),

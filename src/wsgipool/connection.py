@@ -30,6 +30,8 @@ MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
 # Up to this many bytes, the pieces of a response are joined and sent with one send();
 # above it they go out with sendmsg() so a large body is never copied.
 JOIN_LIMIT = 64 * 1024
+# The longest wait one poll() call takes, in milliseconds (a C int).
+MAX_POLL_MS = 2**31 - 1
 # Largest piece handed to one sendfile() call.
 SENDFILE_BLOCK = 1 << 24
 
@@ -302,19 +304,27 @@ class Connection:
     def _wait(self, events: int, budget: Budget) -> bool:
         """Wait until the socket is ready for ``events``, as long as ``budget`` allows;
         False when it ran out first."""
-        allowed = budget.allowance()
-        if allowed <= 0:
-            return False
         poll = self._poll
         if poll is None:
             poll = self._poll = select.poll()
             poll.register(self.fd, events)
         else:
             poll.modify(self.fd, events)
-        started = time.monotonic()
-        ready = poll.poll(math.ceil(allowed * 1000))
-        budget.waited += time.monotonic() - started
-        return bool(ready)
+        allowed = budget.allowance()
+        if allowed <= 0:
+            return False
+        give_up_at = time.monotonic() + allowed
+        while True:
+            started = time.monotonic()
+            # poll() takes at most INT_MAX milliseconds (24.8 days): longer waits loop.
+            timeout_ms = math.ceil((give_up_at - started) * 1000)
+            ready = poll.poll(min(max(timeout_ms, 0), MAX_POLL_MS))
+            now = time.monotonic()
+            budget.waited += now - started
+            if ready:
+                return True
+            if now >= give_up_at:
+                return False
 
     def send_nowait(self, data: bytes) -> None:
         """Send what the socket takes at once, ignoring errors: a last word (503, 408) from

@@ -55,9 +55,10 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 # An unread request body up to this size is read and dropped so the connection can be kept;
 # a larger one costs less to abandon with the connection.
 DRAIN_LIMIT = 256 * 1024
-# Past the end of a response, at most this much more of the body is pulled from the app
-# (and dropped) looking for its end.
+# Past the end of a response, at most this much more of the body, for at most this long,
+# is pulled from the app (and dropped) looking for its end.
 DISCARD_LIMIT = 1024 * 1024
+DISCARD_TIME = 1.0
 # Piece of a file read and sent where sendfile() cannot be used (TLS).
 COPY_BLOCK = 256 * 1024
 
@@ -229,7 +230,10 @@ class RequestBody:
                 if not data:
                     break
                 parts.append(data)
-        except (ProtocolError, RequestBodyError):
+        except ProtocolError as exc:
+            self.failure = exc.status  # The app's next read raises it again.
+            return False
+        except RequestBodyError:
             return False
         finally:
             self._pending = b"".join(parts)
@@ -258,10 +262,9 @@ class RequestBody:
         if decoder is None:
             return b""
         conn = self._conn
-        if self._expect_continue and not self.continue_sent and not decoder.done:
+        if self._interim_allowed and self.awaiting_continue:
             self.continue_sent = True
-            if self._interim_allowed:
-                conn.sendall(CONTINUE_100)
+            conn.sendall(CONTINUE_100)
         while True:
             try:
                 data = decoder.read(conn.buffer, limit)
@@ -608,9 +611,11 @@ class Response:
         return self._framing == self.CLOSE
 
     def finish(self) -> None:
-        """End the response; ``keep_alive`` then says whether the connection can be reused."""
+        """End the response; ``keep_alive`` then says whether the connection can be reused.
+        ``write`` raises from now on."""
         if not self.headers_sent:
             self._send_head(b"", complete=True)
+        self._ended = True
         if self._framing == self.CHUNKED:
             self._conn.sendall(LAST_CHUNK)
         elif self._framing == self.LENGTH and self._sent < (self._content_length or 0):
@@ -630,6 +635,7 @@ class Response:
     def send_error(self, status: int, detail: str = "") -> None:
         """Answer with the server's own error response; nothing may have been sent yet."""
         data = error_response(status, detail, head_only=self._head_only)
+        self._ended = True
         self.headers_sent = True
         self.keep_alive = False
         self.sent_status = status_line(status)
@@ -732,8 +738,9 @@ class Response:
             parts = [head, b"%x\r\n" % len(data), data, b"\r\n"]
         else:
             parts = [head, data]
-        self._sent += len(data)
         self._conn.send_parts(parts)
+        # Counted once sent: a send that failed part-way leaves the body incomplete.
+        self._sent += len(data)
 
     def send_file(
         self, filelike: Any, position: int, available: int, *, use_sendfile: bool
@@ -901,7 +908,10 @@ class Gateway:
             outcome = self._next_outcome(conn, response, body)
         except ClientDisconnected as exc:
             log.debug("client %s went away: %s", conn.peer, exc)
-            outcome = Outcome.CLOSE
+            # Cut off part-way (a client too slow, not only one gone): a body delimited by
+            # the close must not end in an orderly one.
+            cut_short = response.close_delimited and not response.body_complete
+            outcome = Outcome.RESET if cut_short else Outcome.CLOSE
         except BaseException as exc:
             # Whatever the application raises (SystemExit and KeyboardInterrupt included:
             # in a worker thread they can only come from the app) is its failure, never
@@ -945,23 +955,31 @@ class Gateway:
                 response.write_complete(result[0])
                 response.finish()
                 return
-        # On past the end of the response (a Content-Length reached, HEAD), dropping the
-        # excess, so code after an app's last yield runs (werkzeug's debugger logs the
-        # traceback there), as gunicorn and werkzeug do; but an endless stream answering
-        # HEAD must not hold the worker for ever, hence DISCARD_LIMIT.
         write = response.write
-        discarded = 0
-        for data in result:
+        items = iter(result)
+        for data in items:
             if data:
-                if response.body_complete:
-                    discarded += len(data)
-                    if discarded > DISCARD_LIMIT:
-                        log.debug(
-                            "dropped %d bytes past the end of the response; stopping", discarded
-                        )
-                        break
                 write(data)
+                if response.body_complete:
+                    break
         response.finish()
+        # On past the end of the response (a Content-Length reached, HEAD), so that code
+        # after an app's last yield runs (werkzeug's debugger logs the traceback there),
+        # as gunicorn and werkzeug do: the excess is dropped.
+        self._discard_rest(items)
+
+    @staticmethod
+    def _discard_rest(items: Iterator[bytes]) -> None:
+        """Run ``items`` to its end, dropping what it yields; but no more than
+        DISCARD_LIMIT bytes or DISCARD_TIME seconds of it, so that an endless stream
+        answering HEAD does not hold the worker for ever."""
+        dropped = 0
+        give_up_at = time.monotonic() + DISCARD_TIME
+        for data in items:
+            dropped += len(data)
+            if dropped > DISCARD_LIMIT or time.monotonic() > give_up_at:
+                log.debug("dropped %d bytes past the end of the response; stopping", dropped)
+                return
 
     def _use_sendfile(self, conn: Connection) -> bool:
         """Whether a file goes to ``conn`` with sendfile() (``--sendfile``).

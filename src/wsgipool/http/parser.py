@@ -391,14 +391,23 @@ class ChunkedBody:
     Trailers never reach the application: merging them into the environ after the head was
     handed over would let a client change headers a proxy already checked.
 
-    ``wire_bytes`` counts every byte of the body as it crossed the wire: chunk-size lines
-    and their extensions, CRLFs and trailers as well as data, so a limit on it bounds what
-    a client may send, not only what the application reads. Framing beyond a little per
+    ``wire_bytes`` counts the chunks as they crossed the wire: chunk-size lines and their
+    extensions and CRLFs as well as data, so a limit on it bounds what a client may send,
+    not only what the application reads (the last chunk and the trailer fields are
+    bounded by ``max_header_size`` instead). Framing beyond a little per
     chunk is refused outright (``MAX_FRAMING_EXCESS``): a body of one-byte chunks with
     long extensions is nearly all framing (the class of Go's CVE-2023-39326).
     """
 
-    __slots__ = ("_chunk_left", "_excess", "_limits", "_state", "_trailer_bytes", "wire_bytes")
+    __slots__ = (
+        "_chunk_left",
+        "_error",
+        "_excess",
+        "_limits",
+        "_state",
+        "_trailer_bytes",
+        "wire_bytes",
+    )
 
     _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
 
@@ -408,6 +417,7 @@ class ChunkedBody:
         self._chunk_left = 0
         self._trailer_bytes = 0
         self._excess = 0
+        self._error: ProtocolError | None = None
         self.wire_bytes = 0
 
     @property
@@ -419,11 +429,17 @@ class ChunkedBody:
 
         Decodes as many chunks as ``buf`` holds, up to ``limit`` data bytes, in one call,
         and a chunk whose data and CRLF are all there in one step, so that many small
-        chunks stay cheap.
+        chunks stay cheap. A framing error is final: it is raised again by every later
+        call (after the data decoded before it, if any, is returned), and nothing of the
+        element at fault is consumed.
         """
+        if self._error is not None:
+            raise self._error
         pieces: list[bytearray] = []
         wanted = limit
         position = 0
+        # Bytes of the last chunk and the trailer section, which --max-header-size bounds.
+        tail = 0
         size = len(buf)
         state = self._state
         max_line = self._limits.max_chunk_line
@@ -435,19 +451,22 @@ class ChunkedBody:
                         self._line_end(buf, position, max_line)  # Raises if too long.
                         break
                     chunk = self._chunk_size(buf[position:end], end - position)
-                    position = end + 2
                     if not chunk:
+                        tail += end + 2 - position
+                        position = end + 2
                         state = self._TRAILER
                         continue
-                    data_end = position + chunk
+                    data_start = end + 2
+                    data_end = data_start + chunk
                     if chunk <= wanted and data_end + 2 <= size:
                         # The whole chunk is here: its data and CRLF in one step.
                         if buf[data_end] != 13 or buf[data_end + 1] != 10:
                             raise ProtocolError(400, "chunk data not followed by CRLF")
-                        pieces.append(buf[position:data_end])
+                        pieces.append(buf[data_start:data_end])
                         position = data_end + 2
                         wanted -= chunk
                         continue
+                    position = data_start
                     self._chunk_left = chunk
                     state = self._DATA
                 elif state == self._DATA:
@@ -475,19 +494,24 @@ class ChunkedBody:
                     if end < 0:
                         break
                     line = buf[position:end]
+                    if line and _abnf.FIELD_LINE_BYTES.fullmatch(line) is None:
+                        raise ProtocolError(400, "invalid trailer field")
+                    tail += end + 2 - position
                     position = end + 2
                     if not line:
                         state = self._DONE
                         break
                     self._trailer_bytes += len(line) + 2
-                    if _abnf.FIELD_LINE_BYTES.fullmatch(line) is None:
-                        raise ProtocolError(400, "invalid trailer field")
                 else:
                     break
+        except ProtocolError as exc:
+            self._error = exc
+            if not pieces:
+                raise
         finally:
             self._state = state
             if position:
-                self.wire_bytes += position
+                self.wire_bytes += position - tail
                 del buf[:position]
         if pieces:
             return bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
