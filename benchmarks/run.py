@@ -111,8 +111,23 @@ SCENARIOS: tuple[Scenario, ...] = (
         headers=("Connection: close",),
     ),
     Scenario("4", 4, "Flask jsonify endpoint", "flask_json:app", connections=50),
+    # A blocking app over the range of pool sizes users run: connections = 2 x threads.
     Scenario(
-        "5", 5, "app sleeps 10 ms", "sleep10ms:app", connections=64, threads=32, sleep_s=0.010
+        "5a", 5, "app sleeps 10 ms", "sleep10ms:app", connections=64, threads=32, sleep_s=0.010
+    ),
+    Scenario(
+        "5b", 5, "app sleeps 10 ms", "sleep10ms:app", connections=128, threads=64, sleep_s=0.010
+    ),
+    Scenario(
+        "5c", 5, "app sleeps 10 ms", "sleep10ms:app", connections=256, threads=128, sleep_s=0.010
+    ),
+    Scenario(
+        "5d",
+        5,
+        "app with 0.6 ms of Python around a 10 ms sleep",
+        "mixed:app",
+        connections=64,
+        threads=32,
     ),
     Scenario("6a", 6, "1 MiB response", "big_response:app", connections=16, bytes_per_request=MIB),
     Scenario(

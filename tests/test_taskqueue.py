@@ -1,16 +1,18 @@
-"""The task queue: FIFO, bounded, and it wakes only the workers it needs."""
+"""The task queue: FIFO, bounded, and it keeps awake the workers the load needs: as many
+as requests block, one for a pool that runs Python. The policy is tested with samples the
+test reports itself and a clock it moves itself: nothing here depends on how fast the
+machine is."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
 from conftest import wait_for
 from wsgipool import taskqueue
-from wsgipool.taskqueue import STALL_DELAY, TaskQueue
+from wsgipool.taskqueue import LOAD_CHECK, STALL_DELAY, TRIAL, Load, TaskQueue
 
 
 class Worker:
@@ -110,88 +112,138 @@ def test_close_returns_none_once_drained():
     assert tasks.get(lock) is None
 
 
-def one_core(clock: list[float]) -> float:
-    """A CPU clock for a process that used one whole core: it keeps up with ``clock``."""
-    return clock[0]
+def reported(blocked: float, cpu: float, requests: int = 10) -> Load:
+    """A ``Load`` holding ``requests`` sampled requests, each ``blocked`` seconds blocked
+    and ``cpu`` seconds of CPU."""
+    load = Load()
+    for _ in range(requests):
+        load.add(blocked, cpu)
+    return load
 
 
-def two_blocked_workers(
-    cpu_used: float,
-) -> tuple[TaskQueue[str], list[Worker], list[threading.Event], float]:
-    """A queue whose two workers are both awake and blocked in the app, with one more
-    item waiting, just after a load check that saw the process use ``cpu_used`` cores."""
-    start = time.monotonic()
-    cpu = [0.0]
-    tasks: TaskQueue[str] = TaskQueue(limit=10, cpu_clock=lambda: cpu[0])
-    releases = [threading.Event(), threading.Event()]
-    workers = [Worker(tasks, release) for release in releases]
-    wait_for(lambda: asleep(tasks) == 2)
-    tasks.put("a")
-    wait_for(lambda: asleep(tasks) == 1)
-    tasks.put("b")
-    tasks.wake_stalled(time.monotonic() + 2 * STALL_DELAY)  # The first worker is blocked.
-    wait_for(lambda: asleep(tasks) == 0 and len(tasks) == 0)
-    tasks.put("c")
-    # The listener was busy until now, so this is no stall; it is time for a load check.
-    now = start + 2 * taskqueue.LOAD_CHECK
-    cpu[0] = cpu_used * (now - start)
-    tasks.wake_stalled(now, producer_busy=now - start)
-    return tasks, workers, releases, now
+def sleeping_pool(count: int) -> tuple[TaskQueue[str], list[Worker], threading.Event]:
+    """``count`` workers asleep (each blocks on the returned event once it takes an item)."""
+    release = threading.Event()
+    tasks: TaskQueue[str] = TaskQueue(limit=1000)
+    workers = [Worker(tasks, release) for _ in range(count)]
+    wait_for(lambda: asleep(tasks) == count)
+    return tasks, workers, release
+
+
+def stop(tasks: TaskQueue[str], workers: list[Worker], release: threading.Event) -> None:
+    release.set()
+    tasks.close()
+    for worker in workers:
+        worker.thread.join(5)
+        assert not worker.thread.is_alive()
+
+
+def test_until_samples_arrive_the_target_is_one_worker():
+    tasks: TaskQueue[str] = TaskQueue(limit=10)
+    assert tasks.target == 0  # No worker yet.
+    tasks.register_worker()
+    tasks.register_worker()
+    assert tasks.target == 1
+
+
+@pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL every worker may run")
+@pytest.mark.parametrize(
+    ("blocked", "cpu", "target"),
+    [
+        (0.010, 0.000080, 126),  # sleeps 10 ms, 80 us of Python: a fast machine
+        (0.010, 0.000400, 26),  # the same app on a machine five times slower
+        (0.010, 0.000650, 16),  # 0.6 ms of Python around the wait
+        (0.0, 0.000015, 1),  # hello world: blocks nowhere
+        (0.000004, 0.000015, 1),  # a little I/O: still one
+    ],
+)
+def test_the_target_is_one_plus_blocked_over_cpu(blocked, cpu, target):
+    tasks, workers, release = sleeping_pool(200)
+    tasks.record(reported(blocked, cpu))
+    assert tasks.target == target
+    stop(tasks, workers, release)
+
+
+@pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL every put wakes")
+def test_a_burst_on_a_blocking_app_wakes_every_needed_worker_at_once():
+    """128 requests arrive for a pool whose app blocks: one wake_stalled call wakes a
+    worker for each of them, not one per STALL_DELAY (128 ms)."""
+    tasks, workers, release = sleeping_pool(128)
+    tasks.record(reported(0.010, 0.000080))  # A target of 126.
+    for index in range(128):
+        tasks.put(str(index))
+    now = time.monotonic()
+    tasks.wake_stalled(now)  # No stall yet: this is the target at work.
+    with tasks._lock:
+        awake = tasks._awake
+    assert awake == 126, "woken up to the target in one step"
+    wait_for(lambda: sum(len(w.taken) for w in workers) == 126)
+    stop(tasks, workers, release)
 
 
 @pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL no worker retires")
-def test_a_gil_bound_pool_retires_a_surplus_worker():
-    tasks, workers, releases, _ = two_blocked_workers(cpu_used=1.0)
-    first = workers[0] if workers[0].taken == ["a"] else workers[1]
-    releases[workers.index(first)].set()
-    wait_for(lambda: asleep(tasks) == 1)
-    assert len(tasks) == 1, "the worker went back to sleep though work waits"
-    assert first.taken == ["a"]
-    for release in releases:
-        release.set()
-    wait_for(lambda: len(tasks) == 0)
-    assert sorted(t for w in workers for t in w.taken) == ["a", "b", "c"]
-    tasks.close()
-    for worker in workers:
-        worker.thread.join(5)
+def test_a_pool_that_stops_blocking_keeps_one_worker_awake():
+    """Two workers are awake for an app that blocked; once samples show a load that blocks
+    nowhere, the one beyond the target sleeps at its next get, though work waits."""
+    tasks, workers, release = sleeping_pool(2)
+    tasks.record(reported(0.010, 0.000100))
+    tasks.put("a")
+    tasks.put("b")
+    tasks.wake_stalled(time.monotonic())  # Both wake: the target is every worker.
+    wait_for(lambda: sorted(t for w in workers for t in w.taken) == ["a", "b"])
+    tasks.record(reported(0.0, 0.000020, requests=100_000))  # Now hello world.
+    assert tasks.target == 1
+    tasks.put("c")
+    tasks.put("d")
+    release.set()  # Both finish and ask for more: the first to ask sleeps, though work waits.
+    wait_for(lambda: len(tasks) == 0 and asleep(tasks) == 2)
+    assert sorted(len(worker.taken) for worker in workers) == [1, 3]
+    stop(tasks, workers, release)
 
 
-def test_a_pool_blocked_in_io_keeps_its_workers():
-    tasks, workers, releases, _ = two_blocked_workers(cpu_used=0.05)
-    first = workers[0] if workers[0].taken == ["a"] else workers[1]
-    releases[workers.index(first)].set()
-    wait_for(lambda: first.taken == ["a", "c"])
-    assert tasks.backlog(time.monotonic()) == 0.0, "no pause for a pool that waits on I/O"
-    for release in releases:
-        release.set()
-    tasks.close()
-    for worker in workers:
-        worker.thread.join(5)
-
-
-def queue_worked_by_the_test(
-    cpu_clock: Callable[[], float], queued: int
-) -> tuple[TaskQueue[str], threading.Lock]:
-    """A queue measuring ``cpu_clock``, with ``queued`` items and one awake worker: the
-    calling test, which takes items with the returned lock."""
-    tasks: TaskQueue[str] = TaskQueue(limit=1000, cpu_clock=cpu_clock)
-    tasks.register_worker()
-    for index in range(queued):
+@pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL no worker retires")
+def test_a_blocking_pool_keeps_its_workers():
+    tasks, workers, release = sleeping_pool(3)
+    tasks.record(reported(0.010, 0.000100))
+    for index in range(6):
         tasks.put(str(index))
-    return tasks, threading.Lock()
+    tasks.wake_stalled(time.monotonic())
+    wait_for(lambda: asleep(tasks) == 0)
+    release.set()  # Each takes one more: none sleeps while work waits.
+    wait_for(lambda: len(tasks) == 0)
+    assert sum(len(w.taken) for w in workers) == 6
+    assert tasks.backlog(time.monotonic()) == 0.0, "no pause for a pool that waits on I/O"
+    stop(tasks, workers, release)
 
 
-@pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL no pool is GIL-bound")
-def test_backlog_of_a_gil_bound_pool_is_its_queued_work_at_the_take_rate():
+@pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL every worker may run")
+def test_new_behaviour_takes_over_as_samples_age():
+    """Samples lose half their weight every LOAD_CHECK: an app that stopped blocking is
+    soon one that keeps one worker busy."""
+    tasks, workers, release = sleeping_pool(60)
+    tasks.record(reported(0.010, 0.000200))
+    assert tasks.target == 51
+    now = time.monotonic()
+    for _ in range(3):
+        now += 2 * LOAD_CHECK
+        tasks.wake_stalled(now)  # A LOAD_CHECK later: the samples age.
+        tasks.record(reported(0.0, 0.000020, requests=1000))  # It no longer blocks.
+    assert tasks.target == 1
+    stop(tasks, workers, release)
+
+
+@pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL no pool runs one worker")
+def test_backlog_of_a_one_worker_pool_is_its_queued_work_at_the_take_rate():
     start = time.monotonic()
-    clock = [start]
-    tasks, lock = queue_worked_by_the_test(lambda: clock[0] - start, queued=30)
+    tasks: TaskQueue[str] = TaskQueue(limit=1000)
+    tasks.register_worker()
+    lock = threading.Lock()
+    for index in range(30):
+        tasks.put(str(index))
+    tasks.backlog(start)  # Starts the rate window.
     for _ in range(10):
-        tasks.get(lock)
-    tasks.wake_stalled(start)  # Work is queued: the load is measured from now.
-    clock[0] = start + 2 * taskqueue.LOAD_CHECK
-    tasks.wake_stalled(clock[0], producer_busy=clock[0] - start)  # Load check: one core.
-    # 10 taken in the first 10 ms (1,000/s) leaves 20 queued: 20 ms of work.
+        tasks.get(lock, reported(0.0, 0.00002, requests=1))
+    # 10 taken in 10 ms (1,000/s) leaves 20 queued: 20 ms of work.
     assert tasks.backlog(start + 0.010) == pytest.approx(0.020, rel=0.01)
 
 
@@ -209,79 +261,31 @@ def test_time_the_listener_was_busy_is_no_stall():
         worker.thread.join(5)
 
 
-@pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL no pool is GIL-bound")
-def test_gil_bound_has_a_margin_before_it_ends():
-    """Sampled user time is noisy: once GIL-bound, a pool stays so until its CPU use drops
-    well below the threshold that made it so."""
-    assert taskqueue.GIL_FREE_CPU < 0.3 < taskqueue.GIL_BOUND_CPU < 0.5
-    start = time.monotonic()
-    cpu = [0.0]
-    tasks, lock = queue_worked_by_the_test(lambda: cpu[0], queued=100)
-    now = start
-    tasks.wake_stalled(now)  # Work is queued: the load is measured from now.
-
-    def load_check(cores: float) -> bool:
-        """Let a LOAD_CHECK pass with the process using ``cores``; is it GIL-bound?"""
-        nonlocal now
-        step = 2 * taskqueue.LOAD_CHECK
-        now += step
-        cpu[0] += cores * step
-        tasks.wake_stalled(now, producer_busy=step)  # No stall: only the load check.
-        tasks.get(lock)  # Work is being taken (backlog is 0 while none is).
-        return tasks.backlog(now) > 0
-
-    assert not load_check(0.3), "below GIL_BOUND_CPU"
-    assert load_check(0.5)
-    assert load_check(0.3), "above GIL_FREE_CPU: still GIL-bound"
-    assert not load_check(0.1)
-    assert not load_check(0.3)
-
-
-@pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL no pool is GIL-bound")
-def test_idle_time_does_not_dilute_the_load():
-    start = time.monotonic()
-    cpu = [0.0]
-    tasks, lock = queue_worked_by_the_test(lambda: cpu[0], queued=0)
-    assert tasks.wake_stalled(start) is None  # Nothing queued: nothing measured.
-    busy_from = start + 60.0  # A minute idle, then a GIL-bound burst.
-    for index in range(50):
-        tasks.put(str(index))
-    tasks.wake_stalled(busy_from)
-    cpu[0] += 0.9 * 2 * taskqueue.LOAD_CHECK
-    now = busy_from + 2 * taskqueue.LOAD_CHECK
-    tasks.wake_stalled(now, producer_busy=now - busy_from)
-    tasks.get(lock)
-    assert tasks.backlog(now) > 0, "0.9 cores since work was queued: GIL-bound"
-
-
-@pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL no pool is GIL-bound")
+@pytest.mark.skipif(not taskqueue.GIL_ENABLED, reason="without a GIL no worker retires")
 @pytest.mark.parametrize("takes_during_trial", [0, 10])
-def test_a_worker_woken_in_a_gil_bound_pool_stays_only_if_it_helps(takes_during_trial):
-    """The test thread is one awake worker, ``worker`` a sleeping one that a stall wakes.
-    If the take rate does not rise within TRIAL, the woken worker goes back to sleep."""
-    cpu = [0.0]
-    tasks: TaskQueue[str] = TaskQueue(limit=1000, cpu_clock=lambda: cpu[0])
-    release = threading.Event()
-    worker = Worker(tasks, release)
-    wait_for(lambda: asleep(tasks) == 1)
+def test_a_worker_woken_beyond_the_target_stays_only_if_it_helps(takes_during_trial):
+    """The test thread is the one awake worker of a CPU-bound pool, ``worker`` a sleeping
+    one that a stall wakes (a slow request, say). If the take rate does not rise within
+    TRIAL, the woken worker goes back to sleep; if it does, it stays."""
+    tasks, workers, release = sleeping_pool(1)
+    worker = workers[0]
     tasks.register_worker()  # The test thread.
     lock = threading.Lock()
     for index in range(100):
         tasks.put(str(index))
     start = time.monotonic()
-    tasks.wake_stalled(start)  # Work is queued: the load is measured from now.
+    tasks.wake_stalled(start)  # Work is queued: the take rate is measured from now.
     for _ in range(20):
-        tasks.get(lock)
-    cpu[0] = 1.0 * 0.2  # One core: GIL-bound, at 100 takes/s.
-    now = start + 0.2
-    tasks.wake_stalled(now, producer_busy=0.2)
+        tasks.get(lock, reported(0.0, 0.00002, requests=1))  # CPU-bound: a target of 1.
+    now = start + 2 * LOAD_CHECK
+    tasks.wake_stalled(now, producer_busy=2 * LOAD_CHECK)  # 100 takes/s over the check.
     now += 2 * STALL_DELAY
     tasks.wake_stalled(now)  # A stall: the worker wakes, takes one item and blocks.
     wait_for(lambda: len(worker.taken) == 1)
     for _ in range(takes_during_trial):
         tasks.get(lock)
-    trial_end = now + 1.1 * taskqueue.TRIAL
-    tasks.wake_stalled(trial_end, producer_busy=trial_end - start)  # No stall, the trial ends.
+    trial_end = now + 1.1 * TRIAL
+    tasks.wake_stalled(trial_end, producer_busy=trial_end - start)  # The trial ends.
     left = len(tasks)
     release.set()
     if takes_during_trial:

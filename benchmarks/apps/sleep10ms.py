@@ -1,4 +1,4 @@
-"""Scenario 5: an app that blocks for 10 ms, like a call to a slow backend.
+"""Scenarios 5a-5c: an app that blocks for 10 ms, like a call to a slow backend.
 
 With T worker threads the best any server can do is T / 0.010 requests/s.
 """

@@ -51,9 +51,10 @@ SWEEP_INTERVAL = 0.5
 DRAIN_IDLE_GRACE = 0.5
 # After EMFILE/ENFILE on accept, stop accepting this long before trying again.
 ACCEPT_BACKOFF = 0.5
-# When a GIL-bound pool has queued work, the listener pauses for half of it before polling
-# again, at most MAX_PAUSE (no longer than a stall check may wait); below MIN_PAUSE a sleep
-# is not worth its system call. See _run.
+# When a pool that runs Python (a target of one worker, see taskqueue) has queued work,
+# the listener pauses for half of it before polling again, at most MAX_PAUSE (no longer
+# than a stall check may wait); below MIN_PAUSE a sleep is not worth its system call.
+# See _run.
 MAX_PAUSE = STALL_DELAY
 MIN_PAUSE = 0.0001
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -213,7 +214,7 @@ class Listener:
                 wake_at = (
                     next_sweep if next_wake_check is None else min(next_sweep, next_wake_check)
                 )
-                # A GIL-bound pool with work queued: gather the connections that get
+                # A pool that runs Python, with work queued: gather the connections that get
                 # ready meanwhile into one batch rather than wake for every few. Each
                 # wake costs a system call and a GIL hand-off with the worker; requests
                 # that get ready during the pause lose nothing, they would queue behind

@@ -13,7 +13,7 @@ from .http.parser import parse_head
 from .http.proxy_protocol import parse_proxy_header
 from .http.response import RETRY_AFTER, error_response
 from .listener import Listener, next_deadline
-from .taskqueue import TaskQueue
+from .taskqueue import Load, TaskQueue
 from .threads import start_thread
 from .wsgi import Gateway, Outcome
 
@@ -38,15 +38,15 @@ class ConnectionHandler:
         self._listener = listener
         self._config = gateway.config
 
-    def __call__(self, conn: Connection) -> None:
+    def __call__(self, conn: Connection, load: Load | None = None) -> None:
         try:
-            self._serve(conn)
+            self._serve(conn, load)
         except BaseException:
             # Even SystemExit from an application must not cost the pool a thread.
             log.exception("unexpected error serving %s", conn.peer)
             self._close(conn)
 
-    def _serve(self, conn: Connection) -> None:
+    def _serve(self, conn: Connection, load: Load | None) -> None:
         if conn.proxy_header_expected and not self._take_proxy_header(conn):
             return
         if conn.handshake_pending and not self._handshake(conn):
@@ -97,7 +97,7 @@ class ConnectionHandler:
                 self._close(conn, linger=True)
                 return
             try:
-                outcome = gateway.handle(conn, request, queue_wait)
+                outcome = gateway.handle(conn, request, queue_wait, load)
             except ClientDisconnected:
                 outcome = Outcome.CLOSE
             if outcome is not Outcome.KEEP_ALIVE:
@@ -194,10 +194,11 @@ class WorkerPool:
         assert handler is not None
         get = self._tasks.get
         wake_lock = threading.Lock()
+        load = Load()  # What this worker measures for the queue (see taskqueue).
         while True:
-            task = get(wake_lock)
+            task = get(wake_lock, load)
             if task is None:
                 return
             conn, queued_at = task
             conn.queued_at = queued_at
-            handler(conn)
+            handler(conn, load)

@@ -36,6 +36,7 @@ from .http.response import (
     status_line,
 )
 from .proxy import apply_forwarded
+from .taskqueue import Load, Sample
 
 log = logging.getLogger("wsgipool.error")
 
@@ -875,12 +876,20 @@ class Gateway:
             apply_forwarded(environ, self.config.forwarded_trust)
         return environ
 
-    def handle(self, conn: Connection, request: Request, queue_wait: float = 0.0) -> Outcome:
+    def handle(
+        self,
+        conn: Connection,
+        request: Request,
+        queue_wait: float = 0.0,
+        load: Load | None = None,
+    ) -> Outcome:
         """Serve one request; say whether and how the connection goes on.
 
         ``queue_wait`` is how long the request waited for a worker (seconds); the app
-        sees it as ``environ["wsgipool.queue_wait"]``.
+        sees it as ``environ["wsgipool.queue_wait"]``. ``load`` is the worker's, which now
+        and then measures a request for the pool (see ``taskqueue``).
         """
+        sample = Sample() if load is not None and load.sample_now() else None
         max_body = self.config.max_body_size
         decoder: FixedLengthBody | ChunkedBody | None
         if request.chunked:
@@ -903,8 +912,13 @@ class Gateway:
             if request.content_length is not None and request.content_length > max_body:
                 body.failure = 413
                 raise RequestBodyError(413, "request body larger than max_body_size")
-            result = self.app(environ, response.start_response)
-            self._send_result(conn, response, result)
+            if sample is None:
+                result = self.app(environ, response.start_response)
+            else:
+                sample.enter()
+                result = self.app(environ, response.start_response)
+                sample.leave()
+            self._send_result(conn, response, result, sample)
             outcome = self._next_outcome(conn, response, body)
         except ClientDisconnected as exc:
             log.debug("client %s went away: %s", conn.peer, exc)
@@ -920,7 +934,7 @@ class Gateway:
         finally:
             response.end()
             if result is not None:
-                self._close_result(result, request)
+                self._close_result(result, request, sample)
         if access_log is not None:
             access_log.log(
                 Atoms(
@@ -932,6 +946,8 @@ class Gateway:
                     queue_wait,
                 )
             )
+        if sample is not None and load is not None:
+            sample.finish(load, conn.receiving.waited + conn.sending.waited)
         return outcome
 
     @staticmethod
@@ -941,7 +957,13 @@ class Gateway:
             return Outcome.CLOSE if body.done and not conn.buffer else Outcome.ABORT
         return Outcome.KEEP_ALIVE if body.done or body.drain() else Outcome.ABORT
 
-    def _send_result(self, conn: Connection, response: Response, result: Iterable[bytes]) -> None:
+    def _send_result(
+        self,
+        conn: Connection,
+        response: Response,
+        result: Iterable[bytes],
+        sample: Sample | None = None,
+    ) -> None:
         # The fast paths (sendfile, one Content-Length for a one-item list) only while
         # nothing was sent: after a write() the head and its framing are out, and the rest
         # follows them like any body.
@@ -956,7 +978,7 @@ class Gateway:
                 response.finish()
                 return
         write = response.write
-        items = iter(result)
+        items = iter(result) if sample is None else sample.timed(result)
         for data in items:
             if data:
                 write(data)
@@ -1039,12 +1061,17 @@ class Gateway:
         return Outcome.ABORT
 
     @staticmethod
-    def _close_result(result: Iterable[bytes], request: Request) -> None:
+    def _close_result(result: Iterable[bytes], request: Request, sample: Sample | None) -> None:
         close = getattr(result, "close", None)
         if close is None:
             return
         try:
-            close()
+            if sample is None:
+                close()
+            else:
+                sample.enter()
+                close()
+                sample.leave()
         except BaseException:
             # The response is already decided; a failing close() changes nothing on the
             # wire, so the connection goes on as it would have.
