@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ResponseReader, build_request, chunked, validated, wait_for
+from conftest import HTTPResponse, ResponseReader, build_request, chunked, validated, wait_for
 
 NEXT = build_request("GET", "/next")
 DEADLINE = 10.0
@@ -42,6 +42,18 @@ def with_next(app: Callable[..., Any]) -> Callable[..., Any]:
 def assert_next_is_served(reader: ResponseReader) -> None:
     response = reader.read()
     assert (response.status, response.body) == (200, b"next"), response
+
+
+def answer_then_next(live: Any, request: bytes, method: str = "GET") -> HTTPResponse:
+    """Send ``request`` and a pipelined /next on one connection; return the answer to the
+    first after checking that /next was served behind it."""
+    with live.connect() as sock:
+        sock.settimeout(DEADLINE)
+        sock.sendall(request + NEXT)
+        reader = ResponseReader(sock)
+        response = reader.read(method)
+        assert_next_is_served(reader)
+    return response
 
 
 # --- every mix of write(), the returned iterable and file_wrapper ---------------------------
@@ -149,15 +161,10 @@ def test_file_wrapper_after_write_follows_what_was_written(
         return environ["wsgi.file_wrapper"](open(data_file, "rb"))
 
     live = serve(with_next(app), sendfile=sendfile)
-    with live.connect() as sock:
-        sock.settimeout(DEADLINE)
-        sock.sendall(build_request("GET", "/") + NEXT)
-        reader = ResponseReader(sock)
-        response = reader.read()
-        assert response.status == 200
-        assert len(response.body) == len(expected)
-        assert response.body == expected
-        assert_next_is_served(reader)
+    response = answer_then_next(live, build_request("GET", "/"))
+    assert response.status == 200
+    assert len(response.body) == len(expected)
+    assert response.body == expected
 
 
 def test_write_then_one_item_list_under_the_validator(serve):
@@ -167,12 +174,7 @@ def test_write_then_one_item_list_under_the_validator(serve):
         return [b"second"]
 
     live = serve(with_next(validated(app)))
-    with live.connect() as sock:
-        sock.settimeout(DEADLINE)
-        sock.sendall(build_request("GET", "/") + NEXT)
-        reader = ResponseReader(sock)
-        assert reader.read().body == b"first second"
-        assert_next_is_served(reader)
+    assert answer_then_next(live, build_request("GET", "/")).body == b"first second"
 
 
 # --- a kept write() callable ----------------------------------------------------------------
@@ -231,12 +233,7 @@ def test_write_from_close_raises(serve):
         return Body(start_response("200 OK", [("Content-Length", "4")]))
 
     live = serve(with_next(app))
-    with live.connect() as sock:
-        sock.settimeout(DEADLINE)
-        sock.sendall(build_request("GET", "/") + NEXT)
-        reader = ResponseReader(sock)
-        assert reader.read().body == b"body"
-        assert_next_is_served(reader)
+    assert answer_then_next(live, build_request("GET", "/")).body == b"body"
     assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
 
 
@@ -329,13 +326,8 @@ def test_head_with_a_whole_body_says_its_length(serve):
         return [b"hello"]
 
     live = serve(with_next(app))
-    with live.connect() as sock:
-        sock.settimeout(DEADLINE)
-        sock.sendall(build_request("HEAD", "/") + NEXT)
-        reader = ResponseReader(sock)
-        head = reader.read("HEAD")
-        assert head.get("content-length") == "5"
-        assert_next_is_served(reader)
+    head = answer_then_next(live, build_request("HEAD", "/"), "HEAD")
+    assert head.get("content-length") == "5"
 
 
 @pytest.mark.parametrize("body", [[], [b""], [b"ignored"]])
@@ -504,12 +496,7 @@ def test_close_raising_after_a_complete_response_keeps_the_connection(serve, err
         return Body()
 
     live = serve(with_next(app), threads=1)
-    with live.connect() as sock:
-        sock.settimeout(DEADLINE)
-        sock.sendall(build_request("GET", "/") + NEXT)
-        reader = ResponseReader(sock)
-        assert reader.read().body == b"complete"
-        assert_next_is_served(reader)
+    assert answer_then_next(live, build_request("GET", "/")).body == b"complete"
 
 
 def test_error_after_the_last_content_length_byte_keeps_the_connection(serve):
@@ -519,12 +506,7 @@ def test_error_after_the_last_content_length_byte_keeps_the_connection(serve):
         raise RuntimeError("after the whole body")
 
     live = serve(with_next(app))
-    with live.connect() as sock:
-        sock.settimeout(DEADLINE)
-        sock.sendall(build_request("GET", "/") + NEXT)
-        reader = ResponseReader(sock)
-        assert reader.read().body == b"complete"
-        assert_next_is_served(reader)
+    assert answer_then_next(live, build_request("GET", "/")).body == b"complete"
 
 
 def test_failure_of_a_close_delimited_body_is_a_reset(serve):
@@ -564,12 +546,7 @@ def test_code_after_the_last_yield_runs(serve, method):
         finished.set()
 
     live = serve(app)
-    with live.connect() as sock:
-        sock.settimeout(DEADLINE)
-        sock.sendall(build_request(method, "/") + NEXT)
-        reader = ResponseReader(sock)
-        assert reader.read(method).status == 200
-        assert_next_is_served(reader)
+    assert answer_then_next(live, build_request(method, "/"), method).status == 200
     assert finished.wait(DEADLINE)
 
 
@@ -612,10 +589,5 @@ def test_endless_stream_answering_head_is_stopped(serve):
         return Endless()
 
     live = serve(with_next(app))
-    with live.connect() as sock:
-        sock.settimeout(DEADLINE)
-        sock.sendall(build_request("HEAD", "/") + NEXT)
-        reader = ResponseReader(sock)
-        assert reader.read("HEAD").status == 200
-        assert_next_is_served(reader)
+    assert answer_then_next(live, build_request("HEAD", "/"), "HEAD").status == 200
     assert closed.wait(DEADLINE)

@@ -196,14 +196,21 @@ class Connection:
 
     def recv_available(self) -> int:
         """Append whatever has arrived without waiting; return bytes read, 0 on EOF, -1 if none."""
-        try:
-            data = self.sock.recv(RECV_SIZE, MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
+        data = self.recv_raw_nowait()
+        if data is None:
             return -1
-        except OSError:
-            return 0
         self.buffer += data
         return len(data)
+
+    def recv_raw_nowait(self) -> bytes | None:
+        """The socket's bytes that have arrived, without waiting: None when none have,
+        ``b""`` on EOF (or a broken connection)."""
+        try:
+            return self.sock.recv(RECV_SIZE, MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            return b""
 
     def recv_wait(self) -> int:
         """Append the next bytes, waiting as long as the receiving budget allows.

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from .connection import (
     DEFAULT_TRANSFER,
-    MSG_DONTWAIT,
     RECV_SIZE,
     ClientDisconnected,
     Connection,
@@ -256,15 +255,9 @@ class TLSConnection(Connection):
     def _receive_raw(self, wait: bool) -> int:
         """Move the socket's next bytes into OpenSSL: their count, 0 on EOF, -1 when none
         had arrived (only without ``wait``)."""
-        if wait:
-            data = self.recv_raw_wait()
-        else:
-            try:
-                data = self.sock.recv(RECV_SIZE, MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return -1
-            except OSError:
-                return 0
+        data = self.recv_raw_wait() if wait else self.recv_raw_nowait()
+        if data is None:
+            return -1
         if data:
             self._incoming.write(data)
         return len(data)
