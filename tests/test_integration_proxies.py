@@ -680,14 +680,17 @@ def failing_tls_proxy(
     pki: dict[str, Path],
 ) -> Proxy:
     """The docs' TLS configuration for ``kind`` (with the certificates of ``pki``) in front
-    of ``live``, where the TLS between them must fail: a request gets nginx's 502 or
-    HAProxy's 503."""
+    of ``live``, where the TLS between them must fail: a request gets nginx's 502, or
+    HAProxy's 503 once its health check has marked the server down (its 502 when the
+    request raced ahead of the first check: with TLS 1.3 HAProxy's side of the handshake
+    ends before wsgipool refuses its certificate, so it sends the request and gets the
+    refusal)."""
     render, roles = TLS_SITES[kind]
     proxy = start_proxy(kind, render(live.port or 0, certificate, pki), roles)
     response, body = Client(proxy.ports["https"], tls=tls_context(certificate)).request(
         "GET", "/info"
     )
-    assert response.status == {"nginx": 502, "haproxy": 503}[kind], body
+    assert response.status in {"nginx": (502,), "haproxy": (502, 503)}[kind], body
     return proxy
 
 
