@@ -1012,3 +1012,15 @@ def test_threads_the_machine_cannot_start_are_one_line(spawn: Any) -> None:
     assert stderr is not None, "4096 threads started within 1 GiB of address space"
     assert_one_line_error(proc, stderr)
     assert "--threads" in stderr
+
+
+def test_transfer_rate_floors_from_the_command_line_and_the_environment(
+    spawn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--min-body-rate and --min-send-rate take sizes, on the command line and as
+    WSGIPOOL_ variables, and say where they came from."""
+    monkeypatch.setenv("WSGIPOOL_MIN_SEND_RATE", "1K")
+    proc = spawn([*serve_args("goodapp"), "--min-body-rate", "2K", "--print-config"])
+    assert proc.wait() == 0, proc.stderr
+    assert "min_body_rate = 2048  # command line" in proc.stdout
+    assert "min_send_rate = 1024  # environment WSGIPOOL_MIN_SEND_RATE" in proc.stdout

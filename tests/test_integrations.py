@@ -371,6 +371,13 @@ def test_flask_serve_in_process_options(flask_serve: Any, tmp_path: Path) -> Non
     assert server.app_name.endswith("flask_app.py")
 
 
+def test_flask_serve_takes_the_transfer_rate_floors(flask_serve: Any) -> None:
+    result, built = flask_serve("--min-body-rate", "1K", "--min-send-rate", "0", "--port", "0")
+    assert result.exit_code == 0, result.output
+    assert built[0].config.transfer.min_body_rate == 1024
+    assert built[0].config.transfer.min_send_rate == 0
+
+
 def test_flask_serve_in_process_environment(flask_serve: Any) -> None:
     env = {"FLASK_SERVE_THREADS": "3", "FLASK_RUN_HOST": "::1", "FLASK_RUN_PORT": "5055"}
     result, built = flask_serve(env=env)
@@ -743,6 +750,10 @@ def test_paste_unknown_option_is_refused(spawn: Any, tmp_path: Path) -> None:
         (
             {"threads": "8", "max-body-size": "10M", "keepalive_timeout": "2.5"},
             {"threads": 8, "max_body_size": 10 * 1024**2, "keepalive_timeout": 2.5},
+        ),
+        (
+            {"min_body_rate": "1K", "min_send_rate": "0"},
+            {"min_body_rate": 1024, "min_send_rate": 0},
         ),
         ({"expose_tracebacks": "TRUE"}, {"expose_tracebacks": True}),
         ({"expose_tracebacks": "off"}, {"expose_tracebacks": False}),
