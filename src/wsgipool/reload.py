@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from .config import Config, ConfigError
-from .sockets import bind_socket, describe, expand_binds
+from .sockets import bind_all, close_listening, url_of
 from .threads import WakePipe, handle_signals, start_thread
 from .worker import STOP_MARGIN
 
@@ -103,24 +103,6 @@ def take_inherited_fds(count: int, *, systemd: bool = False) -> list[int] | None
     return fds
 
 
-def remove_socket_files(paths: list[str]) -> None:
-    """Remove the Unix socket files a server bound, as it stops listening on them (from
-    then on a successor may bind the paths). Empties ``paths``: a later call, on the way
-    out, must not remove a successor's file."""
-    while paths:
-        with contextlib.suppress(OSError):
-            os.unlink(paths.pop())
-
-
-def close_listening(sockets: list[socket.socket], unix_paths: list[str]) -> None:
-    """Stop listening as a stop begins, so new clients are refused at once instead of
-    waiting in a listen queue no one accepts from (until it is closed on them): close
-    ``sockets`` and remove their ``unix_paths`` files. Closing again does nothing."""
-    remove_socket_files(unix_paths)
-    for sock in sockets:
-        sock.close()
-
-
 def run_with_reloader(
     config: Config,
     *,
@@ -152,14 +134,9 @@ def run_with_reloader(
         if not os.path.isdir(root):
             raise ConfigError(f"reload directory {root}: no such directory")
     command = list(argv) if argv is not None else default_command()
-    sockets: list[socket.socket] = []
-    unix_paths: list[str] = []
+    # systemd's sockets are this process's (LISTEN_PID): the child gets them as fds.
+    sockets, unix_paths = bind_all(config)
     try:
-        # systemd's sockets are this process's (LISTEN_PID): the child gets them as fds.
-        for address in expand_binds(config.binds):
-            sockets.append(bind_socket(address, config.backlog, config.socket_mode))
-            if address.kind == "unix":
-                unix_paths.append(os.path.abspath(address.path))
         watched = _FileFilter(roots, include, exclude, extra_files)
         supervisor = _Supervisor(
             command, sockets, unix_paths, config.graceful_timeout + KILL_MARGIN
@@ -167,7 +144,7 @@ def run_with_reloader(
         watcher = _make_watcher(watched, interval, supervisor.notify_change)
         log.info(
             "reloader: holding %s; watching %s for %s (%s)",
-            ", ".join(describe(sock, config.scheme) for sock in sockets),
+            ", ".join(url_of(sock, config.scheme) for sock in sockets),
             ", ".join(roots),
             ", ".join(include) or "nothing",
             watcher.kind,
@@ -519,8 +496,6 @@ class _Supervisor:
         child.wait()
 
     def _install_signal_handlers(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
         return handle_signals((signal.SIGINT, signal.SIGTERM), self._on_signal, self._pipe)
 
 

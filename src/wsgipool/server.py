@@ -7,16 +7,17 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .accesslog import AccessLog
-from .config import BindAddress, Config, ConfigError
+from .config import Config, ConfigError
 from .connection import Connection
 from .listener import Listener
-from .reload import close_listening, remove_socket_files, take_inherited_fds
-from .sockets import bind_socket, describe, expand_binds
+from .reload import take_inherited_fds
+from .sockets import bind_all, close_listening, remove_socket_files, url_of
 from .taskqueue import TaskQueue
 from .threads import WakePipe, handle_signals
 from .worker import STOP_MARGIN, ConnectionHandler, WorkerPool
@@ -75,7 +76,7 @@ class Server:
     def start(self) -> None:
         """Bind, start the pool and the listener; return once listening."""
         config = self.config
-        tls_context = self._tls_context()
+        tls_context = self.tls_context if self.tls_context is not None else make_tls_context(config)
         if config.access_log:
             try:
                 self._access_log = AccessLog(config.access_log_format, config.access_log)
@@ -89,17 +90,8 @@ class Server:
             # unlinks Unix socket files, so they are not in _unix_paths here.
             systemd = any(address.kind == "systemd" for address in config.binds)
             inherited = take_inherited_fds(len(config.binds), systemd=systemd)
-            if inherited is not None:
-                binds = [BindAddress("fd", fd=fd) for fd in inherited]
-            else:
-                # "systemd" stands for the sockets systemd passed this process.
-                binds = expand_binds(config.binds)
-            for address in binds:
-                self.sockets.append(bind_socket(address, config.backlog, config.socket_mode))
-                if address.kind == "unix":
-                    self._unix_paths.append(address.path)
+            self.sockets, self._unix_paths = bind_all(config, inherited)
         except Exception:
-            self._close_sockets()
             self._close_access_log()
             raise
         draining = threading.Event()
@@ -127,7 +119,7 @@ class Server:
         self._pool, self._listener = pool, listener
         # Remembered now: they stay readable after stop() closed the sockets.
         self._addresses = [sock.getsockname() for sock in self.sockets]
-        self._urls = [describe(sock, config.scheme) for sock in self.sockets]
+        self._urls = [url_of(sock, config.scheme) for sock in self.sockets]
         log.info(
             "wsgipool %s serving %s with %d threads (queue limit %d)%s",
             __version__,
@@ -138,23 +130,6 @@ class Server:
         )
         for url in self.urls:
             log.info("listening on %s", url)
-
-    def _tls_context(self) -> ssl.SSLContext | None:
-        """The context for this run, its files read afresh (a restart picks up a renewed
-        certificate); the one passed as ``ssl_context`` if given."""
-        config = self.config
-        if self.tls_context is not None:
-            return self.tls_context
-        if config.ssl_context is not None:
-            return config.ssl_context  # type: ignore[no-any-return]
-        if not config.certfile:
-            return None
-        from .tls import TLSConfigError, build_context
-
-        try:
-            return build_context(config)
-        except TLSConfigError as exc:
-            raise ConfigError(str(exc)) from None
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop accepting, let in-flight requests finish (up to ``timeout``, by default the
@@ -262,10 +237,7 @@ class Server:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _install_signal_handlers(self) -> Any:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-
+    def _install_signal_handlers(self) -> Callable[[], None]:
         def on_signal(signum: int, frame: FrameType | None) -> None:
             # Plain stores and a wake-up only (threads.handle_signals): stop() logs.
             second = signum == signal.SIGINT and self._stop_requested
@@ -283,6 +255,22 @@ class Server:
     def _close_sockets(self) -> None:
         # With the socket files this server created (not those of inherited sockets).
         close_listening(self.sockets, self._unix_paths)
+
+
+def make_tls_context(config: Config) -> ssl.SSLContext | None:
+    """The TLS context ``config`` asks for: its ``ssl_context`` if given, else one made from
+    its certificate files, read now (a restart picks up a renewed certificate); None
+    without TLS."""
+    if config.ssl_context is not None:
+        return config.ssl_context  # type: ignore[no-any-return]
+    if not config.certfile:
+        return None
+    from .tls import TLSConfigError, build_context
+
+    try:
+        return build_context(config)
+    except TLSConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def serve(app: WSGIApp, **options: Any) -> None:

@@ -8,7 +8,7 @@ import socket
 import stat
 from collections.abc import MutableMapping, Sequence
 
-from .config import BindAddress, ConfigError
+from .config import BindAddress, Config, ConfigError
 
 
 class BindError(ConfigError):
@@ -40,6 +40,48 @@ def bind_socket(address: BindAddress, backlog: int, mode: int | None = None) -> 
         reason = exc.strerror or str(exc)
         raise BindError(f"cannot listen on {address}: {reason}") from None
     return sock
+
+
+def bind_all(
+    config: Config, fds: Sequence[int] | None = None
+) -> tuple[list[socket.socket], list[str]]:
+    """Listen on every address of ``config.binds`` (``systemd`` expanded to the sockets
+    systemd passed this process), or on ``fds``: listening descriptors a supervisor
+    handed over. Returns the sockets and the absolute paths of the Unix socket files
+    bound, for ``close_listening``. On an error, closes what it bound and raises."""
+    if fds is not None:
+        addresses = [BindAddress("fd", fd=fd) for fd in fds]
+    else:
+        addresses = expand_binds(config.binds)
+    sockets: list[socket.socket] = []
+    unix_paths: list[str] = []
+    try:
+        for address in addresses:
+            sockets.append(bind_socket(address, config.backlog, config.socket_mode))
+            if address.kind == "unix":
+                unix_paths.append(os.path.abspath(address.path))
+    except BaseException:
+        close_listening(sockets, unix_paths)
+        raise
+    return sockets, unix_paths
+
+
+def remove_socket_files(paths: list[str]) -> None:
+    """Remove the Unix socket files a server bound, as it stops listening on them (from
+    then on a successor may bind the paths). Empties ``paths``: a later call, on the way
+    out, must not remove a successor's file."""
+    while paths:
+        with contextlib.suppress(OSError):
+            os.unlink(paths.pop())
+
+
+def close_listening(sockets: list[socket.socket], unix_paths: list[str]) -> None:
+    """Stop listening as a stop begins, so new clients are refused at once instead of
+    waiting in a listen queue no one accepts from (until it is closed on them): close
+    ``sockets`` and remove their ``unix_paths`` files. Closing again does nothing."""
+    remove_socket_files(unix_paths)
+    for sock in sockets:
+        sock.close()
 
 
 def _bind_tcp(host: str, port: int) -> socket.socket:
@@ -155,7 +197,7 @@ def defers_accept(sock: socket.socket) -> bool:
         return False
 
 
-def describe(sock: socket.socket, scheme: str = "http") -> str:
+def url_of(sock: socket.socket, scheme: str = "http") -> str:
     """The URL-ish name of a bound socket, for logs: ``http://127.0.0.1:8000``."""
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:

@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 from .accesslog import open_access_log_handlers
 from .config import Config, ConfigError
-from .reload import INHERITED_FDS_ENV, KILL_MARGIN, _exit_reason, close_listening
-from .server import Server
-from .sockets import bind_socket, describe, expand_binds
+from .reload import INHERITED_FDS_ENV, KILL_MARGIN, _exit_reason
+from .server import Server, make_tls_context
+from .sockets import bind_all, close_listening, url_of
 from .threads import WakePipe, handle_signals
 from .wsgi import WSGIApp
 
@@ -168,11 +168,11 @@ class _Supervisor:
         try:
             # "systemd": the sockets systemd passed this process (LISTEN_PID is ours), taken
             # here and LISTEN_FDS unset, so the workers inherit them as the others.
-            for address in expand_binds(config.binds):
-                self._sockets.append(bind_socket(address, config.backlog, config.socket_mode))
-                if address.kind == "unix":
-                    self._unix_paths.append(os.path.abspath(address.path))
-            self._tls_context = _tls_context(config)
+            # "systemd": the sockets systemd passed this process (LISTEN_PID is ours), taken
+            # here and LISTEN_FDS unset, so the workers inherit them as the others.
+            self._sockets, self._unix_paths = bind_all(config)
+            # Made before forking: every worker holds the same session ticket keys.
+            self._tls_context = make_tls_context(config)
             if config.preload:
                 self._app = self._load()
                 log.info("supervisor: preloaded %s", self._app_name)
@@ -181,7 +181,7 @@ class _Supervisor:
             log.info(
                 "supervisor: serving %s on %s with %d worker processes of %d threads",
                 self._app_name,
-                ", ".join(describe(sock, config.scheme) for sock in self._sockets),
+                ", ".join(url_of(sock, config.scheme) for sock in self._sockets),
                 self._target,
                 config.threads,
             )
@@ -252,7 +252,7 @@ class _Supervisor:
             if self._config.certfile:
                 # Read the certificate files again: renewed ones take effect.
                 try:
-                    self._tls_context = _tls_context(self._config)
+                    self._tls_context = make_tls_context(self._config)
                 except ConfigError as exc:
                     log.error("supervisor: keeping the current TLS certificate: %s", exc)
         elif signum == signal.SIGTTIN:
@@ -471,19 +471,6 @@ class _Supervisor:
             supervisor_pid,
             self._tls_context,
         )
-
-
-def _tls_context(config: Config) -> ssl.SSLContext | None:
-    """The TLS context every worker shares (made before forking, so its session ticket
-    keys are the same in all of them); None without TLS."""
-    if not config.certfile:
-        return None
-    from .tls import TLSConfigError, build_context
-
-    try:
-        return build_context(config)
-    except TLSConfigError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def _describe(code: int) -> str:

@@ -100,8 +100,9 @@ def _close_fds(*fds: int) -> None:
 def handle_signals(
     signums: Iterable[int], handler: SignalHandler, wake: WakePipe
 ) -> Callable[[], None]:
-    """Install ``handler`` for ``signums`` and make ``wake`` the signal wake-up descriptor
-    (main thread only); return a function that puts the previous ones back.
+    """Install ``handler`` for ``signums`` and make ``wake`` the signal wake-up descriptor;
+    return a function that puts the previous ones back. Signals are the main thread's: on
+    another thread (a server embedded in a program) it installs nothing.
 
     The rule for every handler: Python runs it on the main thread between two bytecodes,
     maybe while that thread holds a lock (inside ``Event.wait``, a logging call, a queue),
@@ -112,6 +113,8 @@ def handle_signals(
     write to ``wake`` as the signal arrives, before the handler runs: a signal that lands
     just before the main thread blocks in ``select``, or on another thread, wakes it too.
     """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
     previous: dict[int, Any] = {signum: signal.signal(signum, handler) for signum in signums}
     previous_fd = signal.set_wakeup_fd(wake.write_fd, warn_on_full_buffer=False)
 
