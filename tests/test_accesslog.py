@@ -16,7 +16,7 @@ import requests
 
 from conftest import build_request, exchange, wait_for
 from wsgipool import Config, ConfigError
-from wsgipool.supervisor import reopen_log_files
+from wsgipool.supervisors.process import reopen_log_files
 
 
 def app(environ, start_response):

@@ -24,16 +24,9 @@ import pytest
 from conftest import hello_app
 from wsgipool import Server
 from wsgipool.cli import main
-from wsgipool.config import ConfigError
-from wsgipool.reload import (
-    INHERITED_FDS_ENV,
-    POLL_ENV,
-    _FileFilter,
-    _make_watcher,
-    default_command,
-    is_reloader_child,
-    take_inherited_fds,
-)
+from wsgipool.config import BindAddress, Config, ConfigError
+from wsgipool.supervisors.process import INHERITED_FDS_ENV, is_reloader_child, take_inherited_fds
+from wsgipool.supervisors.reloader import POLL_ENV, _FileFilter, _make_watcher, default_command
 
 DEADLINE = 30.0  # generous for a loaded machine; only reached when something is broken
 
@@ -419,7 +412,7 @@ def test_run_with_reloader_from_python_with_extra_files(start, tmp_path):
     script.write_text(
         "import logging, sys\n"
         "from wsgipool import Config\n"
-        "from wsgipool.reload import run_with_reloader\n"
+        "from wsgipool.supervisors.reloader import run_with_reloader\n"
         "logging.basicConfig(level='INFO')\n"
         "port, directory, settings = sys.argv[1:]\n"
         "child = [sys.executable, '-m', 'wsgipool', 'app:app', '--chdir', directory,\n"
@@ -487,20 +480,24 @@ def test_file_filter(tmp_path):
     assert not files(f"{root}/testing/app.py")
 
 
+def binds(*texts: str) -> tuple[BindAddress, ...]:
+    return Config(bind=texts).binds
+
+
 def test_take_inherited_fds(monkeypatch):
     monkeypatch.delenv(INHERITED_FDS_ENV, raising=False)
     assert not is_reloader_child()
-    assert take_inherited_fds(1) is None
+    assert take_inherited_fds(binds("127.0.0.1:1")) is None
     monkeypatch.setenv(INHERITED_FDS_ENV, "3,x")
     assert is_reloader_child()
     with pytest.raises(ConfigError, match="expected descriptor numbers"):
-        take_inherited_fds(2)
+        take_inherited_fds(binds("127.0.0.1:1", "127.0.0.1:2"))
     with socket.socket() as sock:
         monkeypatch.setenv(INHERITED_FDS_ENV, str(sock.fileno()))
         with pytest.raises(ConfigError, match="1 descriptor"):
-            take_inherited_fds(2)
+            take_inherited_fds(binds("127.0.0.1:1", "127.0.0.1:2"))
         sock.set_inheritable(True)
-        assert take_inherited_fds(1) == [sock.fileno()]
+        assert take_inherited_fds(binds("127.0.0.1:1")) == [sock.fileno()]
         assert not sock.get_inheritable()
     # Consumed: a second server in the same process binds for itself.
     assert INHERITED_FDS_ENV not in os.environ
@@ -537,10 +534,11 @@ def test_take_inherited_fds_for_systemd(monkeypatch):
         handed = f"{first.fileno()},{second.fileno()}"
         monkeypatch.setenv(INHERITED_FDS_ENV, handed)
         with pytest.raises(ConfigError, match="2 descriptor"):
-            take_inherited_fds(1)  # without systemd, the counts must match
+            take_inherited_fds(binds("127.0.0.1:1"))  # without systemd, the counts must match
         with pytest.raises(ConfigError, match="2 descriptor"):
-            take_inherited_fds(3, systemd=True)  # at least one per address
-        assert take_inherited_fds(1, systemd=True) == [first.fileno(), second.fileno()]
+            # At least one per address.
+            take_inherited_fds(binds("systemd", "127.0.0.1:1", "127.0.0.1:2"))
+        assert take_inherited_fds(binds("systemd")) == [first.fileno(), second.fileno()]
 
 
 def test_inherited_count_mismatch_is_an_error(monkeypatch):
@@ -570,3 +568,16 @@ def test_missing_reload_dir_is_a_usage_error(tmp_path, capsys, monkeypatch):
     )
     assert code == 2
     assert "no such directory" in capsys.readouterr().err
+
+
+def test_moved_modules_keep_their_public_names():
+    # wsgipool.reload and wsgipool.supervisor moved into wsgipool.supervisors; code that
+    # imports the documented names from the old places keeps working.
+    from wsgipool import reload, supervisor
+    from wsgipool.supervisors import process, reloader, workers
+
+    assert reload.run_with_reloader is reloader.run_with_reloader
+    assert reload.is_reloader_child is process.is_reloader_child
+    assert reload.INHERITED_FDS_ENV == process.INHERITED_FDS_ENV
+    assert supervisor.reopen_log_files is process.reopen_log_files
+    assert supervisor.run_supervisor is workers.run_worker_processes

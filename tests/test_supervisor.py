@@ -431,7 +431,7 @@ def test_app_that_cannot_load_stops_the_supervisor(start: Callable[..., Supervis
     server = start(2, app="raise RuntimeError('broken')\n")
     assert server.popen.wait(DEADLINE) == 1
     assert "could not load the application" in server.log
-    assert "the workers cannot start; stopping" in server.log
+    assert "the worker processes cannot start; stopping" in server.log
 
 
 def test_tls_workers_pick_up_a_renewed_certificate_on_hup(

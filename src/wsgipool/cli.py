@@ -18,11 +18,12 @@ from . import __version__, settings
 from .config import COUNT_BOUNDS, LOG_LEVELS, Config, ConfigError
 from .debug import check_debug_bind, wrap_debugger
 from .loader import load_app
-from .reload import is_reloader_child, run_with_reloader
 from .server import Server
 from .settings import parse_count, parse_seconds
 from .settings import parse_size as parse_size  # Also wsgipool.cli's, as it always was.
-from .supervisor import run_supervisor
+from .supervisors.process import is_reloader_child
+from .supervisors.reloader import run_with_reloader
+from .supervisors.workers import run_worker_processes
 
 EXIT_USAGE = 2
 _DEFAULTS = Config()
@@ -521,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The supervisor forks the workers; each imports the app (or, with --preload,
             # the supervisor does once before forking).
             raise_open_file_limit(config.max_connections)
-            return run_supervisor(config, functools.partial(load_app, app_spec), app_spec)
+            return run_worker_processes(config, functools.partial(load_app, app_spec), app_spec)
         app = load_app(app_spec)
         if args.debug:
             app = wrap_debugger(app)

@@ -165,7 +165,8 @@ def run_simple(
         check_debug_bind(config, debug_allow_remote, override="debug_allow_remote=True")
     configure_logging()
     if use_reloader:
-        from .reload import is_reloader_child, run_with_reloader
+        from .supervisors.process import is_reloader_child
+        from .supervisors.reloader import run_with_reloader
 
         if not is_reloader_child():
             # werkzeug-style: the script is run again in a child, which serves.

@@ -16,8 +16,8 @@ from .accesslog import AccessLog
 from .config import Config, ConfigError
 from .connection import Connection
 from .listener import Listener
-from .reload import take_inherited_fds
 from .sockets import bind_all, close_listening, remove_socket_files, url_of
+from .supervisors.process import take_inherited_fds
 from .taskqueue import TaskQueue
 from .threads import WakePipe, handle_signals
 from .worker import STOP_MARGIN, ConnectionHandler, WorkerPool
@@ -88,8 +88,7 @@ class Server:
             # Under --reload or --workers, the supervisor process holds the sockets and hands
             # them over (systemd's among them: "systemd" may stand for several); it also
             # unlinks Unix socket files, so they are not in _unix_paths here.
-            systemd = any(address.kind == "systemd" for address in config.binds)
-            inherited = take_inherited_fds(len(config.binds), systemd=systemd)
+            inherited = take_inherited_fds(config.binds)
             self.sockets, self._unix_paths = bind_all(config, inherited)
         except Exception:
             self._close_access_log()

@@ -22,7 +22,7 @@ log = logging.getLogger("wsgipool.error")
 # How long a stopping server waits for its worker threads once the graceful timeout is
 # over and their connections are shut down: one blocked on its socket leaves at once; one
 # inside the application cannot be interrupted (a daemon thread) and is left behind. The
-# supervisors' SIGKILL comes later (reload.KILL_MARGIN is derived from this).
+# supervisors' SIGKILL comes later (supervisors.process.KILL_MARGIN is derived from this).
 STOP_MARGIN = 1.0
 
 

@@ -271,7 +271,8 @@ def serve_command(
     apply_umask(config)
     configure_logging(config.log_level)
     if reload:
-        from ..reload import is_reloader_child, run_with_reloader
+        from ..supervisors.process import is_reloader_child
+        from ..supervisors.reloader import run_with_reloader
 
         if not is_reloader_child():
             _banner(info, debug)

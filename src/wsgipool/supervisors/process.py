@@ -1,0 +1,164 @@
+"""Process helpers the reloader and the worker-process supervisor share: handing listening
+sockets to a child process, stopping a child (SIGTERM, then SIGKILL after a deadline),
+saying how a child ended, reopening log files.
+
+The self-pipe (``threads.WakePipe``) and the installing and restoring of signal handlers
+(``threads.handle_signals``) live in threads.py: a single-process ``Server`` uses them
+too, and it imports nothing from this package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from ..accesslog import open_access_log_handlers
+from ..config import BindAddress, Config, ConfigError
+from ..worker import STOP_MARGIN
+
+log = logging.getLogger("wsgipool.error")
+
+INHERITED_FDS_ENV = "WSGIPOOL_INHERITED_FDS"  # "3,4": listening sockets handed to a child
+# How long a server process gets to stop on SIGTERM beyond the graceful timeout before
+# SIGKILL (under --reload and --workers): its own STOP_MARGIN for its threads, then time
+# to exit. Derived, so the server always exits by itself first.
+KILL_MARGIN = STOP_MARGIN + 4.0
+
+
+def stop_timeout(config: Config) -> float:
+    """How long a server process asked to stop (SIGTERM) has before SIGKILL."""
+    return config.graceful_timeout + KILL_MARGIN
+
+
+# --- listening sockets handed to a child ---------------------------------------------------
+
+
+def environ_with_fds(fds: Sequence[int]) -> dict[str, str]:
+    """This process's environment, plus ``INHERITED_FDS_ENV`` naming ``fds``: for a child
+    started with them (``pass_fds``) that runs a new program."""
+    env = dict(os.environ)
+    env[INHERITED_FDS_ENV] = ",".join(str(fd) for fd in fds)
+    return env
+
+
+def is_reloader_child() -> bool:
+    """Whether this process is a server started by the reloader."""
+    return bool(os.environ.get(INHERITED_FDS_ENV))
+
+
+def take_inherited_fds(binds: Sequence[BindAddress]) -> list[int] | None:
+    """The listening descriptors the reloader handed this process, in bind order (None
+    when there are none), for the bind addresses ``binds``. A ``systemd`` one, which the
+    reloader expanded to one or more descriptors, may stand for several. The variable is
+    consumed: processes this one starts do not see it, and a second call returns None."""
+    text = os.environ.get(INHERITED_FDS_ENV)
+    if not text:
+        return None
+    try:
+        fds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(
+            f"{INHERITED_FDS_ENV}={text!r}: expected descriptor numbers, such as 3,4"
+        ) from None
+    count = len(binds)
+    systemd = any(address.kind == "systemd" for address in binds)
+    if len(fds) < count if systemd else len(fds) != count:
+        raise ConfigError(
+            f"{INHERITED_FDS_ENV}={text!r}: {len(fds)} descriptor(s) for {count} bind "
+            "address(es); the supervisor and the server must have the same --bind list"
+        )
+    for fd in fds:
+        try:
+            # Not passed on to the application's own subprocesses.
+            os.set_inheritable(fd, False)
+        except OSError as exc:
+            raise ConfigError(f"{INHERITED_FDS_ENV}: descriptor {fd}: {exc.strerror}") from None
+    del os.environ[INHERITED_FDS_ENV]
+    return fds
+
+
+# --- children ----------------------------------------------------------------------------
+
+
+def stop_child(child: subprocess.Popen[bytes], timeout: float, forced: Callable[[], bool]) -> bool:
+    """Send ``child`` SIGTERM and wait for it to exit: up to ``timeout`` seconds, or until
+    ``forced()`` (a second Ctrl-C) says to stop now; then SIGKILL. Returns False when it
+    was killed because the timeout passed."""
+    if child.poll() is not None:
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    in_time = True
+    while not forced():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            in_time = False
+            break
+        try:
+            # Short waits: forced() is checked again soon.
+            child.wait(timeout=min(0.1, remaining))
+            return True
+        except subprocess.TimeoutExpired:
+            continue
+    with contextlib.suppress(ProcessLookupError):
+        child.kill()
+    child.wait()
+    return in_time
+
+
+def exit_reason(returncode: int, meanings: Mapping[int, str] | None = None) -> str:
+    """How a child process ended, for logs ("was killed by SIGKILL", "exited with status
+    1"); ``meanings`` words the statuses a caller gave a meaning to."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        return f"was killed by {name}"
+    if meanings and returncode in meanings:
+        return meanings[returncode]
+    return f"exited with status {returncode}"
+
+
+# --- log files ---------------------------------------------------------------------------
+
+
+def reopen_log_files() -> int:
+    """Close and reopen every ``logging.FileHandler`` on a logger and every server's access
+    log file, so a rotated file is let go and a new one created at the configured path.
+    Returns how many handlers were reopened. Call from a thread, not from inside a signal
+    handler."""
+    loggers: list[logging.Logger] = [logging.getLogger()]
+    loggers += [
+        item
+        for item in logging.Logger.manager.loggerDict.values()
+        if isinstance(item, logging.Logger)
+    ]
+    handlers = [handler for logger in loggers for handler in list(logger.handlers)]
+    # A server's access log handler is on no logger.
+    handlers += open_access_log_handlers()
+    seen: set[int] = set()
+    count = 0
+    for handler in handlers:
+        if not isinstance(handler, logging.FileHandler) or id(handler) in seen:
+            continue
+        seen.add(id(handler))
+        handler.acquire()
+        try:
+            if handler.stream is None:  # delay=True and nothing written yet
+                continue
+            with contextlib.suppress(OSError):
+                handler.stream.close()
+            handler.stream = handler._open()
+            count += 1
+        except OSError:
+            log.exception("cannot reopen %s", handler.baseFilename)
+        finally:
+            handler.release()
+    return count

@@ -1,0 +1,561 @@
+"""``--workers N``: a supervisor process and N worker processes sharing the listening sockets.
+
+The supervisor binds the sockets once, then forks the worker processes; each runs an
+ordinary ``Server`` (its own listener thread and pool of worker threads) on the inherited
+listening sockets, which it is handed as ``listen_fds``. The kernel hands each new
+connection to one of the processes accepting on the shared socket; one that stops
+accepting (stopping, recycling, dead) leaves new connections to the others.
+
+The supervisor starts no thread (forking a process that has threads is unsafe) and,
+without ``--preload``, never imports the application: each worker process imports it
+after the fork, so a rolling restart (SIGHUP) picks up new code. It sleeps in ``select``
+on a pipe that ``signal.set_wakeup_fd`` writes to (SIGCHLD included) and on one pipe per
+worker process that the process writes to once it listens: no polling loop.
+
+Signals to the supervisor: TERM graceful stop; INT, QUIT quick stop; HUP rolling restart;
+TTIN, TTOU one worker process more or fewer; USR1 reopen log files (here and in every
+worker process). See docs/processes.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import random
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from ..config import Config, ConfigError
+from ..server import Server, make_tls_context
+from ..sockets import bind_all, close_listening, url_of
+from ..threads import WakePipe, handle_signals
+from ..wsgi import WSGIApp
+from .process import INHERITED_FDS_ENV, exit_reason, reopen_log_files, stop_timeout
+
+if TYPE_CHECKING:
+    import ssl
+
+log = logging.getLogger("wsgipool.error")
+
+# After a worker process failed to start, the next start waits this long (no fork storm).
+BOOT_BACKOFF = 1.0
+# INT/QUIT: how long worker processes get to exit before SIGKILL.
+QUICK_STOP_TIMEOUT = 5.0
+# Longest the supervisor sleeps without a wake-up (a safety net: signals and child exits
+# wake it at once), and how often a worker process checks that its supervisor still lives.
+IDLE_WAKE = 1.0
+# A worker process that cannot load the application exits with this status.
+EXIT_BOOT_FAILED = 3
+# How the supervisor's log words the statuses a worker process exits with.
+EXIT_MEANINGS = {EXIT_BOOT_FAILED: "could not load the application"}
+
+SUPERVISOR_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in (
+        "SIGTERM",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGHUP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGUSR1",
+        "SIGCHLD",
+    )
+    if hasattr(signal, name)
+)
+
+
+def run_worker_processes(
+    config: Config, load: Callable[[], WSGIApp], app_name: str = "the application"
+) -> int:
+    """Serve with ``config.workers`` worker processes until TERM, INT or QUIT; return the
+    exit status (0, or 1 when the first worker processes could not load the application).
+
+    ``load`` imports the application: in each worker process after the fork, or once here
+    before forking with ``config.preload``. POSIX only (``os.fork``); main thread only.
+    """
+    if not hasattr(os, "fork"):
+        raise ConfigError("workers: worker processes need os.fork (POSIX)")
+    return WorkerProcessSupervisor(config, load, app_name).run()
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    """The supervisor's record of one worker process."""
+
+    pid: int
+    ready_fd: int  # read end of the pipe the process writes to once it listens; -1: closed
+    generation: int
+    ready: bool = False
+    retiring: bool = False  # sent SIGTERM (or SIGQUIT): no longer counted
+    kill_at: float = 0.0  # SIGKILL when still running then (0: not planned)
+
+
+class WorkerProcessSupervisor:
+    """Forks ``config.workers`` worker processes and keeps that many running (see the
+    module's docstring); ``run`` is its life, on the main thread."""
+
+    def __init__(self, config: Config, load: Callable[[], WSGIApp], app_name: str) -> None:
+        self._config = config
+        self._load = load
+        self._app_name = app_name
+        self._app: WSGIApp | None = None
+        self._sockets: list[socket.socket] = []
+        self._unix_paths: list[str] = []
+        self._processes: dict[int, WorkerProcess] = {}
+        self._target = config.workers
+        self._generation = 0
+        self._stopping = ""  # "", "graceful" or "quick"
+        self._failed = False
+        self._tls_context: ssl.SSLContext | None = None
+        self._ever_ready = False
+        self._next_spawn = 0.0
+        self._signals: collections.deque[int] = collections.deque()
+        self._selector = selectors.DefaultSelector()
+        self._wake = WakePipe()
+
+    # --- the supervisor's life -----------------------------------------------------------
+
+    def run(self) -> int:
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("the worker-process supervisor must run on the main thread")
+        if threading.active_count() > 1:
+            log.warning(
+                "supervisor: %d threads run before forking worker processes; forking them is "
+                "unsafe",
+                threading.active_count(),
+            )
+        config = self._config
+        restore: Callable[[], None] = lambda: None  # noqa: E731
+        try:
+            # "systemd": the sockets systemd passed this process (LISTEN_PID is ours), taken
+            # here and LISTEN_FDS unset, so the worker processes inherit them as the others.
+            self._sockets, self._unix_paths = bind_all(config)
+            # Made before forking: every worker process holds the same session ticket keys.
+            self._tls_context = make_tls_context(config)
+            if config.preload:
+                self._app = self._load()
+                log.info("supervisor: preloaded %s", self._app_name)
+            restore = self._install_signal_handlers()
+            self._selector.register(self._wake.read_fd, selectors.EVENT_READ, None)
+            log.info(
+                "supervisor: serving %s on %s with %d worker processes of %d threads",
+                self._app_name,
+                ", ".join(url_of(sock, config.scheme) for sock in self._sockets),
+                self._target,
+                config.threads,
+            )
+            return self._loop()
+        finally:
+            restore()
+            self._kill_all()
+            self._selector.close()
+            close_listening(self._sockets, self._unix_paths)
+            self._wake.close()
+
+    def _loop(self) -> int:
+        while True:
+            now = time.monotonic()
+            if not self._stopping:
+                self._maintain(now)
+            for key, _events in self._selector.select(self._timeout(time.monotonic())):
+                if key.data is None:
+                    self._wake.drain()
+                else:
+                    self._read_ready(key.data)
+            self._reap()
+            while self._signals:
+                self._on_signal(self._signals.popleft())
+            if self._failed and not self._stopping:
+                log.error("supervisor: the worker processes cannot start; stopping")
+                self._stop("quick")
+            self._kill_overdue(time.monotonic())
+            if self._stopping and not self._processes:
+                log.info("supervisor: every worker process has exited")
+                return 1 if self._failed else 0
+
+    def _timeout(self, now: float) -> float:
+        wake = now + IDLE_WAKE
+        for process in self._processes.values():
+            if process.kill_at:
+                wake = min(wake, process.kill_at)
+        if not self._stopping and self._next_spawn > now and self._short_of_processes():
+            wake = min(wake, self._next_spawn)
+        return max(0.0, wake - now)
+
+    # --- signals -------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            # Only recorded (threads.handle_signals): the main loop, woken by the wake-up
+            # descriptor, acts on it.
+            self._signals.append(signum)
+
+        return handle_signals(SUPERVISOR_SIGNALS, on_signal, self._wake)
+
+    def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGCHLD:
+            return  # _reap runs every turn
+        if signum == signal.SIGTERM:
+            if not self._stopping:
+                log.info("supervisor: SIGTERM: stopping the worker processes gracefully")
+                self._stop("graceful")
+        elif signum in (signal.SIGINT, signal.SIGQUIT):
+            if self._stopping != "quick":
+                log.info("supervisor: %s: stopping now", signal.Signals(signum).name)
+                self._stop("quick")
+        elif self._stopping:
+            return
+        elif signum == signal.SIGHUP:
+            self._generation += 1
+            log.info("supervisor: SIGHUP: starting %d new worker processes", self._target)
+            if self._config.certfile:
+                # Read the certificate files again: renewed ones take effect.
+                try:
+                    self._tls_context = make_tls_context(self._config)
+                except ConfigError as exc:
+                    log.error("supervisor: keeping the current TLS certificate: %s", exc)
+        elif signum == signal.SIGTTIN:
+            self._target += 1
+            log.info("supervisor: SIGTTIN: %d worker processes", self._target)
+        elif signum == signal.SIGTTOU:
+            if self._target > 1:
+                self._target -= 1
+            log.info("supervisor: SIGTTOU: %d worker processes", self._target)
+        elif signum == signal.SIGUSR1:
+            count = reopen_log_files()
+            log.info(
+                "supervisor: SIGUSR1: reopened %d log file(s); telling the worker processes", count
+            )
+            for process in self._processes.values():
+                self._send(process, signal.SIGUSR1)
+
+    def _stop(self, how: str) -> None:
+        self._stopping = how
+        # New clients are refused from now on, as in single-process mode, rather than left
+        # in our listen queue until we exit. (A rolling restart keeps the sockets.) Each
+        # worker process closes its own copy as its drain begins.
+        close_listening(self._sockets, self._unix_paths)
+        now = time.monotonic()
+        if how == "graceful":
+            signum, wait = signal.SIGTERM, stop_timeout(self._config)
+        else:
+            signum, wait = signal.SIGQUIT, QUICK_STOP_TIMEOUT
+        for process in self._processes.values():
+            self._retire(process, now, signum, wait)
+
+    # --- worker processes ----------------------------------------------------------------
+
+    def _current(self) -> list[WorkerProcess]:
+        return [
+            process
+            for process in self._processes.values()
+            if process.generation == self._generation and not process.retiring
+        ]
+
+    def _short_of_processes(self) -> bool:
+        return len(self._current()) < self._target
+
+    def _maintain(self, now: float) -> None:
+        current = self._current()
+        while len(current) < self._target and now >= self._next_spawn:
+            process = self._spawn()
+            if process is None:
+                self._next_spawn = now + BOOT_BACKOFF
+                return
+            current.append(process)
+        # TTOU: the oldest go first.
+        for process in sorted(current, key=lambda process: process.pid)[
+            : max(0, len(current) - self._target)
+        ]:
+            self._retire(process, now)
+        # A rolling restart ends once the new generation listens: then the old one leaves.
+        current = self._current()
+        if len(current) >= self._target and all(process.ready for process in current):
+            for process in list(self._processes.values()):
+                if process.generation != self._generation and not process.retiring:
+                    self._retire(process, now)
+
+    def _retire(
+        self,
+        process: WorkerProcess,
+        now: float,
+        signum: int = signal.SIGTERM,
+        wait: float | None = None,
+    ) -> None:
+        if wait is None:
+            wait = stop_timeout(self._config)
+        process.retiring = True
+        deadline = now + wait
+        process.kill_at = min(process.kill_at, deadline) if process.kill_at else deadline
+        self._send(process, signum)
+
+    def _send(self, process: WorkerProcess, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signum)
+
+    def _kill_overdue(self, now: float) -> None:
+        for process in self._processes.values():
+            if process.kill_at and now >= process.kill_at:
+                log.warning(
+                    "supervisor: worker process %d did not exit in time; killing it", process.pid
+                )
+                process.kill_at = 0.0
+                self._send(process, signal.SIGKILL)
+
+    def _kill_all(self) -> None:
+        """Last resort on the way out (an exception in the loop): none of the worker
+        processes outlives us."""
+        for process in self._processes.values():
+            self._send(process, signal.SIGKILL)
+        for pid in list(self._processes):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            self._forget(self._processes.pop(pid))
+
+    def _read_ready(self, process: WorkerProcess) -> None:
+        try:
+            data = os.read(process.ready_fd, 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            if not process.ready:
+                process.ready = True
+                self._ever_ready = True
+                log.debug("supervisor: worker process %d is listening", process.pid)
+            return
+        self._forget(process)  # End of file: the process has exited (or is exiting).
+
+    def _forget(self, process: WorkerProcess) -> None:
+        if process.ready_fd >= 0:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(process.ready_fd)
+            os.close(process.ready_fd)
+            process.ready_fd = -1
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            process = self._processes.pop(pid, None)
+            if process is None:
+                continue
+            if process.ready_fd >= 0 and not process.ready:
+                self._read_ready(process)  # It may have become ready just before exiting.
+            self._forget(process)
+            code = os.waitstatus_to_exitcode(status)
+            if self._stopping or process.retiring:
+                log.info("supervisor: worker process %d has exited", pid)
+            elif not process.ready:
+                log.error(
+                    "supervisor: worker process %d failed to start (it %s)",
+                    pid,
+                    exit_reason(code, EXIT_MEANINGS),
+                )
+                self._next_spawn = time.monotonic() + BOOT_BACKOFF
+                if not self._ever_ready:
+                    self._failed = True
+                elif process.generation == self._generation and any(
+                    other.generation != self._generation and not other.retiring
+                    for other in self._processes.values()
+                ):
+                    self._abandon_rollover()
+            elif code == 0:
+                log.info("supervisor: worker process %d retired itself; starting a new one", pid)
+            else:
+                log.warning(
+                    "supervisor: worker process %d %s; starting a new one",
+                    pid,
+                    exit_reason(code, EXIT_MEANINGS),
+                )
+
+    def _abandon_rollover(self) -> None:
+        """A worker process of a rolling restart failed to start: keep the old ones."""
+        log.error("supervisor: rolling restart failed; the previous worker processes keep serving")
+        now = time.monotonic()
+        self._generation += 1
+        for process in list(self._processes.values()):
+            if process.retiring:
+                continue
+            if process.generation == self._generation - 1:
+                self._retire(process, now)  # the new ones
+            else:
+                process.generation = self._generation
+
+    def _spawn(self) -> WorkerProcess | None:
+        try:
+            ready_r, ready_w = os.pipe()
+        except OSError as exc:
+            log.error("supervisor: cannot start a worker process: %s", exc)
+            return None
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            log.error("supervisor: cannot start a worker process: %s", exc)
+            os.close(ready_r)
+            os.close(ready_w)
+            return None
+        if pid == 0:  # The worker process: never returns.
+            status = 1
+            try:
+                os.close(ready_r)
+                status = self._become_worker_process(ready_w)
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    log.exception("worker process %d failed", os.getpid())
+            finally:
+                with contextlib.suppress(BaseException):
+                    logging.shutdown()
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(status)
+        os.close(ready_w)
+        os.set_blocking(ready_r, False)
+        process = WorkerProcess(pid, ready_r, self._generation)
+        self._processes[pid] = process
+        self._selector.register(ready_r, selectors.EVENT_READ, process)
+        log.info("supervisor: started worker process %d", pid)
+        return process
+
+    def _become_worker_process(self, ready_w: int) -> int:
+        """In the forked child: drop the supervisor's state, then serve."""
+        signal.set_wakeup_fd(-1)
+        for signum in SUPERVISOR_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        self._selector.close()
+        self._wake.close()
+        for other in self._processes.values():
+            if other.ready_fd >= 0:
+                os.close(other.ready_fd)
+        # The Server takes the listening descriptors over, as a --reload child does.
+        fds = [sock.detach() for sock in self._sockets]
+        os.environ[INHERITED_FDS_ENV] = ",".join(str(fd) for fd in fds)
+        supervisor_pid = os.getppid()
+        return _serve_as_worker_process(
+            self._config,
+            self._app,
+            self._load,
+            self._app_name,
+            ready_w,
+            supervisor_pid,
+            self._tls_context,
+        )
+
+
+# --- the worker process --------------------------------------------------------------------
+
+
+class _CountingApp:
+    """Calls ``on_limit`` (once) when the ``limit``-th request reaches the application."""
+
+    def __init__(self, app: WSGIApp, limit: int, on_limit: Callable[[], None]) -> None:
+        self._app = app
+        self._limit = limit
+        self._on_limit = on_limit
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        with self._lock:
+            self._count += 1
+            reached = self._count == self._limit
+        if reached:
+            self._on_limit()
+        return self._app(environ, start_response)
+
+
+def _serve_as_worker_process(
+    config: Config,
+    app: WSGIApp | None,
+    load: Callable[[], WSGIApp],
+    app_name: str,
+    ready_w: int,
+    supervisor_pid: int,
+    tls_context: ssl.SSLContext | None = None,
+) -> int:
+    """A worker process's life: load the app, serve, stop on a signal, a recycle or an
+    orphaning. Returns the exit status."""
+    wake = WakePipe()
+    pending: collections.deque[int] = collections.deque()
+    server: Server | None = None
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # Plain stores and a wake-up only (threads.handle_signals); request_stop is such.
+        pending.append(signum)
+        if signum == signal.SIGQUIT and server is not None:
+            server.request_stop(force=True)  # noticed even while stop() is waiting
+        wake.wake()
+
+    handle_signals((signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1), on_signal, wake)
+    # Meant for the supervisor; a terminal's hang-up or job control must not stop us.
+    for ignored in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(ignored, signal.SIG_IGN)
+
+    if app is None:
+        try:
+            app = load()
+        except Exception as exc:
+            log.error("worker process %d: cannot load the application: %s", os.getpid(), exc)
+            return EXIT_BOOT_FAILED
+    recycle = threading.Event()
+    limit = config.max_requests
+    if limit:
+        limit += random.randint(0, config.max_requests_jitter)
+    server = Server(app, config)
+    if limit:
+
+        def on_limit() -> None:
+            # Before this request's response goes out, so it says Connection: close.
+            assert server is not None
+            server.drain()
+            recycle.set()
+            wake.wake()
+
+        server.app = _CountingApp(app, limit, on_limit)
+    server.app_name = app_name
+    server.multiprocess = config.workers > 1
+    server.tls_context = tls_context
+    server.start()
+    try:
+        os.write(ready_w, b"r")
+    finally:
+        os.close(ready_w)
+
+    force = False
+    stop = ""
+    while not stop:
+        wake.wait(IDLE_WAKE)
+        while pending:
+            signum = pending.popleft()
+            if signum == signal.SIGUSR1:
+                reopen_log_files()
+            elif signum == signal.SIGQUIT:
+                force = True
+                stop = "SIGQUIT"
+            else:
+                stop = signal.Signals(signum).name
+        if recycle.is_set() and not stop:
+            stop = f"served {limit} requests (--max-requests)"
+        if os.getppid() != supervisor_pid and not stop:
+            stop = "the supervisor has gone"
+    log.info("worker process %d: stopping: %s", os.getpid(), stop)
+    if force:
+        server.request_stop(force=True)
+    server.stop()
+    return 0
