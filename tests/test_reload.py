@@ -503,7 +503,7 @@ def test_take_inherited_fds(monkeypatch):
     assert INHERITED_FDS_ENV not in os.environ
 
 
-def test_server_uses_inherited_sockets(monkeypatch, tmp_path):
+def test_server_serves_handed_sockets(tmp_path):
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))
     listening.listen()
@@ -512,10 +512,10 @@ def test_server_uses_inherited_sockets(monkeypatch, tmp_path):
     unix.bind(str(path))
     unix.listen()
     handed = [os.dup(listening.fileno()), os.dup(unix.fileno())]
-    monkeypatch.setenv(INHERITED_FDS_ENV, ",".join(map(str, handed)))
     try:
         # The bind list says where the supervisor listens; the server binds nothing itself.
-        server = Server(hello_app, bind=["127.0.0.1:1", f"unix:{path}"], threads=2)
+        config = Config(bind=["127.0.0.1:1", f"unix:{path}"], threads=2)
+        server = Server(hello_app, config, listen_fds=handed)
         server.start()
         try:
             assert server.addresses == [listening.getsockname(), str(path)]
@@ -543,9 +543,21 @@ def test_take_inherited_fds_for_systemd(monkeypatch):
 
 def test_inherited_count_mismatch_is_an_error(monkeypatch):
     monkeypatch.setenv(INHERITED_FDS_ENV, "3")
-    server = Server(hello_app, bind=["127.0.0.1:0", "127.0.0.1:0"], threads=1)
     with pytest.raises(ConfigError, match="same --bind list"):
-        server.start()
+        take_inherited_fds(binds("127.0.0.1:0", "127.0.0.1:0"))
+
+
+def test_server_leaves_the_reloaders_variable_to_the_front_end(monkeypatch):
+    # Only a front end running in the reloader's child reads it (take_inherited_fds) and
+    # hands the sockets over: a Server binds its own addresses whatever the environment.
+    monkeypatch.setenv(INHERITED_FDS_ENV, "not descriptors")
+    server = Server(hello_app, bind=["127.0.0.1:0"], threads=1)
+    server.start()
+    try:
+        assert fetch(server.addresses[0][1]) == b"Hello, World!"
+    finally:
+        server.stop(timeout=5)
+    assert os.environ[INHERITED_FDS_ENV] == "not descriptors"
 
 
 def test_default_command_reruns_this_process():

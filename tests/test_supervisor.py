@@ -514,3 +514,15 @@ def test_tls_sessions_resume_on_any_worker(
     assert pids[0] != pids[1]
     server.signal(signal.SIGTERM)
     assert server.popen.wait(DEADLINE) == 0
+
+
+def test_worker_processes_get_their_sockets_without_the_environment(
+    start: Callable[..., Supervisor],
+) -> None:
+    # The supervisor hands a forked worker process its sockets directly: the application
+    # (and any process it starts) never sees WSGIPOOL_INHERITED_FDS, not even at import.
+    app = APP + ('\nSEEN = os.environ.get("WSGIPOOL_INHERITED_FDS", "unset")\nVERSION = SEEN\n')
+    server = start(2, app=app)
+    server.wait_workers(2)
+    _pid, _multiprocess, seen = fetch(server.port).split()
+    assert seen == b"unset"

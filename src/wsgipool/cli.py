@@ -21,7 +21,7 @@ from .loader import load_app
 from .server import Server
 from .settings import parse_count, parse_seconds
 from .settings import parse_size as parse_size  # Also wsgipool.cli's, as it always was.
-from .supervisors.process import is_reloader_child
+from .supervisors.process import is_reloader_child, take_inherited_fds
 from .supervisors.reloader import run_with_reloader
 from .supervisors.workers import run_worker_processes
 
@@ -527,12 +527,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             app = wrap_debugger(app)
         raise_open_file_limit(config.max_connections)
-        server = Server(app, config)
-        server.app_name = app_spec
-        if is_reloader_child():
-            server.modes.append("reloading on changes")
+        # In the reloader's child: the reloader hands the listening sockets over.
+        listen_fds = take_inherited_fds(config.binds)
+        modes = ["reloading on changes"] if listen_fds is not None else []
         if args.debug:
-            server.modes.append("interactive debugger ON: never expose this to others")
+            modes.append("interactive debugger ON: never expose this to others")
+        server = Server(app, config, app_name=app_spec, modes=modes, listen_fds=listen_fds)
         server.serve_forever()
     except ConfigError as exc:
         message = str(exc) if resolved is None else resolved.name_source(str(exc))

@@ -24,6 +24,7 @@ from .config import Config, ConfigError
 from .debug import check_debug_bind, wrap_debugger
 from .server import Server
 from .settings import parse_count, parse_seconds
+from .supervisors.process import take_inherited_fds
 from .wsgi import WSGIApp
 
 log = logging.getLogger("wsgipool.error")
@@ -180,7 +181,9 @@ def run_simple(
             )
     if use_debugger:
         application = wrap_debugger(application, evalex=use_evalex)
-    Server(application, config).serve_forever()
+    # In the reloader's child: the reloader hands the listening sockets over.
+    listen_fds = take_inherited_fds(config.binds)
+    Server(application, config, listen_fds=listen_fds).serve_forever()
 
 
 def _warn(message: str) -> None:

@@ -7,7 +7,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,6 @@ from .config import Config, ConfigError
 from .connection import Connection
 from .listener import Listener
 from .sockets import bind_all, close_listening, remove_socket_files, url_of
-from .supervisors.process import take_inherited_fds
 from .taskqueue import TaskQueue
 from .threads import WakePipe, handle_signals
 from .worker import STOP_MARGIN, ConnectionHandler, WorkerPool
@@ -38,18 +37,39 @@ class Server:
     ``Server(app, threads=32, bind=["127.0.0.1:0"])`` takes the options of ``Config`` (or a
     ready ``config=``). ``start()`` returns once every address is listening; ``stop()``
     drains in-flight requests; ``serve_forever()`` does both around SIGINT/SIGTERM.
+
+    The other keywords are for the front ends and the supervisors: ``app_name``, how logs
+    name the app (default: its module and name); ``modes``, development modes the banner
+    names ("reloading on changes"); ``multiprocess``, ``wsgi.multiprocess`` (a worker
+    process); ``tls_context``, the context to serve TLS with (default: made at ``start()``
+    from the config, see ``make_tls_context``); ``listen_fds``, listening descriptors a
+    supervisor process handed over, served instead of binding the config's addresses.
     """
 
-    def __init__(self, app: WSGIApp, config: Config | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        app: WSGIApp,
+        config: Config | None = None,
+        *,
+        app_name: str | None = None,
+        modes: Sequence[str] = (),
+        multiprocess: bool = False,
+        tls_context: ssl.SSLContext | None = None,
+        listen_fds: Sequence[int] | None = None,
+        **options: Any,
+    ) -> None:
         if config is not None and options:
             raise TypeError("pass either config= or keyword options, not both")
         self.app = app
-        # How logs name the app: the command line sets the spec it was loaded from.
-        self.app_name = (
+        self.app_name = app_name or (
             f"{getattr(app, '__module__', '?')}:{getattr(app, '__qualname__', type(app).__name__)}"
         )
-        # Development modes the banner names ("reload", "debugger").
-        self.modes: list[str] = []
+        self.modes = tuple(modes)
+        self.multiprocess = multiprocess
+        # A worker process's supervisor makes one for all of them, so a session ticket one
+        # issued resumes on another.
+        self.tls_context = tls_context
+        self._listen_fds = None if listen_fds is None else list(listen_fds)
         self.config = config if config is not None else Config.from_options(**options)
         self.sockets: list[socket.socket] = []
         self._unix_paths: list[str] = []
@@ -65,11 +85,6 @@ class Server:
         self._wake = WakePipe()
         self._access_log: AccessLog | None = None
         self._stopped = False
-        # wsgi.multiprocess: set by the supervisor's worker processes before start().
-        self.multiprocess = False
-        # Set by the --workers supervisor: one TLS context for every worker process, so a
-        # session ticket one issued resumes on another. Otherwise start() makes one.
-        self.tls_context: ssl.SSLContext | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -86,10 +101,9 @@ class Server:
                 ) from None
         try:
             # Under --reload or --workers, the supervisor process holds the sockets and hands
-            # them over (systemd's among them: "systemd" may stand for several); it also
-            # unlinks Unix socket files, so they are not in _unix_paths here.
-            inherited = take_inherited_fds(config.binds)
-            self.sockets, self._unix_paths = bind_all(config, inherited)
+            # them over as listen_fds (systemd's among them: "systemd" may stand for
+            # several); it also unlinks Unix socket files, so they are not in _unix_paths.
+            self.sockets, self._unix_paths = bind_all(config, self._listen_fds)
         except Exception:
             self._close_access_log()
             raise

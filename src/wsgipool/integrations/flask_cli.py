@@ -31,6 +31,7 @@ from ..compat import adhoc_ssl_context, bind_for, configure_logging
 from ..config import Config, ConfigError
 from ..debug import check_debug_bind, wrap_debugger
 from ..server import Server
+from ..supervisors.process import take_inherited_fds
 from ..wsgi import WSGIApp
 
 _DEFAULTS = Config()
@@ -292,10 +293,10 @@ def serve_command(
     if debugger:
         app = wrap_debugger(app)
     raise_open_file_limit(config.max_connections)
-    server = Server(app, config)
-    if info.app_import_path:
-        server.app_name = info.app_import_path
     try:
+        # In the reloader's child: the reloader hands the listening sockets over.
+        listen_fds = take_inherited_fds(config.binds)
+        server = Server(app, config, app_name=info.app_import_path, listen_fds=listen_fds)
         server.serve_forever()
     except ConfigError as exc:
         raise ServeError(str(exc)) from None

@@ -40,7 +40,7 @@ from ..server import Server, make_tls_context
 from ..sockets import bind_all, close_listening, url_of
 from ..threads import WakePipe, handle_signals
 from ..wsgi import WSGIApp
-from .process import INHERITED_FDS_ENV, exit_reason, reopen_log_files, stop_timeout
+from .process import exit_reason, reopen_log_files, stop_timeout
 
 if TYPE_CHECKING:
     import ssl
@@ -443,9 +443,10 @@ class WorkerProcessSupervisor:
         for other in self._processes.values():
             if other.ready_fd >= 0:
                 os.close(other.ready_fd)
-        # The Server takes the listening descriptors over, as a --reload child does.
+        # This process's Server takes the listening descriptors over.
         fds = [sock.detach() for sock in self._sockets]
-        os.environ[INHERITED_FDS_ENV] = ",".join(str(fd) for fd in fds)
+        for fd in fds:
+            os.set_inheritable(fd, False)  # fd://N: not for the application's subprocesses
         supervisor_pid = os.getppid()
         return _serve_as_worker_process(
             self._config,
@@ -455,6 +456,7 @@ class WorkerProcessSupervisor:
             ready_w,
             supervisor_pid,
             self._tls_context,
+            fds,
         )
 
 
@@ -487,7 +489,8 @@ def _serve_as_worker_process(
     app_name: str,
     ready_w: int,
     supervisor_pid: int,
-    tls_context: ssl.SSLContext | None = None,
+    tls_context: ssl.SSLContext | None,
+    listen_fds: list[int],
 ) -> int:
     """A worker process's life: load the app, serve, stop on a signal, a recycle or an
     orphaning. Returns the exit status."""
@@ -517,8 +520,6 @@ def _serve_as_worker_process(
     limit = config.max_requests
     if limit:
         limit += random.randint(0, config.max_requests_jitter)
-    server = Server(app, config)
-    if limit:
 
         def on_limit() -> None:
             # Before this request's response goes out, so it says Connection: close.
@@ -527,10 +528,15 @@ def _serve_as_worker_process(
             recycle.set()
             wake.wake()
 
-        server.app = _CountingApp(app, limit, on_limit)
-    server.app_name = app_name
-    server.multiprocess = config.workers > 1
-    server.tls_context = tls_context
+        app = _CountingApp(app, limit, on_limit)
+    server = Server(
+        app,
+        config,
+        app_name=app_name,
+        multiprocess=config.workers > 1,
+        tls_context=tls_context,
+        listen_fds=listen_fds,
+    )
     server.start()
     try:
         os.write(ready_w, b"r")
