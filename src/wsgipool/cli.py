@@ -519,8 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Like `python -m`, the current directory is importable.
         sys.path.insert(0, os.getcwd())
         if config.workers > 1 or config.max_requests:
-            # The supervisor forks the workers; each imports the app (or, with --preload,
-            # the supervisor does once before forking).
+            # The supervisor forks the worker processes; each imports the app (or, with
+            # --preload, the supervisor does once before forking).
             raise_open_file_limit(config.max_connections)
             return run_worker_processes(config, functools.partial(load_app, app_spec), app_spec)
         app = load_app(app_spec)

@@ -1,4 +1,5 @@
-"""``Server`` ties the parts together: sockets, listener thread, worker pool and gateway."""
+"""``Server`` ties the parts together: sockets, listener thread, worker-thread pool and
+gateway. One process; the supervisors (``wsgipool.supervisors``) run several."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wsgipool.error")
 
-# A forced stop (a second Ctrl-C, request_stop(force=True)) waits this long for workers.
+# A forced stop (a second Ctrl-C, request_stop(force=True)) waits this long for the
+# worker threads.
 FORCED_STOP_WAIT = 0.1
 
 
@@ -176,7 +178,7 @@ class Server:
             log.warning(
                 "graceful timeout: closing %d connection(s) still open", listener.connection_count()
             )
-        # Shuts the busy connections down: a worker blocked on its socket leaves at once.
+        # Shuts the busy connections down: a worker thread blocked on its socket leaves at once.
         listener.stop()
         # One still inside the application cannot be interrupted: a daemon thread, it is
         # left behind after STOP_MARGIN (or at once when forced).
@@ -246,6 +248,7 @@ class Server:
 
     @property
     def alive_workers(self) -> int:
+        """How many worker threads are alive."""
         return self._pool.alive() if self._pool else 0
 
     # --- internals -----------------------------------------------------------------------

@@ -98,7 +98,7 @@ def _bind_tcp(host: str, port: int) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if hasattr(socket, "TCP_DEFER_ACCEPT"):
             # Linux: accept() returns a connection once its first bytes are in, so the
-            # listener can queue it for a worker at once instead of polling it first.
+            # listener can queue it for a worker thread at once instead of polling it first.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
         sock.bind(sockaddr)
     except OSError:

@@ -1,5 +1,5 @@
-"""Threads, signals and wake-ups: the listener and the workers leave signals to the main
-thread, whose handlers only wake it (see ``handle_signals``)."""
+"""Threads, signals and wake-ups: the listener and the worker threads leave signals to the
+main thread, whose handlers only wake it (see ``handle_signals``)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from types import FrameType
 from typing import Any
 
 # The signals the main thread handles (serve(), the CLI, the reloader). A process-directed
-# signal goes to any thread that does not block it; one that lands on a worker leaves the
-# main thread asleep in its wait, and the server never hears it. So the others block them.
+# signal goes to any thread that does not block it; one that lands on a worker thread
+# leaves the main thread asleep in its wait, and the server never hears it. So the others
+# block them.
 PROCESS_SIGNALS = frozenset(
     getattr(signal, name)
     for name in (
