@@ -363,7 +363,7 @@ class Reloader:
     # --- the main loop ---
 
     def run(self, watcher: _Watcher) -> int:
-        restore = self._install_signal_handlers()
+        restore = handle_signals((signal.SIGINT, signal.SIGTERM), self._on_signal, self._pipe)
         try:
             watcher.start()
             self._start_child()
@@ -436,9 +436,6 @@ class Reloader:
         # A second Ctrl-C (which sets _force) kills it at once.
         if child is not None and not stop_child(child, self._kill_after, lambda: self._force):
             log.warning("reloader: the server did not stop in time; killing it")
-
-    def _install_signal_handlers(self) -> Callable[[], None]:
-        return handle_signals((signal.SIGINT, signal.SIGTERM), self._on_signal, self._pipe)
 
 
 def _forget_bytecode(paths: Sequence[str]) -> None:
