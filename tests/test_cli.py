@@ -6,7 +6,6 @@ by sleeping. Every subprocess is killed by the ``spawn`` fixture if a test leave
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import os
 import queue
@@ -29,8 +28,7 @@ import requests
 
 import wsgipool
 from wsgipool import Config
-from wsgipool.cli import build_parser, config_from_args, parse_size
-from wsgipool.settings import parse_count, parse_seconds
+from wsgipool.cli import build_parser, config_from_args
 
 APPS = Path(__file__).parent / "apps"
 PYTHON_M = [sys.executable, "-m", "wsgipool"]
@@ -256,79 +254,6 @@ def get_unix(path: str, target: str = "/") -> tuple[int, bytes]:
 
 
 # === in-process: the parser ====================================================================
-
-
-@pytest.mark.parametrize(
-    ("text", "size"),
-    [
-        ("0", 0),
-        ("1048576", 1048576),
-        ("512K", 512 * 1024),
-        ("10M", 10 * 1024**2),
-        ("10m", 10 * 1024**2),
-        ("10MB", 10 * 1024**2),
-        ("10MiB", 10 * 1024**2),
-        ("1G", 1024**3),
-        (" 2k ", 2048),
-    ],
-)
-def test_parse_size(text: str, size: int) -> None:
-    assert parse_size(text) == size
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "10X",
-        "-1",
-        "1.5M",
-        "M",
-        "10 M B",
-        "ten",
-        "1_024",
-        "+1K",
-        "\u0661\u0660K",  # Arabic-Indic digits
-        "10\u212a",  # KELVIN SIGN, which IGNORECASE matches as K
-        "9" * 30,
-    ],
-)
-def test_parse_size_refuses(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError):
-        parse_size(text)
-
-
-@pytest.mark.parametrize(("text", "number"), [("0", 0), ("16", 16), (" 12 ", 12), ("007", 7)])
-def test_parse_count(text: str, number: int) -> None:
-    assert parse_count(text) == number
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["", "1_000", "+5", "-5", "\u0661\u0662", "\uff15", "1.0", "1e3", "0x10", "ten", "9" * 30],
-)
-def test_parse_count_refuses_what_int_takes(text: str) -> None:
-    """int() takes most of these; an option's whole number is plain ASCII digits."""
-    with pytest.raises(ValueError) as info:
-        parse_count(text)
-    assert isinstance(info.value, argparse.ArgumentTypeError)  # argparse shows the message
-    assert "\n" not in str(info.value)
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("30", 30.0), ("2.5", 2.5), (".5", 0.5), ("5.", 5.0), (" 1 ", 1.0), ("1e-06", 0.000001)],
-)
-def test_parse_seconds(text: str, seconds: float) -> None:
-    assert parse_seconds(text) == seconds
-
-
-@pytest.mark.parametrize(
-    "text", ["", "nan", "inf", "-inf", "Infinity", "1_0", "\u0661", "+1", "-1", "1e999", ".", "1s"]
-)
-def test_parse_seconds_refuses_what_float_takes(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError):
-        parse_seconds(text)
 
 
 def test_parser_defaults_are_the_config_defaults() -> None:

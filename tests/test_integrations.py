@@ -9,7 +9,6 @@ process group is killed at the end of its test.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import http.client
 import logging
 import os
@@ -24,7 +23,6 @@ import sys
 import textwrap
 import threading
 import time
-import typing
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -325,8 +323,8 @@ def test_flask_serve_bad_wsgipool_option(spawn: Any) -> None:
 def test_flask_serve_options_follow_the_command_line() -> None:
     """Every wsgipool option is a flask serve option, with the same default."""
     pytest.importorskip("flask")
-    from wsgipool.cli import OPTIONS
     from wsgipool.integrations.flask_cli import serve_command
+    from wsgipool.options import OPTIONS
 
     by_name = {param.name: param for param in serve_command.params}
     for option in OPTIONS:
@@ -378,6 +376,16 @@ def test_flask_serve_takes_the_transfer_rate_floors(flask_serve: Any) -> None:
     assert built[0].config.transfer.min_send_rate == 0
 
 
+def test_flask_serve_reads_text_as_every_source(flask_serve: Any) -> None:
+    """The words and cases the wsgipool command and its environment take (options.py)."""
+    env = {"FLASK_SERVE_EXPOSE_TRACEBACKS": "y", "FLASK_SERVE_PROXY_PROTOCOL": "off"}
+    result, built = flask_serve("--log-level", "WARNING", "--port", "0", env=env)
+    assert result.exit_code == 0, result.output
+    assert built[0].config.log_level == "warning"
+    assert built[0].config.expose_tracebacks is True
+    assert built[0].config.proxy_protocol is False
+
+
 def test_flask_serve_in_process_environment(flask_serve: Any) -> None:
     env = {"FLASK_SERVE_THREADS": "3", "FLASK_RUN_HOST": "::1", "FLASK_RUN_PORT": "5055"}
     result, built = flask_serve(env=env)
@@ -400,7 +408,8 @@ def test_flask_serve_in_process_debugger(flask_serve: Any) -> None:
         (["--without-threads", "--threads", "4"], "--without-threads means one thread"),
         (["--debugger", "--host", "192.0.2.1"], "arbitrary Python code"),
         (["--threads", "0"], "threads: must be a whole number from 1 to 4096"),
-        (["--poller", "kqueue"], "kqueue"),
+        (["--poller", "kqueue"], "expected one of auto, epoll, selectors, not 'kqueue'"),
+        (["--max-body-size", "huge"], "invalid size 'huge'"),
         (["--debug-allow-remote"], "--debug-allow-remote needs the debugger"),
     ],
 )
@@ -408,6 +417,13 @@ def test_flask_serve_in_process_refusals(flask_serve: Any, args: list[str], mess
     result, built = flask_serve(*args)
     assert result.exit_code == 2, result.output
     assert message in result.output
+    assert built == []
+
+
+def test_flask_serve_refuses_a_boolean_word_as_every_source(flask_serve: Any) -> None:
+    result, built = flask_serve(env={"FLASK_SERVE_PRELOAD": "maybe"})
+    assert result.exit_code == 2, result.output
+    assert "expected true or false (or yes/no, on/off, 1/0), not 'maybe'" in result.output
     assert built == []
 
 
@@ -757,6 +773,14 @@ def test_paste_unknown_option_is_refused(spawn: Any, tmp_path: Path) -> None:
         ),
         ({"expose_tracebacks": "TRUE"}, {"expose_tracebacks": True}),
         ({"expose_tracebacks": "off"}, {"expose_tracebacks": False}),
+        # The words, cases and separators of every other source.
+        (
+            {"expose_tracebacks": "y", "proxy_protocol": "f"},
+            {"expose_tracebacks": True, "proxy_protocol": False},
+        ),
+        ({"log_level": "WARNING"}, {"log_level": "warning"}),
+        ({"bind": "127.0.0.1:1,127.0.0.1:2"}, {"bind": ("127.0.0.1:1", "127.0.0.1:2")}),
+        ({"listen": "127.0.0.1:1, *:2"}, {"bind": ("127.0.0.1:1", "0.0.0.0:2")}),
         ({"access_log": "-", "log_level": "debug"}, {"access_log": "-", "log_level": "debug"}),
         # str | int: the text goes to Config, which reads it as octal (not a tuple of words).
         ({"unix_socket_mode": "660"}, {"unix_socket_mode": "660"}),
@@ -776,6 +800,8 @@ def test_paste_options_are_converted_by_type(values: dict[str, str], expected: A
         ({"keepalive_timeout": "soon"}, "keepalive_timeout: expected a number"),
         ({"expose_tracebacks": "maybe"}, "expose_tracebacks: expected true or false"),
         ({"max_body_size": "huge"}, "max_body_size: invalid size"),
+        ({"max-body-size": "huge"}, "max-body-size: invalid size"),  # the key as written
+        ({"poller": "kqueue"}, "poller: expected one of auto, epoll, selectors, not 'kqueue'"),
         ({"port": "http"}, "port: expected a port number"),
         # int() and float() take these; an option does not.
         ({"threads": "1_000"}, "threads: "),
@@ -803,18 +829,6 @@ def test_paste_runner_builds_the_config(no_serving: list[Any]) -> None:
     (server,) = no_serving
     assert server.config.bind == ("127.0.0.1:0",)
     assert server.app is hello_app
-
-
-def test_paste_converters_cover_every_field() -> None:
-    # A field of a type _converters does not know raises TypeError there, not at use.
-    converters = compat._converters()
-    hints = typing.get_type_hints(Config)
-    texts = {field.name for field in dataclasses.fields(Config) if field.init}
-    # Fields typed Any hold objects only Python code can pass; every other has a converter.
-    assert texts - {name for name in texts if hints[name] is Any} == set(converters)
-    assert converters["bind"]("unix:/a 127.0.0.1:1") == ("unix:/a", "127.0.0.1:1")
-    assert converters["unix_socket_mode"]("660") == "660"
-    assert Config(unix_socket_mode=converters["unix_socket_mode"]("660")).socket_mode == 0o660
 
 
 def test_paste_unix_socket_mode_from_an_ini(no_serving: list[Any], tmp_path: Path) -> None:

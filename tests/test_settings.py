@@ -7,8 +7,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from wsgipool.options import env_name, flag_name
 
 APPS = Path(__file__).parent / "apps"
 
@@ -136,6 +139,9 @@ def test_environment_bind_list(tmp_path):
             "unknown [tool.wsgipool] key: queue-limt (did you mean queue_limit?)",
         ),
         ({}, "[tool.wsgipool]\nqueue-limit = 3\nqueue_limit = 4\n", "sets queue_limit twice"),
+        # An object only Python can pass is no option here, as in a Paste ini file.
+        ({"WSGIPOOL_SSL_CONTEXT": "x"}, None, "unknown environment variable: WSGIPOOL_SSL_"),
+        ({}, '[tool.wsgipool]\nssl_context = "x"\n', "unknown [tool.wsgipool] key: ssl_context"),
     ],
     ids=[
         "env-not-a-number",
@@ -167,6 +173,8 @@ def test_environment_bind_list(tmp_path):
         "env-not-an-option",
         "file-unknown-key-guess",
         "file-key-twice",
+        "env-python-only",
+        "file-python-only",
     ],
 )
 def test_bad_settings_are_one_line_and_exit_2(tmp_path, env, pyproject, message):
@@ -177,6 +185,76 @@ def test_bad_settings_are_one_line_and_exit_2(tmp_path, env, pyproject, message)
     assert message in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert "--" not in result.stderr, "an error from the environment or file names a flag"
+
+
+def from_source(source: str, field: str, text: str, directory: Path) -> subprocess.CompletedProcess:
+    """``wsgipool goodapp:app --print-config`` with ``field`` set to ``text`` by ``source``."""
+    args = ["goodapp:app", "--print-config"]
+    env = {}
+    if source == "command line":
+        args += [flag_name(field), text]
+    elif source == "environment":
+        env[env_name(field)] = text
+    else:
+        (directory / "pyproject.toml").write_text(f"[tool.wsgipool]\n{field} = {text!r}\n")
+    return run(args, directory, env)
+
+
+SOURCES = ("command line", "environment", "pyproject.toml")
+# Text that no command-line flag takes as it is: a boolean word (a flag has none), and a
+# list of addresses (-b takes one each).
+LIST_OR_WORD = ("expose_tracebacks", "preload", "proxy_protocol", "bind")
+
+
+def each_source(cases: list[tuple[str, str, str]]) -> list[Any]:
+    return [
+        pytest.param(source, *case, id=f"{source}-{case[0]}-{case[1]}")
+        for case in cases
+        for source in SOURCES
+        if not (source == "command line" and case[0] in LIST_OR_WORD)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "text", "value"),
+    each_source(
+        [
+            ("threads", "8", "8"),
+            ("max_body_size", "10M", str(10 * 1024**2)),
+            ("keepalive_timeout", "2.5", "2.5"),
+            ("expose_tracebacks", "y", "True"),
+            ("preload", "Off", "False"),
+            ("proxy_protocol", "t", "True"),
+            ("log_level", "DEBUG", "'debug'"),
+            ("bind", "127.0.0.1:1, 127.0.0.1:2", "('127.0.0.1:1', '127.0.0.1:2')"),
+            ("bind", "127.0.0.1:1 unix:/tmp/a.sock", "('127.0.0.1:1', 'unix:/tmp/a.sock')"),
+        ]
+    ),
+)
+def test_every_source_reads_text_alike(tmp_path, source, field, text, value):
+    result = from_source(source, field, text, tmp_path)
+    assert result.returncode == 0, result.stderr
+    printed, printed_source = settings_of(result.stdout)[field]
+    assert printed == value
+    assert printed_source.startswith(source)  # "environment WSGIPOOL_..." for the environment
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "text", "message"),
+    each_source(
+        [
+            ("threads", "many", "expected a whole number such as 16, not 'many'"),
+            ("poller", "kqueue", "expected one of auto, epoll, selectors, not 'kqueue'"),
+            ("log_level", "loud", "expected one of debug, info, warning, error, critical"),
+            ("expose_tracebacks", "maybe", "expected true or false (or yes/no, on/off, 1/0)"),
+        ]
+    ),
+)
+def test_every_source_refuses_text_alike(tmp_path, source, field, text, message):
+    result = from_source(source, field, text, tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stderr.strip().count("\n") == 0
 
 
 def test_a_value_from_the_file_is_named_with_the_file(tmp_path):

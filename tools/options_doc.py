@@ -10,9 +10,9 @@ import re
 import sys
 from pathlib import Path
 
-from wsgipool.cli import CONFIG_FIELDS, build_parser
+from wsgipool.cli import build_parser
 from wsgipool.config import MAX_SECONDS, MIN_SECONDS, Config
-from wsgipool.settings import env_name
+from wsgipool.options import BY_FIELD, env_name
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "options.md"
 
@@ -82,7 +82,7 @@ def _names(action: argparse.Action) -> str:
 
 def _row(action: argparse.Action) -> tuple[bool, str]:
     """Whether ``action`` sets a server option, and its table row."""
-    server_option = action.dest in CONFIG_FIELDS
+    server_option = action.dest in BY_FIELD
     help_text = (action.help or "").replace("%%", "%")
     # The default, as --help shows it: at the end of the help text, in parentheses.
     said = _DEFAULT.search(help_text)

@@ -9,25 +9,22 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from . import __version__, settings
-from .config import COUNT_BOUNDS, LOG_LEVELS, Config, ConfigError
+from .config import COUNT_BOUNDS, Config, ConfigError
 from .debug import check_debug_bind, wrap_debugger
 from .loader import load_app
+from .options import BIND, BY_FIELD, OPTIONS, UNITS, Option, parse_size
 from .server import Server
-from .settings import parse_count, parse_seconds
-from .settings import parse_size as parse_size  # Also wsgipool.cli's, as it always was.
 from .supervisors.process import is_reloader_child, take_inherited_fds
 from .supervisors.reloader import run_with_reloader
 from .supervisors.workers import run_worker_processes
 
 EXIT_USAGE = 2
 _DEFAULTS = Config()
-CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(Config))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,222 +44,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-@dataclass(frozen=True)
-class Option:
-    """One command-line option that sets the ``Config`` field of the same name."""
-
-    field: str
-    metavar: str | None
-    help: str
-    type: Callable[[str], Any] = str
-    short: str | None = None
-    choices: tuple[str, ...] | None = None
-
-    @property
-    def flags(self) -> list[str]:
-        long = "--" + self.field.replace("_", "-")
-        return [self.short, long] if self.short else [long]
-
-
-SECONDS = "SECONDS"
-# Every Config option the command line sets, in --help order. Defaults come from Config.
-OPTIONS = (
-    Option("threads", "N", "worker threads running the application", parse_count, short="-t"),
-    Option(
-        "queue_limit",
-        "N",
-        "ready connections that may wait for a worker before new requests get 503",
-        parse_count,
-    ),
-    Option(
-        "queue_timeout",
-        SECONDS,
-        "a request that waited longer than this for a worker gets 503 instead of running "
-        "(0: no limit)",
-        parse_seconds,
-    ),
-    Option(
-        "max_connections",
-        "N",
-        "open connections at most; beyond it new ones wait in the listen backlog",
-        parse_count,
-    ),
-    Option("backlog", "N", "listen() backlog of each socket", parse_count),
-    Option(
-        "root_path",
-        "PATH",
-        "SCRIPT_NAME the app is mounted at, e.g. /api (default: none, the app is at /)",
-    ),
-    Option("url_scheme", "SCHEME", "wsgi.url_scheme", choices=("http", "https")),
-    Option(
-        "max_body_size",
-        "SIZE",
-        "largest request body in bytes (K, M, G allowed), a chunked body counted as it "
-        "crossed the wire (its chunk framing included); larger gets 413",
-        parse_size,
-    ),
-    Option("max_request_line", "SIZE", "longest request line; longer gets 414", parse_size),
-    Option("max_header_size", "SIZE", "largest request head; larger gets 431", parse_size),
-    Option("max_header_count", "N", "most header fields in a request; more gets 431", parse_count),
-    Option(
-        "header_timeout", SECONDS, "a whole request head must arrive within this", parse_seconds
-    ),
-    Option(
-        "keepalive_timeout", SECONDS, "close keep-alive connections idle this long", parse_seconds
-    ),
-    Option(
-        "body_timeout", SECONDS, "longest wait for the next piece of a request body", parse_seconds
-    ),
-    Option(
-        "send_timeout", SECONDS, "longest wait for a client to take response bytes", parse_seconds
-    ),
-    Option(
-        "min_body_rate",
-        "BYTES",
-        "bytes per second a request body must average while a worker waits for it, after "
-        "the first --body-timeout of waiting; slower gets 408 (0: no floor)",
-        parse_size,
-    ),
-    Option(
-        "min_send_rate",
-        "BYTES",
-        "bytes per second a client must take a response at, on average while a worker "
-        "waits for it, after the first --send-timeout of waiting; slower is disconnected "
-        "(0: no floor)",
-        parse_size,
-    ),
-    Option(
-        "graceful_timeout",
-        SECONDS,
-        "on SIGTERM/SIGINT, how long in-flight requests may take to finish",
-        parse_seconds,
-    ),
-    Option(
-        "expose_tracebacks",
-        None,
-        "put the traceback of an application error in the 500 response (development only)",
-    ),
-    Option("log_level", "LEVEL", "error log level", choices=LOG_LEVELS),
-    Option(
-        "access_log",
-        "FILE",
-        "write an access log line per request to FILE, or to stdout with '-' (default: off)",
-    ),
-    Option(
-        "access_log_format",
-        "FORMAT",
-        "access log line, in gunicorn's atoms: %%(h)s remote address, %%(r)s request line, "
-        "%%(s)s status, %%(b)s body bytes, %%(D)s microseconds, %%(w)s ms waited for a worker, "
-        "%%({name}i)s request header, %%({name}o)s response header, %%({key}e)s environ",
-    ),
-    Option(
-        "poller",
-        "KIND",
-        "readiness API for idle connections",
-        choices=("auto", "epoll", "selectors"),
-    ),
-    Option(
-        "sendfile",
-        "WHEN",
-        "send wsgi.file_wrapper files with sendfile(): on, off, or auto (on, except to a "
-        "TCP peer on this host, where copying measured faster; see docs/tuning.md)",
-        choices=("auto", "on", "off"),
-    ),
-    Option(
-        "workers",
-        "N",
-        "worker processes, each with its own listener thread and --threads pool, sharing "
-        "the listening sockets; above 1 a supervisor process starts and watches them "
-        "(see docs/processes.md)",
-        parse_count,
-        short="-w",
-    ),
-    Option(
-        "max_requests",
-        "N",
-        "a worker process that has run N requests stops accepting, finishes them and is "
-        "replaced (0: never; starts the supervisor even with --workers 1)",
-        parse_count,
-    ),
-    Option(
-        "max_requests_jitter",
-        "N",
-        "add a random 0..N to --max-requests per worker, so they do not all restart at once",
-        parse_count,
-    ),
-    Option(
-        "preload",
-        None,
-        "import the app once in the supervisor before forking the workers (less memory, "
-        "faster start; SIGHUP then cannot load new code)",
-    ),
-    Option(
-        "forwarded_allow_ips",
-        "IPS",
-        "peers whose Forwarded and X-Forwarded-* headers are applied: comma-separated "
-        "addresses and CIDR networks, '*' for all, '' for none; Unix socket peers count as "
-        "trusted unless empty (see docs/proxies.md)",
-    ),
-    Option(
-        "proxy_protocol",
-        None,
-        "require a PROXY protocol header (v1 or v2) at the start of every connection from "
-        "--proxy-allow-ips",
-    ),
-    Option(
-        "proxy_allow_ips",
-        "IPS",
-        "peers that must send a PROXY protocol header with --proxy-protocol (same syntax "
-        "as --forwarded-allow-ips)",
-    ),
-    Option(
-        "unix_socket_mode",
-        "MODE",
-        "file mode of unix: sockets, in octal, e.g. 660 (default: as the umask leaves it)",
-    ),
-    Option(
-        "umask",
-        "MASK",
-        "set the process umask, in octal (e.g. 007), before creating Unix sockets, log "
-        "files and worker processes (default: inherited)",
-    ),
-    Option(
-        "certfile",
-        "FILE",
-        "serve HTTPS on every address with this certificate chain (PEM; it may hold the "
-        "private key too) (default: plain HTTP; see docs/tls.md)",
-    ),
-    Option("keyfile", "FILE", "the private key, when not in --certfile (PEM) (default: none)"),
-    Option(
-        "keyfile_password",
-        "PASSWORD",
-        "password of an encrypted --keyfile (better set as WSGIPOOL_KEYFILE_PASSWORD: "
-        "a command line is visible to other users) (default: none)",
-    ),
-    Option(
-        "ca_certs",
-        "FILE",
-        "CA certificates (PEM) that client certificates must be signed by; see --cert-reqs "
-        "(default: none)",
-    ),
-    Option(
-        "cert_reqs",
-        "WHEN",
-        "client certificates: none (never asked for), optional (verified when sent) or "
-        "required (needs --ca-certs)",
-        choices=("none", "optional", "required"),
-    ),
-    Option(
-        "ciphers",
-        "LIST",
-        "OpenSSL cipher list for TLS 1.2 (default: OpenSSL's secure defaults; TLS 1.3 "
-        "suites are not affected)",
-    ),
-)
-
-
 # What the command line can set: Config fields, and the app.
-_SETTING_NAMES = frozenset({"app", "bind", *(option.field for option in OPTIONS)})
+_SETTING_NAMES = frozenset({"app", *BY_FIELD})
 
 
 def _largest(option: Option) -> str:
@@ -270,9 +53,9 @@ def _largest(option: Option) -> str:
     maximum = COUNT_BOUNDS.get(option.field, (0, None))[1]
     if maximum is None:
         return ""
-    if option.type is parse_size:
-        unit = next(unit for unit in ("G", "M", "K", "") if maximum % settings.UNITS[unit] == 0)
-        return f" (at most {maximum // settings.UNITS[unit]}{unit})"
+    if option.parse is parse_size:
+        unit = next(unit for unit in ("G", "M", "K", "") if maximum % UNITS[unit] == 0)
+        return f" (at most {maximum // UNITS[unit]}{unit})"
     return f" (at most {maximum})"
 
 
@@ -309,15 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="configure logging from a logging.config.dictConfig file (.json or .toml) "
         "(default: log to stderr at --log-level)",
     )
+    # One address a flag (a unix: path may hold a comma or a space).
     parser.add_argument(
-        "-b",
-        "--bind",
+        *BIND.flags,
         action="append",
         default=argparse.SUPPRESS,
-        metavar="ADDRESS",
-        help="where to listen, repeatable: HOST:PORT, [IPv6]:PORT, unix:PATH, fd://N or "
-        "systemd (the sockets of systemd socket activation) "
-        f"(default: {_DEFAULTS.bind[0]})",
+        metavar=BIND.metavar,
+        help=f"{BIND.help} (default: {_DEFAULTS.bind[0]})",
     )
     parser.add_argument(
         "--chdir",
@@ -331,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         help_text = option.help + _largest(option)
         if default != "":
             help_text += f" (default: {default})".replace("%", "%%")
-        if isinstance(default, bool):
+        if option.is_flag:
             parser.add_argument(
                 *option.flags, action="store_true", default=argparse.SUPPRESS, help=help_text
             )
@@ -339,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(
             *option.flags,
             metavar=option.metavar,
-            type=option.type,
+            type=option.convert,
             default=argparse.SUPPRESS,
             choices=option.choices,
             help=help_text,
@@ -392,10 +173,7 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Config, str | None, sett
     given = {name: value for name, value in vars(args).items() if name in _SETTING_NAMES}
     if "bind" in given:
         given["bind"] = tuple(given["bind"])
-    parsers = {option.field: option.type for option in OPTIONS}
-    resolved = settings.resolve(
-        given, parsers, settings.environment(), Path.cwd(), extra_fields=("app",)
-    )
+    resolved = settings.resolve(given, settings.environment(), Path.cwd(), extra_fields=("app",))
     values = dict(resolved.values)
     app = values.pop("app", None)
     try:

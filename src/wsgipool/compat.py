@@ -11,19 +11,15 @@ Arguments wsgipool cannot honour are refused with ``ConfigError`` or warned abou
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import logging
-import types
-import typing
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .config import Config, ConfigError
 from .debug import check_debug_bind, wrap_debugger
+from .options import BY_FIELD, convert, parse_addresses, parse_count
 from .server import Server
-from .settings import parse_count, parse_seconds
 from .supervisors.process import take_inherited_fds
 from .wsgi import WSGIApp
 
@@ -204,8 +200,6 @@ def _shared_data(app: WSGIApp, exports: Mapping[str, str | tuple[str, str]]) -> 
 
 # --- Paste Deploy ------------------------------------------------------------------------
 
-TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 # Names in [server:*] besides Config's fields: host and port (as most Paste servers take
 # them) and waitress's listen, all turned into bind.
 ADDRESS_NAMES = ("host", "port", "listen")
@@ -238,28 +232,25 @@ def paste_server_runner(
 
 
 def options_from_strings(values: Mapping[str, str]) -> dict[str, Any]:
-    """``Config`` keywords from the strings of an ini section, converted by field type."""
-    names = {key.replace("-", "_"): value for key, value in values.items()}
+    """``Config`` keywords from the strings of an ini section, each through its option's
+    converter (``options.py``)."""
+    names = {key.replace("-", "_"): text for key, text in values.items()}
+    # For errors: each name as written, with dashes or underscores.
+    keys = {key.replace("-", "_"): key for key in values}
     # pserve serves in its own process: worker processes need the wsgipool command.
-    converters = {
-        name: convert for name, convert in _converters().items() if name not in PROCESS_FIELDS
-    }
-    unknown = sorted(set(names) - set(converters) - set(ADDRESS_NAMES))
+    fields = [field for field in BY_FIELD if field not in PROCESS_FIELDS]
+    unknown = sorted(set(names) - set(fields) - set(ADDRESS_NAMES))
     if unknown:
         hint = ""
         if set(unknown) & set(PROCESS_FIELDS):
             hint = "; worker processes need the wsgipool command (wsgipool --workers N)"
         raise ConfigError(
             f"unknown server option(s): {', '.join(unknown)} (known: host, port, listen and "
-            f"wsgipool's options: {', '.join(converters)}){hint}"
+            f"wsgipool's options: {', '.join(fields)}){hint}"
         )
-    options: dict[str, Any] = {}
-    for name, text in names.items():
-        if name in converters:
-            try:
-                options[name] = converters[name](text.strip())
-            except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
-                raise ConfigError(f"{name}: {exc}") from None
+    options = {
+        name: convert(name, text, keys[name]) for name, text in names.items() if name in fields
+    }
     addresses = _addresses(names)
     if addresses:
         if "bind" in options:
@@ -275,7 +266,7 @@ def _addresses(names: Mapping[str, str]) -> tuple[str, ...]:
         # waitress: "*:8080" is every interface.
         return tuple(
             "0.0.0.0" + item[1:] if item.startswith("*") else item
-            for item in names["listen"].split()
+            for item in parse_addresses(names["listen"])
         )
     if "host" not in names and "port" not in names:
         return ()
@@ -286,54 +277,3 @@ def _addresses(names: Mapping[str, str]) -> tuple[str, ...]:
     except ValueError:
         raise ConfigError(f"port: expected a port number, not {port_text!r}") from None
     return (bind_for(host, port),)
-
-
-def _converters() -> dict[str, Callable[[str], Any]]:
-    """Each ``Config`` field's string converter, from its type (sizes take K/M/G); none
-    for a field typed ``Any`` (an object, not text). Raises ``TypeError`` for a type it
-    does not know, rather than guess."""
-    from .cli import OPTIONS, parse_size
-
-    sizes = {option.field for option in OPTIONS if option.type is parse_size}
-    hints = typing.get_type_hints(Config)
-    converters: dict[str, Callable[[str], Any]] = {}
-    for field in dataclasses.fields(Config):
-        if not field.init:
-            continue
-        kind = hints[field.name]
-        if kind is Any:
-            continue  # an object only Python code can pass (ssl_context): not from an ini
-        if field.name in sizes:
-            converters[field.name] = parse_size
-        elif kind is bool:
-            converters[field.name] = _boolean
-        elif kind is int:
-            converters[field.name] = parse_count
-        elif kind is float:
-            converters[field.name] = parse_seconds
-        elif kind is str:
-            converters[field.name] = str
-        elif typing.get_origin(kind) is tuple and typing.get_args(kind) == (str, ...):
-            # bind: one address per word.
-            converters[field.name] = _words
-        elif typing.get_origin(kind) in (typing.Union, types.UnionType) and str in (
-            typing.get_args(kind)
-        ):
-            # unix_socket_mode: str | int: the text as it is, which Config parses.
-            converters[field.name] = str
-        else:
-            raise TypeError(f"Config.{field.name}: no string converter for {kind!r}")
-    return converters
-
-
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(text.split())
-
-
-def _boolean(text: str) -> bool:
-    word = text.lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise ValueError(f"expected true or false (or yes/no, on/off, 1/0), not {text!r}")

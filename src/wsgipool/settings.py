@@ -2,15 +2,14 @@
 
 Every ``Config`` option can be set as ``--threads 32``, as ``WSGIPOOL_THREADS=32``, or as
 ``threads = 32`` under ``[tool.wsgipool]`` in the current directory's ``pyproject.toml``;
-the first of those that is present wins, and ``Config``'s default applies otherwise.
+the first of those that is present wins, and ``Config``'s default applies otherwise. The
+text of each goes through the option's converter in ``options.py``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
-import math
 import os
 import re
 import sys
@@ -19,90 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from .config import PYTHON_ONLY_FIELDS, SECRET_FIELDS, Config, ConfigError
+from .options import BY_FIELD, ENV_PREFIX, convert, env_label, env_name, flag_name, shown
 from .reload import INHERITED_FDS_ENV, POLL_ENV
 
-ENV_PREFIX = "WSGIPOOL_"
 # The WSGIPOOL_ variables that are not options: wsgipool's own, for its child processes and
 # its reloader, and benchmarks/run.py's for the file its file-serving app sends. Any other
 # WSGIPOOL_ variable is a mistake, refused as an unknown pyproject.toml key is.
 OTHER_ENV_VARIABLES = frozenset({INHERITED_FDS_ENV, POLL_ENV, "WSGIPOOL_BENCH_FILE"})
 PYPROJECT = "pyproject.toml"
-TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-FALSE_WORDS = frozenset({"0", "false", "no", "off"})
-
-
-# --- text to values: the command line's converters, also for the environment and the file ---
-
-
-class InvalidValue(argparse.ArgumentTypeError, ValueError):
-    """Text that is not a value of its option's kind. argparse shows the message as it is
-    (an ArgumentTypeError); everyone else catches the ValueError it also is."""
-
-
-# More digits than any option's largest value has, and few enough that int() takes them.
-_MAX_DIGITS = 24
-_WHOLE_NUMBER = re.compile(r"[0-9]+")
-# Decimal, with the exponent Python prints small floats with (1e-06), so that what
-# --print-config shows reads back. Not nan, inf or 1_0, which float() takes.
-_DECIMAL = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
-# re.ASCII: otherwise IGNORECASE matches the Kelvin sign for K.
-_SIZE = re.compile(r"([0-9]+)\s*([KMG]i?B?)?", re.IGNORECASE | re.ASCII)
-UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
-
-
-def parse_count(text: str) -> int:
-    """A whole number in ASCII digits: ``16``. Not ``1_000``, ``+5``, ``-1`` or digits of
-    other scripts (Arabic-Indic...), which ``int()`` takes."""
-    digits = text.strip()
-    if not _WHOLE_NUMBER.fullmatch(digits):
-        raise InvalidValue(f"expected a whole number such as 16, not {_shown(text)}")
-    return _whole(digits, text)
-
-
-def parse_size(text: str) -> int:
-    """``1048576``, ``512K``, ``10M``, ``1G`` (binary multiples) to bytes."""
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
-        raise InvalidValue(f"invalid size {_shown(text)} (examples: 1048576, 512K, 10M, 1G)")
-    unit = (match.group(2) or "")[:1].upper()
-    return _whole(match.group(1), text) * UNITS[unit]
-
-
-def parse_seconds(text: str) -> float:
-    """Seconds as a plain decimal number: ``30``, ``2.5``, ``.5``, or ``1e-3`` as Python
-    prints small numbers. Not ``nan``, ``inf``, ``1_0`` or digits of other scripts, which
-    ``float()`` takes."""
-    number = text.strip()
-    if not _DECIMAL.fullmatch(number):
-        raise InvalidValue(f"expected a number of seconds such as 2.5, not {_shown(text)}")
-    value = float(number)
-    if not math.isfinite(value):  # 1e999
-        raise InvalidValue(f"{_shown(text)} is too large")
-    return value
-
-
-def _whole(digits: str, text: str) -> int:
-    if len(digits.lstrip("0")) > _MAX_DIGITS:
-        raise InvalidValue(f"{_shown(text)} is too large")
-    return int(digits)
-
-
-def _shown(text: str) -> str:
-    """``text`` quoted for an error message, cut short if it is long."""
-    return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
 
 
 # --- where values come from -------------------------------------------------------------------
-
-
-def env_name(field: str) -> str:
-    """``queue_limit`` -> ``WSGIPOOL_QUEUE_LIMIT``."""
-    return ENV_PREFIX + field.upper()
-
-
-def flag_name(field: str) -> str:
-    """``queue_limit`` -> ``--queue-limit``."""
-    return "--" + field.replace("_", "-")
 
 
 def read_pyproject(directory: Path) -> dict[str, tuple[str, Any]]:
@@ -170,7 +96,7 @@ class Resolved:
         -> ``WSGIPOOL_THREADS='0': must be ...`` (``--threads: ...`` from the command line or
         by default; the file and key from pyproject.toml). Other messages are left alone."""
         match = _ABOUT_AN_OPTION.match(message)
-        if match is None or match.group(1) not in _OPTION_NAMES:
+        if match is None or match.group(1) not in BY_FIELD:
             return message
         field = match.group(1)
         label = self.labels.get(field, flag_name(field))
@@ -184,24 +110,21 @@ class Resolved:
 
 # "field: ..." or "field '...': ..." (BindAddress's errors).
 _ABOUT_AN_OPTION = re.compile(r"([a-z_]+)(:| ')")
-_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(Config) if f.init)
 
 
 def resolve(
     given: Mapping[str, Any],
-    parsers: Mapping[str, Callable[[str], Any]],
     environ: Mapping[str, str],
     directory: Path,
     extra_fields: tuple[str, ...] = (),
 ) -> Resolved:
     """Merge command-line ``given`` values over the environment over ``pyproject.toml``.
 
-    ``parsers`` turns an environment string into a value, per field (the command line's own
-    converters). ``extra_fields`` are settings that are not ``Config`` fields (the app).
-    Unknown ``[tool.wsgipool]`` keys and ``WSGIPOOL_`` variables are errors.
+    Text from the environment or the file goes through its option's converter
+    (``options.convert``). ``extra_fields`` are settings that are not ``Config`` fields
+    (the app). Unknown ``[tool.wsgipool]`` keys and ``WSGIPOOL_`` variables are errors.
     """
-    fields = [f.name for f in dataclasses.fields(Config) if f.init]
-    known = [*extra_fields, *fields]
+    known = [*extra_fields, *BY_FIELD]
     path = directory / PYPROJECT
     table = read_pyproject(directory)
     _refuse_unknown(
@@ -222,14 +145,14 @@ def resolve(
             resolved.set(field, given[field], "command line", flag_name(field))
         elif env_name(field) in environ:
             text = environ[env_name(field)]
-            label = f"{env_name(field)}={_shown(text)}"
-            value = _from_env(field, text, parsers, label)
-            resolved.set(field, value, f"environment {env_name(field)}", label)
+            label = env_label(env_name(field), text)
+            resolved.set(
+                field, convert(field, text, label), f"environment {env_name(field)}", label
+            )
         elif field in table:
             key, value = table[field]
-            shown = _shown(value) if isinstance(value, str) else repr(value)
-            label = f"{path}: {key} = {shown}"
-            resolved.set(field, _from_file(field, value, parsers, label), PYPROJECT, label)
+            label = f"{path}: {key} = {shown(value) if isinstance(value, str) else repr(value)}"
+            resolved.set(field, convert(field, value, label), PYPROJECT, label)
     return resolved
 
 
@@ -247,39 +170,6 @@ def _refuse_unknown(
         described.append(f"{name} (did you mean {spell(guess[0])}?)" if guess else name)
     plural = "s" if len(unknown) > 1 else ""
     raise ConfigError(f"{what}{plural}: {', '.join(described)}")
-
-
-def _from_env(
-    field: str, text: str, parsers: Mapping[str, Callable[[str], Any]], label: str
-) -> Any:
-    default = getattr(Config(), field, None)
-    try:
-        if isinstance(default, bool):
-            word = text.strip().lower()
-            if word not in TRUE_WORDS | FALSE_WORDS:
-                raise ValueError(f"expected one of {', '.join(sorted(TRUE_WORDS | FALSE_WORDS))}")
-            return word in TRUE_WORDS
-        if field == "bind":
-            return tuple(part.strip() for part in text.split(",") if part.strip())
-        parse = parsers.get(field, str)
-        return parse(text)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{label}: {exc}") from None
-
-
-def _from_file(
-    field: str, value: Any, parsers: Mapping[str, Callable[[str], Any]], label: str
-) -> Any:
-    # TOML has its own types; a string for a size or number ("10M") goes through the
-    # command line's converter, like the environment's.
-    if field == "bind" and isinstance(value, list):
-        return tuple(value)
-    if isinstance(value, str) and field in parsers and parsers[field] is not str:
-        try:
-            return parsers[field](value)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{label}: {exc}") from None
-    return value
 
 
 def describe(resolved: Resolved, config: Config, app: str | None) -> str:

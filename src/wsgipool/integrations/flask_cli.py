@@ -26,10 +26,11 @@ from click.core import ParameterSource
 from flask.cli import ScriptInfo, pass_script_info
 from flask.helpers import get_debug_flag
 
-from ..cli import OPTIONS, apply_umask, raise_open_file_limit
+from ..cli import apply_umask, raise_open_file_limit
 from ..compat import adhoc_ssl_context, bind_for, configure_logging
 from ..config import Config, ConfigError
 from ..debug import check_debug_bind, wrap_debugger
+from ..options import BIND, OPTIONS, parse_boolean
 from ..server import Server
 from ..supervisors.process import take_inherited_fds
 from ..wsgi import WSGIApp
@@ -71,7 +72,8 @@ def _path_list(ctx: click.Context, param: click.Parameter, value: Any) -> list[s
 def _converted(
     convert: Callable[[str], Any],
 ) -> Callable[[click.Context, click.Parameter, Any], Any]:
-    """A click callback running the ``wsgipool`` command line's own converter (sizes: 10M)."""
+    """A click callback running the option's converter from ``options.py`` (sizes: 10M), on
+    text from the command line or the environment."""
 
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         if not isinstance(value, str):
@@ -89,32 +91,35 @@ def _run_envvars(name: str) -> list[str]:
     return [f"FLASK_SERVE_{name}", f"FLASK_RUN_{name}"]
 
 
-_CLICK_TYPES: dict[Callable[[str], Any], Any] = {
-    int: click.INT,
-    float: click.FLOAT,
-    str: click.STRING,
-}
+class _Boolean(click.types.BoolParamType):
+    """click's flag type, with the words of every other source (``FLASK_SERVE_PRELOAD=yes``)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bool:
+        if isinstance(value, bool):  # The flag given, or its default.
+            return value
+        try:
+            return parse_boolean(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def wsgipool_params() -> list[click.Parameter]:
-    """A click option for every ``wsgipool`` command-line option (``wsgipool.cli.OPTIONS``)."""
+    """A click option for every ``wsgipool`` option (``wsgipool.options.OPTIONS``)."""
     params: list[click.Parameter] = []
     for option in OPTIONS:
         default = getattr(_DEFAULTS, option.field)
         flags = [flag for flag in option.flags if flag not in RUN_FLAGS]
         text = option.help.replace("%%", "%")  # argparse escapes; click does not
-        if isinstance(default, bool):
-            params.append(click.Option(flags, is_flag=True, default=default, help=text))
+        if option.is_flag:
+            params.append(
+                click.Option(flags, is_flag=True, type=_Boolean(), default=default, help=text)
+            )
             continue
-        kind: Any = _CLICK_TYPES.get(option.type, click.STRING)
-        callback = None if option.type in _CLICK_TYPES else _converted(option.type)
-        if option.choices:
-            kind = click.Choice(list(option.choices))
         params.append(
             click.Option(
                 flags,
-                type=kind,
-                callback=callback,
+                type=click.STRING,
+                callback=_converted(option.convert),
                 default=default,
                 metavar=option.metavar,
                 show_default=default not in ("", None),
@@ -123,9 +128,9 @@ def wsgipool_params() -> list[click.Parameter]:
         )
     params.append(
         click.Option(
-            ["--bind", "-b"],
+            BIND.flags,
             multiple=True,
-            metavar="ADDRESS",
+            metavar=BIND.metavar,
             help="where to listen, repeatable, instead of --host/--port: HOST:PORT, "
             "[IPv6]:PORT, unix:PATH or fd://N",
         )
