@@ -272,6 +272,18 @@ def test_variables_that_are_not_options_are_allowed(tmp_path, variable):
     assert result.returncode == 0, result.stderr
 
 
+def test_reload_poll_takes_the_boolean_words_only(tmp_path):
+    """WSGIPOOL_RELOAD_POLL is read with the words of every boolean option: another word
+    is one clear error, not a yes."""
+    args = ["goodapp:app", "--chdir", str(APPS), "-b", "127.0.0.1:0", "--reload"]
+    result = run(args, tmp_path, {"WSGIPOOL_RELOAD_POLL": "maybe"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "wsgipool: error: WSGIPOOL_RELOAD_POLL='maybe': expected true or false "
+        "(or yes/no, on/off, 1/0), not 'maybe'"
+    )
+
+
 def test_printed_config_reads_back(tmp_path):
     """What --print-config shows, set again through the environment, is the same config:
     small durations print as 1e-06, which the converters must take."""

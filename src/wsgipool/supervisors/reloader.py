@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from ..config import Config, ConfigError
+from ..options import env_flag
 from ..sockets import bind_all, close_listening, url_of
 from ..threads import WakePipe, handle_signals, start_thread
 from .process import environ_with_fds, exit_reason, stop_child, stop_timeout
@@ -300,7 +301,7 @@ class _WatchfilesWatcher(_Watcher):
 def _make_watcher(
     files: _FileFilter, interval: float, on_change: Callable[[list[str]], None]
 ) -> _Watcher:
-    forced = os.environ.get(POLL_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+    forced = env_flag(POLL_ENV)
     if not forced:
         try:
             import watchfiles  # noqa: F401
