@@ -268,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # After --chdir: ./pyproject.toml is the project's.
         config, app_spec, resolved = resolve_settings(args)
         if args.print_config:
-            print(settings.describe(resolved, config, app_spec))
+            print(settings.config_report(resolved, config, app_spec))
             return 0
         if app_spec is None:
             raise ConfigError("no application: name one as APP (e.g. myapp:app)")

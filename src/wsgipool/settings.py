@@ -172,7 +172,7 @@ def _refuse_unknown(
     raise ConfigError(f"{what}{plural}: {', '.join(described)}")
 
 
-def describe(resolved: Resolved, config: Config, app: str | None) -> str:
+def config_report(resolved: Resolved, config: Config, app: str | None) -> str:
     """The ``--print-config`` report: every option, its value and where it came from."""
     lines = [f"app = {app!r}  # {resolved.sources.get('app', 'not set')}"]
     for f in dataclasses.fields(Config):
