@@ -19,7 +19,8 @@ from typing import Any
 
 from .config import PYTHON_ONLY_FIELDS, SECRET_FIELDS, Config, ConfigError
 from .options import BY_FIELD, ENV_PREFIX, convert, env_label, env_name, flag_name, shown
-from .reload import INHERITED_FDS_ENV, POLL_ENV
+from .supervisors.process import INHERITED_FDS_ENV
+from .supervisors.reloader import POLL_ENV
 
 # The WSGIPOOL_ variables that are not options: wsgipool's own, for its child processes and
 # its reloader, and benchmarks/run.py's for the file its file-serving app sends. Any other
