@@ -2,7 +2,7 @@
 
 Every input is a byte stream a client might send on one connection, plus two option bytes that
 choose how it is cut into TCP segments, which limits apply and how much a body read may take.
-The stream goes through ``drive()`` from ``tests/test_parser.py``, the same loop the unit tests
+The stream goes through ``drive()`` from ``tests/helpers/parsing.py``, the same loop the unit tests
 use to play the worker (HeadScanner.find -> parse_head -> FixedLengthBody / ChunkedBody ->
 next pipelined head), so the fuzzer and the tests exercise one piece of code.
 
@@ -47,15 +47,20 @@ FUZZ_DIR = Path(__file__).resolve().parent
 ROOT = FUZZ_DIR.parent
 CORPUS_DIR = FUZZ_DIR / "corpus"
 DICTIONARY = FUZZ_DIR / "http.dict"
-TESTS_DIR = ROOT / "tests"
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # for tests.helpers, when run as a script
 
-from test_parser import Outcome, drive  # noqa: E402
-from test_parser_properties import PROTOCOL_STATUSES, check_request_invariants  # noqa: E402
+from tests.helpers.corpus import load_corpus  # noqa: E402
+from tests.helpers.parsing import (  # noqa: E402
+    LIMITS,
+    PROTOCOL_STATUSES,
+    Outcome,
+    check_request_invariants,
+    drive,
+)
+
 from wsgipool.http import Limits, Request, _abnf  # noqa: E402
 
-LIMITS = Limits()
 SMALL_LIMITS = Limits(
     max_request_line=32, max_header_size=128, max_header_count=4, max_chunk_line=16
 )
@@ -147,8 +152,6 @@ def fuzz_one_input(data: bytes) -> None:
 
 def seed_candidates() -> dict[str, bytes]:
     """One fuzzer input per tests/corpus case, with options cycling through the choices."""
-    from test_smuggling_corpus import load_corpus
-
     seeds: dict[str, bytes] = {}
     for index, case in enumerate(load_corpus()):
         stream = b"".join(case.sends)

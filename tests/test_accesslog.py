@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 import requests
 
-from conftest import build_request, exchange, wait_for
+from tests.helpers.http import build_request
+from tests.helpers.live import exchange
+from tests.helpers.waiting import wait_for
 from wsgipool import Config, ConfigError
 from wsgipool.supervisors.process import reopen_log_files
 

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 
-from conftest import validated
+from tests.helpers.apps import validated
 
 pytestmark = [
     pytest.mark.filterwarnings("error"),

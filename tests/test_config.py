@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from conftest import hello_app, read_until_close
+from tests.helpers.apps import hello_app
+from tests.helpers.http import read_until_close
 from wsgipool import Config, ConfigError, Server
 from wsgipool.config import BindAddress
 from wsgipool.connection import timeval

@@ -24,7 +24,7 @@ sys.path.insert(0, str(FUZZ_DIR))
 
 import fuzz_parser  # noqa: E402
 
-import test_parser  # noqa: E402
+from tests.helpers import parsing  # noqa: E402
 from wsgipool.http import ProtocolError  # noqa: E402
 
 FUZZ_SECONDS = 15
@@ -69,7 +69,7 @@ def test_target_reports_what_is_not_a_defined_protocol_error(monkeypatch, error)
     def broken_parse_head(head, limits):
         raise error
 
-    monkeypatch.setattr(test_parser, "parse_head", broken_parse_head)
+    monkeypatch.setattr(parsing, "parse_head", broken_parse_head)
     data = fuzz_parser.encode_input(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     with pytest.raises((type(error), AssertionError)):
         fuzz_parser.fuzz_one_input(data)

@@ -24,15 +24,10 @@ from typing import Any
 
 import pytest
 
-from conftest import (
-    Live,
-    ResponseReader,
-    build_request,
-    exchange,
-    hello_app,
-    pending,
-    wait_for,
-)
+from tests.helpers.apps import hello_app
+from tests.helpers.http import ResponseReader, build_request, pending
+from tests.helpers.live import Live, exchange
+from tests.helpers.waiting import wait_for
 
 DEADLINE = 10.0  # generous: a loaded 2-core machine; only reached when the server is wrong
 CLOSE_DEADLINE = 15.0  # for a 1 s timeout to fire, be swept (every 0.5 s) and be seen
@@ -116,7 +111,7 @@ def wsgipool_records(caplog: pytest.LogCaptureFixture, above: int = logging.DEBU
 def spawn(tmp_path: Any) -> Iterator[Callable[..., Any]]:
     """``spawn(args | command=[...])``: a subprocess with line-by-line stderr (test_cli's
     ``Proc``), killed at the end. Imported here, so only these tests depend on test_cli."""
-    from test_cli import PYTHON_M, Proc
+    from tests.test_cli import PYTHON_M, Proc
 
     procs: list[Any] = []
 
@@ -225,7 +220,7 @@ def test_slowloris_holds_no_worker(serve):
         trickler.start()
         served = 0
         try:
-            wait_for(lambda: trickler.rounds >= 2, DEADLINE)
+            wait_for(lambda: trickler.rounds >= 2, timeout=DEADLINE)
             # Normal clients keep coming for 20 more rounds of 500 one-byte sends.
             until_round = trickler.rounds + 20
             while trickler.rounds < until_round:
@@ -862,7 +857,7 @@ def test_client_gone_mid_response(serve, caplog, how):
     assert status_line.startswith(b"HTTP/1.1 200 ")
     reader.read_exactly(100_000)
     sock.close()
-    wait_for(lambda: iterables and iterables[0].closes >= 1, DEADLINE)
+    wait_for(lambda: iterables and iterables[0].closes >= 1, timeout=DEADLINE)
     wait_for(lambda: live.server.connection_count == 0)
     response = get(live, "/next")
     assert (response.status, response.body) == (200, b"ok")

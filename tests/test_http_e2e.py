@@ -17,15 +17,10 @@ import threading
 
 import pytest
 
-from conftest import (
-    ResponseReader,
-    build_request,
-    chunked,
-    exchange,
-    pending,
-    validated,
-    wait_for,
-)
+from tests.helpers.apps import validated
+from tests.helpers.http import ResponseReader, build_request, chunked, pending
+from tests.helpers.live import exchange
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.filterwarnings("error")
 

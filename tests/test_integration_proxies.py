@@ -45,8 +45,9 @@ from typing import Any
 import pytest
 import trustme
 
-from conftest import Live, read_until_close
-from supervisor_harness import DEADLINE, Supervisor, eventually, free_port
+from tests.helpers.http import read_until_close
+from tests.helpers.live import Live
+from tests.supervisor_harness import DEADLINE, Supervisor, eventually, free_port
 
 pytestmark = [
     pytest.mark.integration,

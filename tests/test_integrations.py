@@ -30,7 +30,8 @@ from typing import Any
 import pytest
 
 import wsgipool
-from conftest import ResponseReader, build_request, hello_app
+from tests.helpers.apps import hello_app
+from tests.helpers.http import ResponseReader, build_request
 from wsgipool import Config, ConfigError, compat
 from wsgipool.debug import check_debug_bind, is_local
 

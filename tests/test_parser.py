@@ -1,9 +1,9 @@
 """Table-driven unit tests for the sans-IO HTTP/1.1 core (``wsgipool.http``).
 
 Every expectation is taken from RFC 9110 / RFC 9112 (section numbers in the ids or comments),
-not from what the code happens to do. ``drive()`` at the bottom plays the part of the
-connection loop (HeadScanner.find -> parse_head -> body decoder -> next head) and is shared
-with ``test_parser_properties.py`` and ``test_smuggling_corpus.py``.
+not from what the code happens to do. ``drive()`` (tests/helpers/parsing.py) plays the part
+of the connection loop (HeadScanner.find -> parse_head -> body decoder -> next head), as it
+does for the property and corpus tests and the fuzz target.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from __future__ import annotations
 import email.utils
 import re
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import pytest
 
+from tests.helpers.parsing import LIMITS, drive
 from wsgipool.http import (
     ChunkedBody,
     FixedLengthBody,
@@ -35,7 +34,6 @@ from wsgipool.http.response import (
     status_line,
 )
 
-LIMITS = Limits()
 HOST = b"Host: example.com"
 
 
@@ -98,75 +96,6 @@ def decode_bytewise(decoder: ChunkedBody | FixedLengthBody, data: bytes) -> tupl
         if finished:
             return bytes(out), bytes(buf) + data[i + 1 :]
     raise AssertionError("body never finished")
-
-
-@dataclass
-class Outcome:
-    """What a byte stream turned into: requests (in order), then how the stream ended."""
-
-    requests: list[Request] = field(default_factory=list)
-    bodies: list[bytes] = field(default_factory=list)  # one per request whose body finished
-    status: int | None = None  # ProtocolError status, if one was raised
-    incomplete: bool = False  # the parser was waiting for more bytes at the end
-
-    @property
-    def end(self) -> str:
-        if self.status is not None:
-            return str(self.status)
-        return "incomplete" if self.incomplete else "ok"
-
-    def summary(self) -> tuple[object, ...]:
-        heads = tuple((r.method, r.target, r.version) for r in self.requests)
-        return heads, tuple(self.bodies), self.end
-
-
-def drive(pieces: Iterable[bytes], limits: Limits = LIMITS, read_limit: int = 65536) -> Outcome:
-    """Feed ``pieces`` (TCP segments) through the protocol core like the worker loop does.
-
-    After a ProtocolError nothing further is parsed. Any other exception propagates: that is
-    a bug in the parser.
-    """
-    outcome = Outcome()
-    buf = bytearray()
-    scanner = HeadScanner(limits)
-    decoder: ChunkedBody | FixedLengthBody | None = None
-    body = bytearray()
-    try:
-        for piece in pieces:
-            buf += piece
-            while True:
-                if decoder is None:
-                    if not buf:
-                        break
-                    end = scanner.find(buf)
-                    if end < 0:
-                        break
-                    head_bytes = bytes(buf[:end])
-                    del buf[:end]
-                    request = parse_head(head_bytes, limits)
-                    outcome.requests.append(request)
-                    body = bytearray()
-                    if request.chunked:
-                        decoder = ChunkedBody(limits)
-                    elif request.content_length:
-                        decoder = FixedLengthBody(request.content_length)
-                    else:
-                        outcome.bodies.append(b"")
-                    continue
-                data = decoder.read(buf, read_limit)
-                if data is None:
-                    break
-                assert len(data) <= read_limit
-                if data == b"":
-                    outcome.bodies.append(bytes(body))
-                    decoder = None
-                else:
-                    body += data
-    except ProtocolError as exc:
-        outcome.status = exc.status
-        return outcome
-    outcome.incomplete = decoder is not None or bool(buf)
-    return outcome
 
 
 # --------------------------------------------------------------------------------------------

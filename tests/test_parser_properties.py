@@ -1,7 +1,7 @@
 """Property-based tests (hypothesis) for the sans-IO HTTP/1.1 core.
 
 Each property is bounded (``max_examples``) so the whole file runs in a few seconds. Streams are
-fed through ``drive()`` from ``test_parser``, which plays the worker's loop.
+fed through ``drive()`` (tests/helpers/parsing.py), which plays the worker's loop.
 """
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ import re
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from test_parser import Outcome, drive
+from tests.helpers.parsing import (
+    PROTOCOL_STATUSES,
+    TCHARS,
+    TOKEN,
+    Outcome,
+    check_request_invariants,
+    drive,
+)
 from wsgipool.http import (
     ChunkedBody,
     FixedLengthBody,
@@ -21,7 +28,6 @@ from wsgipool.http import (
     parse_head,
 )
 
-PROTOCOL_STATUSES = {400, 414, 417, 431, 501, 505}
 LIMIT_STATUSES = {414, 431}
 DEFAULT_LIMITS = Limits()
 SMALL_LIMITS = Limits(
@@ -34,13 +40,11 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 VCHARS = "".join(chr(c) for c in range(0x21, 0x7F))
 OBS_TEXT = "".join(chr(c) for c in range(0x80, 0x100))
 FIELD_VCHARS = VCHARS + OBS_TEXT
 QDTEXT = "\t !" + "".join(chr(c) for c in range(0x23, 0x7F) if c != 0x5C) + OBS_TEXT
 PCHARS = "-._~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!$&'()*+,;=:@"
-TOKEN = re.compile(f"[{re.escape(TCHARS)}]+")
 
 # --------------------------------------------------------------------------------------------
 # Strategies
@@ -307,26 +311,6 @@ def valid_requests(draw):
 # --------------------------------------------------------------------------------------------
 # Properties
 # --------------------------------------------------------------------------------------------
-
-
-def check_request_invariants(outcome: Outcome) -> None:
-    for request in outcome.requests:
-        assert TOKEN.fullmatch(request.method)
-        assert request.version in ("HTTP/1.0", "HTTP/1.1")
-        assert request.http11 is (request.version == "HTTP/1.1")
-        assert not (request.chunked and request.content_length is not None)
-        if request.chunked:
-            assert request.http11
-        if not request.http11:
-            assert not request.expect_continue
-        else:
-            assert request.host is not None
-        assert all(0x21 <= ord(c) <= 0x7E for c in request.target)
-        assert "#" not in request.target
-        for name, value in request.headers:
-            assert TOKEN.fullmatch(name) and name == name.lower()
-            assert value == value.strip(" \t")
-            assert not any(c in value for c in "\r\n\x00")
 
 
 @SETTINGS

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from conftest import ResponseReader, build_request, exchange, read_until_close
+from tests.helpers.http import ResponseReader, build_request, read_until_close
+from tests.helpers.live import exchange
 from wsgipool.http.proxy_protocol import V2_SIGNATURE
 
 KEYS = ("REMOTE_ADDR", "REMOTE_PORT", "wsgi.url_scheme", "HTTP_HOST", "SERVER_PORT", "SCRIPT_NAME")

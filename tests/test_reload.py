@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import hello_app
+from tests.helpers.apps import hello_app
 from wsgipool import Server
 from wsgipool.cli import main
 from wsgipool.config import BindAddress, Config, ConfigError

@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from conftest import HTTPResponse, ResponseReader, build_request, chunked, validated, wait_for
+from tests.helpers.apps import validated
+from tests.helpers.http import HTTPResponse, ResponseReader, build_request, chunked
+from tests.helpers.waiting import wait_for
 
 NEXT = build_request("GET", "/next")
 DEADLINE = 10.0

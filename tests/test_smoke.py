@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http.client
 
-from conftest import read_response
+from tests.helpers.http import read_response
 
 
 def test_hello_keep_alive(serve):

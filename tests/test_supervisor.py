@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor_harness import DEADLINE, Supervisor, eventually
+from tests.supervisor_harness import DEADLINE, Supervisor, eventually
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="worker processes: fork and /proc (Linux)"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from tests.helpers.waiting import wait_for
 from wsgipool import taskqueue
 from wsgipool.taskqueue import LOAD_CHECK, STALL_DELAY, TRIAL, Load, TaskQueue
 

@@ -24,7 +24,10 @@ import pytest
 import requests
 import trustme
 
-from conftest import Live, read_response, read_until_close, wait_for
+from tests.helpers.apps import hello_app
+from tests.helpers.http import read_response, read_until_close
+from tests.helpers.live import Live
+from tests.helpers.waiting import wait_for
 from wsgipool import Config, ConfigError, Server
 
 
@@ -425,8 +428,6 @@ def test_pipelined_records_in_one_segment(
 ) -> None:
     """Two requests in two TLS records sent in one send() right after the handshake: the
     second waits in OpenSSL's buffer, where the poller cannot see it."""
-    from conftest import hello_app
-
     live = serve_tls(hello_app)
     client = MemoryClient(live, client_context(pki))
     request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from conftest import ResponseReader, build_request, pending, wait_for
+from tests.helpers.http import ResponseReader, build_request, pending
+from tests.helpers.waiting import wait_for
 from wsgipool.connection import Budget
 from wsgipool.http.errors import ProtocolError
 from wsgipool.http.parser import ChunkedBody, FixedLengthBody, Limits

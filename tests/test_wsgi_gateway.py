@@ -21,15 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import (
-    ResponseReader,
-    build_request,
-    chunked,
-    exchange,
-    pending,
-    validated,
-    wait_for,
-)
+from tests.helpers.apps import validated
+from tests.helpers.http import ResponseReader, build_request, chunked, pending
+from tests.helpers.live import exchange
+from tests.helpers.waiting import wait_for
 from wsgipool.wsgi import is_loopback_peer
 
 pytestmark = pytest.mark.filterwarnings("error")
