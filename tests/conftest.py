@@ -1,15 +1,18 @@
-"""Shared fixtures: real servers on 127.0.0.1 port 0 (or a Unix socket). What they are built
-from, and every other shared helper, is in ``tests.helpers``."""
+"""Shared fixtures: real servers on 127.0.0.1 port 0 (or a Unix socket), in this process
+(``serve``) or as processes of their own (``spawn``). What they are built from, and every
+other shared helper, is in ``tests.helpers``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers.apps import hello_app
 from tests.helpers.live import Live
+from tests.helpers.process import Process, child_env, wsgipool_command
 from wsgipool import Server
 
 
@@ -29,3 +32,42 @@ def serve() -> Iterator[Callable[..., Live]]:
     yield start
     for server in servers:
         server.stop(timeout=5)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    """The processes a test started: each ends, with its whole group, after the test.
+    ``spawn`` adds to it, and so may a test module's own fixtures."""
+    started: list[Process] = []
+    yield started
+    for process in started:
+        process.close()
+
+
+@pytest.fixture
+def spawn(processes: list[Process], tmp_path: Path) -> Callable[..., Process]:
+    """``spawn(args)`` runs ``python -m wsgipool ARGS``, ``spawn(command=[...])`` any command:
+    in ``tmp_path`` (or ``cwd``), with ``child_env(env)``, ended after the test. Its stdout is
+    kept apart from the log (stderr) unless ``stdout_apart=False``; more options go to
+    ``Process``."""
+
+    def start(
+        args: Sequence[str] = (),
+        *,
+        command: Sequence[str] | None = None,
+        cwd: Path | str | None = None,
+        env: Mapping[str, str | None] | None = None,
+        stdout_apart: bool = True,
+        **options: Any,
+    ) -> Process:
+        process = Process(
+            command if command is not None else wsgipool_command(*args),
+            cwd=cwd if cwd is not None else tmp_path,
+            env=child_env(env),
+            stdout_apart=stdout_apart,
+            **options,
+        )
+        processes.append(process)
+        return process
+
+    return start

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +13,7 @@ import requests
 
 from tests.helpers.http import build_request
 from tests.helpers.live import exchange
+from tests.helpers.process import Process
 from tests.helpers.waiting import wait_for
 from wsgipool import Config, ConfigError
 from wsgipool.supervisors.process import reopen_log_files
@@ -121,39 +119,22 @@ def test_bad_format_is_a_config_error():
         Config(access_log_format="%(h)d %(")
 
 
-@contextlib.contextmanager
-def cli_server(*options: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``wsgipool goodapp:app`` with ``options``: the process and its URL, terminated after."""
+def cli_server(spawn: Callable[..., Process], *options: str) -> tuple[Process, str]:
+    """``wsgipool goodapp:app`` with ``options``: the process and its URL."""
     apps = Path(__file__).parent / "apps"
-    command = [sys.executable, "-m", "wsgipool", "goodapp:app", "-b", "127.0.0.1:0"]
-    proc = subprocess.Popen(
-        [*command, "--chdir", str(apps), *options],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        url = None
-        for line in proc.stderr:
-            if "listening on http://" in line:
-                url = line.split("listening on ")[1].split()[0]
-                break
-        assert url is not None
-        yield proc, url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    proc = spawn(["goodapp:app", "-b", "127.0.0.1:0", "--chdir", str(apps), *options])
+    (url,) = proc.listening()
+    return proc, url
 
 
-def test_cli_access_log_to_stdout():
-    with cli_server("--access-log", "-", "--access-log-format", "%(r)s %(s)s") as (proc, url):
-        requests.get(url + "/logged", timeout=10)
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "GET /logged HTTP/1.1 200"
+def test_cli_access_log_to_stdout(spawn):
+    proc, url = cli_server(spawn, "--access-log", "-", "--access-log-format", "%(r)s %(s)s")
+    requests.get(url + "/logged", timeout=10)
+    proc.wait_until(lambda: "\n" in proc.stdout, "an access log line on stdout")
+    assert proc.stdout.splitlines()[0] == "GET /logged HTTP/1.1 200"
 
 
-def test_log_config_that_leaves_out_the_access_logger_keeps_the_file(tmp_path):
+def test_log_config_that_leaves_out_the_access_logger_keeps_the_file(spawn, tmp_path):
     # dictConfig disables the loggers it does not name (disable_existing_loggers), among
     # them wsgipool.access: that must not silence --access-log.
     log_config = tmp_path / "logging.json"
@@ -168,9 +149,9 @@ def test_log_config_that_leaves_out_the_access_logger_keeps_the_file(tmp_path):
     )
     log = tmp_path / "access.log"
     options = ("--log-config", str(log_config), "--access-log", str(log))
-    with cli_server(*options, "--access-log-format", "%(r)s") as (_, url):
-        requests.get(url + "/logged", timeout=10)
-        assert read_lines(log, 1) == ["GET /logged HTTP/1.1"]
+    _, url = cli_server(spawn, *options, "--access-log-format", "%(r)s")
+    requests.get(url + "/logged", timeout=10)
+    assert read_lines(log, 1) == ["GET /logged HTTP/1.1"]
 
 
 # --- one access log per Server ------------------------------------------------------------

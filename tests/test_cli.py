@@ -1,25 +1,22 @@
 """The ``wsgipool`` command, run as a real subprocess (``python -m wsgipool``).
 
 Start-up is awaited by reading stderr until "listening on" appears (with a deadline), never
-by sleeping. Every subprocess is killed by the ``spawn`` fixture if a test leaves it running.
+by sleeping. The ``spawn`` fixture (tests/conftest.py) keeps stdout apart from stderr and ends
+every process a test leaves running.
 """
 
 from __future__ import annotations
 
 import http.client
-import os
-import queue
 import re
 import shutil
 import signal
 import socket
 import stat
-import subprocess
 import sys
 import textwrap
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,172 +24,11 @@ import pytest
 import requests
 
 import wsgipool
+from tests.helpers.process import LISTENING, Process, assert_clean_exit
 from wsgipool import Config
 from wsgipool.cli import build_parser, config_from_args
 
 APPS = Path(__file__).parent / "apps"
-PYTHON_M = [sys.executable, "-m", "wsgipool"]
-STARTUP_DEADLINE = 20.0  # generous: a loaded 2-core machine; only reached when broken
-EXIT_DEADLINE = 30.0
-LISTENING = re.compile(r"listening on (\S+)")
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["COLUMNS"] = "100"
-    env.pop("PYTHONWARNINGS", None)
-    return env
-
-
-class Proc:
-    """A subprocess whose stderr is read line by line on a thread, with deadlines."""
-
-    def __init__(
-        self,
-        command: Sequence[str],
-        *,
-        cwd: Path | str,
-        pass_fds: Sequence[int] = (),
-    ) -> None:
-        self.command = list(command)
-        self.popen = subprocess.Popen(
-            self.command,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            pass_fds=tuple(pass_fds),
-            env=child_env(),
-        )
-        self._lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._stdout: list[str] = []
-        self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._stdout_reader = threading.Thread(target=self._read_stdout, daemon=True)
-        self._stderr_reader.start()
-        self._stdout_reader.start()
-
-    def _read_stderr(self) -> None:
-        assert self.popen.stderr is not None
-        for line in self.popen.stderr:
-            self._lines.append(line)
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def _read_stdout(self) -> None:
-        assert self.popen.stdout is not None
-        self._stdout.append(self.popen.stdout.read())
-
-    def wait_for(
-        self, pattern: re.Pattern[str], timeout: float = STARTUP_DEADLINE
-    ) -> re.Match[str]:
-        """The first new stderr line matching ``pattern``; fail if the process exits first."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"no line matching {pattern.pattern!r} within {timeout}s; "
-                    f"stderr so far: {''.join(self._lines)!r}"
-                )
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                self._queue.put(None)  # keep reporting EOF
-                rc = self.popen.wait(timeout=EXIT_DEADLINE)
-                raise AssertionError(
-                    f"exited with {rc} before a line matching {pattern.pattern!r}; "
-                    f"stderr: {self.stderr!r}"
-                )
-            match = pattern.search(line)
-            if match:
-                return match
-
-    def listening(self, count: int = 1) -> list[str]:
-        """Wait for ``count`` "listening on URL" lines and return the URLs."""
-        return [self.wait_for(LISTENING).group(1) for _ in range(count)]
-
-    def send(self, signum: int) -> None:
-        self.popen.send_signal(signum)
-
-    def wait(self, timeout: float = EXIT_DEADLINE) -> int:
-        try:
-            rc = self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(
-                f"still running after {timeout}s; stderr: {''.join(self._lines)!r}"
-            ) from None
-        self.join_readers()
-        return rc
-
-    def join_readers(self) -> None:
-        self._stderr_reader.join(timeout=EXIT_DEADLINE)
-        self._stdout_reader.join(timeout=EXIT_DEADLINE)
-
-    def wait_for_exit_or_listening(self, timeout: float = EXIT_DEADLINE) -> str | None:
-        """For commands that must fail: the stderr once it exits; None if it starts serving."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"neither exited nor listening: {''.join(self._lines)!r}")
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                self.wait()
-                return self.stderr
-            if LISTENING.search(line):
-                return None
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self._lines)
-
-    @property
-    def stdout(self) -> str:
-        return "".join(self._stdout)
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait(timeout=EXIT_DEADLINE)
-
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Any]:
-    """``spawn(args, cwd=..., pass_fds=..., command=...)`` starts a process, killed at the end."""
-    procs: list[Proc] = []
-
-    def start(
-        args: Sequence[str] = (),
-        *,
-        cwd: Path | str | None = None,
-        pass_fds: Sequence[int] = (),
-        command: Sequence[str] | None = None,
-    ) -> Proc:
-        proc = Proc(
-            command if command is not None else [*PYTHON_M, *args],
-            cwd=cwd if cwd is not None else tmp_path,
-            pass_fds=pass_fds,
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        proc.kill()
-        proc.join_readers()
-        if proc.popen.stdout:
-            proc.popen.stdout.close()
-        if proc.popen.stderr:
-            proc.popen.stderr.close()
 
 
 def in_apps(app: str, *options: str) -> list[str]:
@@ -205,14 +41,9 @@ def serve_args(app: str, *options: str) -> list[str]:
     return in_apps(app, "-b", "127.0.0.1:0", "-t", "2", *options)
 
 
-def assert_clean_exit(proc: Proc, rc: int) -> None:
-    assert rc == 0, f"exit code {rc}; stderr: {proc.stderr!r}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-
-
-def assert_one_line_error(proc: Proc, stderr: str | None) -> str:
+def assert_one_line_error(proc: Process, stderr: str | None) -> str:
     """Exit code 2, exactly one line on stderr, no traceback. Returns that line."""
-    assert stderr is not None, f"started serving instead of refusing: {proc.stderr!r}"
+    assert stderr is not None, f"started serving instead of refusing: {proc.log!r}"
     rc = proc.popen.returncode
     assert rc == 2, f"exit code {rc}; stderr: {stderr!r}"
     assert "Traceback" not in stderr, stderr
@@ -369,7 +200,7 @@ def test_version_python_m(spawn: Any) -> None:
     proc = spawn(["--version"])
     assert proc.wait() == 0
     assert proc.stdout.strip() == f"wsgipool {wsgipool.__version__}"
-    assert proc.stderr == ""
+    assert proc.log == ""
 
 
 def console_script() -> str:
@@ -585,7 +416,7 @@ def test_huge_body_timeout_is_refused_or_works(spawn: Any, value: str) -> None:
     if stderr is not None:
         assert_one_line_error(proc, stderr)
         return
-    match = LISTENING.search(proc.stderr)
+    match = LISTENING.search(proc.log)
     assert match is not None
     url = match.group(1)
     try:
@@ -606,7 +437,7 @@ def test_serves_then_stops_cleanly_on_signal(spawn: Any, signum: int) -> None:
     (url,) = proc.listening()
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url), url
     assert int(url.rsplit(":", 1)[1]) > 0
-    assert "with 2 threads" in proc.stderr
+    assert "with 2 threads" in proc.log
     response = requests.get(url + "/", timeout=10)
     assert response.status_code == 200
     assert response.text == "hello from goodapp"
@@ -660,7 +491,7 @@ def test_signal_at_the_moment_of_listening_is_a_clean_stop(spawn: Any, signum: i
     proc = spawn(command=[sys.executable, "-c", script, *serve_args("goodapp")])
     proc.listening()
     assert_clean_exit(proc, proc.wait())
-    assert "shutting down" in proc.stderr
+    assert "shutting down" in proc.log
 
 
 # The process signals itself at the 1st, 2nd, 3rd... bytecode the main thread runs once
@@ -734,7 +565,7 @@ def test_signal_at_every_point_of_the_wait_is_a_clean_stop(spawn: Any) -> None:
     script = SIGNAL_AT_EVERY_POINT.format(signals=signals, hang=15)
     proc = spawn(command=[sys.executable, "-c", script])
     assert_clean_exit(proc, proc.wait(timeout=240))
-    assert "HUNG" not in proc.stderr
+    assert "HUNG" not in proc.log
     assert proc.stdout.count(" points") == 2, proc.stdout
 
 
@@ -746,7 +577,7 @@ def test_idle_keep_alive_connection_does_not_hold_up_shutdown(spawn: Any) -> Non
         # The session keeps the connection open and idle while the server stops.
         proc.send(signal.SIGINT)
         assert_clean_exit(proc, proc.wait())
-    assert "graceful timeout" not in proc.stderr, proc.stderr
+    assert "graceful timeout" not in proc.log, proc.log
 
 
 def test_in_flight_request_finishes_on_sigterm(spawn: Any) -> None:
@@ -909,7 +740,7 @@ def test_umask_applies_to_unix_sockets_and_log_files(spawn: Any, tmp_path: Path)
     proc = spawn(
         in_apps("goodapp", "-b", f"unix:{path}", "--umask", "027", "--access-log", str(log))
     )
-    assert proc.wait_for_exit_or_listening() is None, proc.stderr
+    assert proc.wait_for_exit_or_listening() is None, proc.log
     assert get_unix(str(path))[0] == 200
     assert stat.S_IMODE(path.stat().st_mode) == 0o750
     assert stat.S_IMODE(log.stat().st_mode) == 0o640
@@ -946,6 +777,6 @@ def test_transfer_rate_floors_from_the_command_line_and_the_environment(
     WSGIPOOL_ variables, and say where they came from."""
     monkeypatch.setenv("WSGIPOOL_MIN_SEND_RATE", "1K")
     proc = spawn([*serve_args("goodapp"), "--min-body-rate", "2K", "--print-config"])
-    assert proc.wait() == 0, proc.stderr
+    assert proc.wait() == 0, proc.log
     assert "min_body_rate = 2048  # command line" in proc.stdout
     assert "min_send_rate = 1024  # environment WSGIPOOL_MIN_SEND_RATE" in proc.stdout

@@ -27,6 +27,7 @@ import pytest
 from tests.helpers.apps import hello_app
 from tests.helpers.http import ResponseReader, build_request, pending
 from tests.helpers.live import Live, exchange
+from tests.helpers.process import assert_clean_exit
 from tests.helpers.waiting import wait_for
 
 DEADLINE = 10.0  # generous: a loaded 2-core machine; only reached when the server is wrong
@@ -105,33 +106,6 @@ def wsgipool_records(caplog: pytest.LogCaptureFixture, above: int = logging.DEBU
         for r in caplog.records
         if r.name.startswith("wsgipool") and r.levelno > above
     ]
-
-
-@pytest.fixture
-def spawn(tmp_path: Any) -> Iterator[Callable[..., Any]]:
-    """``spawn(args | command=[...])``: a subprocess with line-by-line stderr (test_cli's
-    ``Proc``), killed at the end. Imported here, so only these tests depend on test_cli."""
-    from tests.test_cli import PYTHON_M, Proc
-
-    procs: list[Any] = []
-
-    def start(args: Any = (), *, command: Any = None) -> Any:
-        proc = Proc(command if command is not None else [*PYTHON_M, *args], cwd=tmp_path)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        proc.kill()
-        proc.join_readers()
-        for stream in (proc.popen.stdout, proc.popen.stderr):
-            if stream:
-                stream.close()
-
-
-def assert_clean_exit(proc: Any, rc: int) -> None:
-    assert rc == 0, f"exit code {rc}; stderr: {proc.stderr!r}"
-    assert "Traceback" not in proc.stderr, proc.stderr
 
 
 class Trickler(threading.Thread):
@@ -764,9 +738,9 @@ def test_cli_second_sigint_stops_at_once(spawn, tmp_path):
     proc.wait_for(re.compile("shutting down"), DEADLINE)
     proc.send(signal.SIGINT)
     rc = proc.wait(timeout=30)
-    assert rc == 0, f"exit code {rc}; stderr: {proc.stderr!r}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert "second interrupt" in proc.stderr
+    assert rc == 0, f"exit code {rc}; stderr: {proc.log!r}"
+    assert "Traceback" not in proc.log, proc.log
+    assert "second interrupt" in proc.log
     for thread in threads:
         thread.join(DEADLINE)
     assert isinstance(results[0], Exception), results  # the in-flight request was cut off
@@ -1025,7 +999,7 @@ def test_accept_emfile_is_logged_once_and_recovers(spawn):
         # Let the listener retry several times (it backs off 0.5 s) while still short.
         retry_until = time.monotonic() + 2.0
         while time.monotonic() < retry_until:
-            assert proc.popen.poll() is None, proc.stderr
+            assert proc.popen.poll() is None, proc.log
             assert all(pending(sock) is None for sock in waiting)
             time.sleep(0.1)
         for sock in served:
@@ -1039,8 +1013,8 @@ def test_accept_emfile_is_logged_once_and_recovers(spawn):
             sock.close()
     proc.send(signal.SIGTERM)
     assert_clean_exit(proc, proc.wait())
-    failures = proc.stderr.count("accept() failed")
-    assert failures == 1, f"logged {failures} times: {proc.stderr!r}"
+    failures = proc.log.count("accept() failed")
+    assert failures == 1, f"logged {failures} times: {proc.log!r}"
 
 
 # === 10. request smuggling over the wire =====================================================

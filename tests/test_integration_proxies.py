@@ -19,7 +19,6 @@ installs them): then they fail.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import grp
 import hashlib
@@ -36,7 +35,7 @@ import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -47,7 +46,9 @@ import trustme
 
 from tests.helpers.http import read_until_close
 from tests.helpers.live import Live
-from tests.supervisor_harness import DEADLINE, Supervisor, eventually, free_port
+from tests.helpers.net import accepts, free_port
+from tests.helpers.process import Process, Supervisor
+from tests.helpers.waiting import DEADLINE, wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -182,21 +183,23 @@ def site(name: str, replacements: dict[str, str]) -> str:
 # --- running a proxy ---------------------------------------------------------------------
 
 
-@dataclass
-class Proxy:
-    """A proxy process listening on ``ports`` (by role: "http", "https")."""
+class Proxy(Process):
+    """A proxy process (``kind``: nginx or haproxy) listening on ``ports`` (by role: "http",
+    "https"), with its files in ``directory``."""
 
-    name: str
-    popen: subprocess.Popen[bytes]
-    ports: dict[str, int]
-    log_path: Path
+    def __init__(
+        self, kind: str, command: list[str], ports: dict[str, int], directory: Path
+    ) -> None:
+        self.kind = kind
+        self.ports = ports
+        self.directory = directory
+        super().__init__(command, log_path=directory / "output.log")
 
     @property
     def log(self) -> str:
         """The output, and nginx's error log."""
-        error_log = self.log_path.parent / "error.log"
-        text = self.log_path.read_text(errors="replace")
-        return text + (error_log.read_text(errors="replace") if error_log.exists() else "")
+        error_log = self.directory / "error.log"
+        return super().log + (error_log.read_text(errors="replace") if error_log.exists() else "")
 
     def started(self) -> bool:
         """Whether it exited, or accepts connections on every port."""
@@ -209,7 +212,7 @@ class Proxy:
         from ``show stat`` on its stats socket; "" before the first check has ended."""
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(DEADLINE)
-            sock.connect(str(self.log_path.parent / "admin.sock"))
+            sock.connect(str(self.directory / "admin.sock"))
             sock.sendall(b"show stat\n")
             text = read_until_close(sock).decode()
         header, *rows = text.lstrip("# ").splitlines()
@@ -219,12 +222,6 @@ class Proxy:
                 # "INI": no check yet; "* ...": one is running.
                 return "" if status.startswith(("INI", "*")) else status
         raise AssertionError(f"HAProxy has no server {server!r}:\n{text}")
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(DEADLINE)
 
 
 def nginx_files(directory: Path, site_text: str) -> tuple[list[str], str]:
@@ -273,51 +270,29 @@ PROXIES: dict[str, tuple[str, Callable[[Path, str], tuple[list[str], str]]]] = {
 }
 
 
-def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
-def start_proxy(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
+def start_proxy(tmp_path: Path, processes: list[Process]) -> Callable[..., Proxy]:
     """``start_proxy(kind, render, roles)``: ``render(ports)`` gives the site text for free
     ports by role. A port taken in between (the proxy exits: address in use) is retried."""
-    started: list[Proxy] = []
 
     def start(kind: str, render: Callable[[dict[str, int]], str], roles: tuple[str, ...]) -> Proxy:
         conf_name, files = PROXIES[kind]
         for attempt in range(5):
-            directory = tmp_path / f"{kind}{len(started)}-{attempt}"
+            directory = tmp_path / f"{kind}{len(processes)}-{attempt}"
             directory.mkdir()
             ports = {role: free_port() for role in roles}
             command, conf = files(directory, render(ports))
             (directory / conf_name).write_text(conf)
-            log_path = directory / "output.log"
-            with open(log_path, "wb") as log:
-                popen = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            proxy = Proxy(kind, popen, ports, log_path)
-            started.append(proxy)
-            eventually(proxy.started, f"{kind} to listen")
-            if popen.poll() is None:
+            proxy = Proxy(kind, command, ports, directory)
+            processes.append(proxy)
+            wait_for(proxy.started, f"{kind} to listen")
+            if proxy.popen.poll() is None:
                 return proxy
             if "in use" not in proxy.log:  # "Address already in use": another port, then
                 raise AssertionError(f"{kind} did not start:\n{proxy.log}")
         raise AssertionError(f"{kind}: no free ports after 5 attempts")
 
-    try:
-        yield start
-    finally:
-        for proxy in started:
-            proxy.stop()
+    return start
 
 
 def nginx_https(port: int, certificate: dict[str, Path]) -> dict[str, str]:
@@ -614,7 +589,7 @@ def test_haproxy_proxy_protocol_v2(
 
 def first_check(haproxy: Proxy) -> str:
     """The result of HAProxy's first health check of app1, once it has ended."""
-    eventually(lambda: haproxy.check_status() != "", "HAProxy's first health check")
+    wait_for(lambda: haproxy.check_status() != "", "HAProxy's first health check")
     return haproxy.check_status()
 
 
@@ -711,7 +686,7 @@ def test_proxy_refuses_a_wsgipool_certificate_it_cannot_verify(
     proxy = failing_tls_proxy(kind, live, start_proxy, certificate, pki)
     if kind == "nginx":
         reason = "verify error" if wrong == "another_ca" else f'does not match "{INTERNAL_NAME}"'
-        eventually(lambda: f"upstream SSL certificate {reason}" in proxy.log, "nginx's log line")
+        wait_for(lambda: f"upstream SSL certificate {reason}" in proxy.log, "nginx's log line")
 
 
 @pytest.mark.parametrize("kind", ["nginx", "haproxy"])
@@ -810,7 +785,7 @@ class Load:
 
     def wait_ok(self, count: int) -> None:
         target = self.ok + count
-        eventually(lambda: self.ok >= target or bool(self.failures), f"{count} more requests")
+        wait_for(lambda: self.ok >= target or bool(self.failures), f"{count} more requests")
 
     def _run(self) -> None:
         conn = self.client.connection()
@@ -836,6 +811,7 @@ class Load:
 def test_rolling_restart_behind_nginx(
     method: str,
     tmp_path: Path,
+    processes: list[Process],
     start_proxy: Callable[..., Proxy],
     certificate: dict[str, Path],
     static: Path,
@@ -844,21 +820,17 @@ def test_rolling_restart_behind_nginx(
     directory.mkdir()
     shutil.copy(APP_FILE, directory / "app.py")
     server = Supervisor(directory, 2, ())
-    try:
-        old = server.wait_workers(2)
-        nginx = start_proxy(
-            "nginx", nginx_site(server.port, static, certificate), ("http", "https")
-        )
-        with Load(Client(nginx.ports["http"]), method) as load:
-            load.wait_ok(100)
-            server.signal(signal.SIGHUP)
-            new = server.wait_workers(2, besides=old)  # the old ones have exited
-            settled = len(load.pids) + len(load.threads)  # a response each may be unrecorded
-            load.wait_ok(100)
-        assert load.failures == [], f"{load.failures}\n{nginx.log}\nwsgipool:\n{server.log}"
-        assert set(load.pids[settled:]) <= new and set(load.pids[:settled]) & old
-        # The keep-alive race: nginx logs the reset, then retries on another connection.
-        retried = nginx.log.count("while reading response header from upstream")
-        print(f"{load.ok} requests; upstream connections reset and retried: {retried}")
-    finally:
-        server.kill()
+    processes.append(server)
+    old = server.wait_workers(2)
+    nginx = start_proxy("nginx", nginx_site(server.port, static, certificate), ("http", "https"))
+    with Load(Client(nginx.ports["http"]), method) as load:
+        load.wait_ok(100)
+        server.send(signal.SIGHUP)
+        new = server.wait_workers(2, besides=old)  # the old ones have exited
+        settled = len(load.pids) + len(load.threads)  # a response each may be unrecorded
+        load.wait_ok(100)
+    assert load.failures == [], f"{load.failures}\n{nginx.log}\nwsgipool:\n{server.log}"
+    assert set(load.pids[settled:]) <= new and set(load.pids[:settled]) & old
+    # The keep-alive race: nginx logs the reset, then retries on another connection.
+    retried = nginx.log.count("while reading response header from upstream")
+    print(f"{load.ok} requests; upstream connections reset and retried: {retried}")

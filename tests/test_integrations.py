@@ -2,28 +2,23 @@
 the command line, and Pyramid through Paste Deploy.
 
 Servers run as real subprocesses in a session of their own (so a reloader's child dies with
-it), on port 0; the port is read from the "listening on" log line, with a deadline. Every
-process group is killed at the end of its test.
+it), on port 0; the port is read from the "listening on" log line, with a deadline. The
+``spawn`` fixture ends every process group at the end of its test.
 """
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import logging
 import os
-import queue
 import re
-import signal
 import socket
 import ssl
 import stat
 import subprocess
 import sys
 import textwrap
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,112 +27,14 @@ import pytest
 import wsgipool
 from tests.helpers.apps import hello_app
 from tests.helpers.http import ResponseReader, build_request
+from tests.helpers.process import TCP_LISTENING
+from tests.helpers.waiting import DEADLINE
 from wsgipool import Config, ConfigError, compat
 from wsgipool.debug import check_debug_bind, is_local
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 FLASK = Path(sys.executable).parent / "flask"
-STARTUP_DEADLINE = 30.0  # generous: only reached when something is broken
-EXIT_DEADLINE = 30.0
-LISTENING = re.compile(r"listening on https?://([^\s:]+|\[[^\]]+\]):(\d+)")
-
-
-class Proc:
-    """A subprocess in its own session whose stderr and stdout are read on threads."""
-
-    def __init__(self, command: Sequence[str], cwd: Path, env: dict[str, str]) -> None:
-        self.popen = subprocess.Popen(
-            list(command),
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.append(line)
-            self._queue.put(line)
-        self._queue.put(None)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(
-        self, pattern: re.Pattern[str], timeout: float = STARTUP_DEADLINE
-    ) -> re.Match[str]:
-        """The first new output line matching ``pattern``; fail if the process exits first."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no {pattern.pattern!r} in {timeout}s: {self.output!r}")
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                self._queue.put(None)
-                raise AssertionError(f"exited before {pattern.pattern!r}: {self.output!r}")
-            match = pattern.search(line)
-            if match:
-                return match
-
-    def port(self) -> int:
-        return int(self.wait_for(LISTENING).group(2))
-
-    def wait(self, timeout: float = EXIT_DEADLINE) -> int:
-        try:
-            rc = self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"still running after {timeout}s: {self.output!r}") from None
-        self._reader.join(timeout=EXIT_DEADLINE)
-        return rc
-
-    def stop(self) -> int:
-        """SIGTERM, as a service manager would stop it, and its exit status."""
-        self.popen.send_signal(signal.SIGTERM)
-        return self.wait()
-
-    def kill(self) -> None:
-        # The whole session: a reloader supervisor and its server child.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(timeout=EXIT_DEADLINE)
-        self._reader.join(timeout=EXIT_DEADLINE)
-        if self.popen.stdout:
-            self.popen.stdout.close()
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., Proc]]:
-    """``spawn(command, cwd=..., env={...})``: start a process, killed after the test."""
-    procs: list[Proc] = []
-
-    def start(command: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None) -> Proc:
-        environ = dict(os.environ)
-        environ["PYTHONDONTWRITEBYTECODE"] = "1"
-        environ["PYTHONUNBUFFERED"] = "1"
-        for name in ("PYTHONWARNINGS", "FLASK_DEBUG", "FLASK_APP", "WSGIPOOL_INHERITED_FDS"):
-            environ.pop(name, None)
-        environ.update(env or {})
-        proc = Proc(command, cwd, environ)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        proc.kill()
 
 
 def get(port: int, target: str = "/", host: str = "127.0.0.1") -> Any:
@@ -158,7 +55,7 @@ def flask_command(*args: str) -> list[str]:
 
 def test_flask_serve_serves_the_example(spawn: Any) -> None:
     proc = spawn(
-        flask_command("--app", "flask_app", "serve", "--port", "0", "--threads", "2"),
+        command=flask_command("--app", "flask_app", "serve", "--port", "0", "--threads", "2"),
         cwd=EXAMPLES,
     )
     port = proc.port()
@@ -176,7 +73,7 @@ def test_flask_serve_serves_the_example(spawn: Any) -> None:
 def test_flask_serve_reads_flask_run_variables(spawn: Any) -> None:
     # A .flaskenv written for flask run (FLASK_RUN_PORT) works unchanged.
     proc = spawn(
-        flask_command("serve", "-t", "2"),
+        command=flask_command("serve", "-t", "2"),
         cwd=EXAMPLES,
         env={"FLASK_APP": "flask_app", "FLASK_RUN_PORT": "0"},
     )
@@ -186,7 +83,7 @@ def test_flask_serve_reads_flask_run_variables(spawn: Any) -> None:
 
 def test_flask_debug_turns_the_debugger_and_reloader_on(spawn: Any) -> None:
     proc = spawn(
-        flask_command("--app", "flask_app", "serve", "--port", "0", "-t", "2"),
+        command=flask_command("--app", "flask_app", "serve", "--port", "0", "-t", "2"),
         cwd=EXAMPLES,
         env={"FLASK_DEBUG": "1"},
     )
@@ -203,7 +100,7 @@ def test_flask_debug_turns_the_debugger_and_reloader_on(spawn: Any) -> None:
 
 def test_flask_no_debugger_in_debug_mode(spawn: Any) -> None:
     proc = spawn(
-        flask_command(
+        command=flask_command(
             "--app", "flask_app", "--debug", "serve", "--port", "0", "--no-reload", "--no-debugger"
         ),
         cwd=EXAMPLES,
@@ -218,7 +115,7 @@ def test_flask_no_debugger_in_debug_mode(spawn: Any) -> None:
 
 def test_flask_debug_refuses_a_non_loopback_host(spawn: Any) -> None:
     proc = spawn(
-        flask_command("--app", "flask_app", "serve", "--host", "0.0.0.0", "--port", "0"),
+        command=flask_command("--app", "flask_app", "serve", "--host", "0.0.0.0", "--port", "0"),
         cwd=EXAMPLES,
         env={"FLASK_DEBUG": "1"},
     )
@@ -230,7 +127,7 @@ def test_flask_debug_refuses_a_non_loopback_host(spawn: Any) -> None:
 
 def test_flask_debug_allow_remote_warns_and_serves(spawn: Any) -> None:
     proc = spawn(
-        flask_command(
+        command=flask_command(
             "--app",
             "flask_app",
             "serve",
@@ -266,7 +163,7 @@ def https_get(port: int) -> int:
 def test_flask_serve_cert_adhoc_serves_https(spawn: Any) -> None:
     pytest.importorskip("cryptography")
     proc = spawn(
-        flask_command("--app", "flask_app", "serve", "--port", "0", "--cert", "adhoc"),
+        command=flask_command("--app", "flask_app", "serve", "--port", "0", "--cert", "adhoc"),
         cwd=EXAMPLES,
     )
     port = proc.port()
@@ -281,7 +178,7 @@ def test_flask_serve_cert_and_key_files(spawn: Any, tmp_path: Path) -> None:
     issued.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
     issued.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
     proc = spawn(
-        flask_command(
+        command=flask_command(
             "--app",
             "flask_app",
             "serve",
@@ -307,7 +204,7 @@ def test_flask_serve_cert_and_key_files(spawn: Any, tmp_path: Path) -> None:
     ],
 )
 def test_flask_serve_tls_option_errors(spawn: Any, option: list[str], message: str) -> None:
-    proc = spawn(flask_command("--app", "flask_app", "serve", *option), cwd=EXAMPLES)
+    proc = spawn(command=flask_command("--app", "flask_app", "serve", *option), cwd=EXAMPLES)
     assert proc.wait() == 2
     assert message in proc.output
     assert "Traceback" not in proc.output
@@ -315,7 +212,8 @@ def test_flask_serve_tls_option_errors(spawn: Any, option: list[str], message: s
 
 def test_flask_serve_bad_wsgipool_option(spawn: Any) -> None:
     proc = spawn(
-        flask_command("--app", "flask_app", "serve", "--max-body-size", "lots"), cwd=EXAMPLES
+        command=flask_command("--app", "flask_app", "serve", "--max-body-size", "lots"),
+        cwd=EXAMPLES,
     )
     assert proc.wait() == 2
     assert "invalid size 'lots'" in proc.output
@@ -442,7 +340,7 @@ def test_flask_serve_reloads_on_change(spawn: Any, tmp_path: Path) -> None:
     )
     app_file.write_text(source % 1)
     proc = spawn(
-        flask_command("--app", "reloading", "serve", "--reload", "--port", "0", "-t", "2"),
+        command=flask_command("--app", "reloading", "serve", "--reload", "--port", "0", "-t", "2"),
         cwd=tmp_path,
         env={"WSGIPOOL_RELOAD_POLL": "1"},
     )
@@ -451,7 +349,7 @@ def test_flask_serve_reloads_on_change(spawn: Any, tmp_path: Path) -> None:
     app_file.write_text(source % 2)
     # The supervisor holds the socket: the same port answers, with the new code.
     proc.wait_for(re.compile(r"reloader: .*changed"))
-    proc.wait_for(LISTENING)
+    proc.wait_for(TCP_LISTENING)
     assert get(port).body == b"version 2"
     assert proc.stop() == 0
 
@@ -480,7 +378,7 @@ def test_run_simple_keeps_connections_alive_and_serves_static_files(
     (static / "style.css").write_text("body { color: teal }\n")
     script = tmp_path / "serve.py"
     script.write_text(RUN_SIMPLE_SCRIPT)
-    proc = spawn([sys.executable, str(script), str(static), "{}"], cwd=tmp_path)
+    proc = spawn(command=[sys.executable, str(script), str(static), "{}"], cwd=tmp_path)
     port = proc.port()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         reader = ResponseReader(sock)
@@ -503,7 +401,7 @@ def test_run_simple_reloader_reruns_the_script(spawn: Any, tmp_path: Path) -> No
     script = tmp_path / "serve.py"
     script.write_text(RUN_SIMPLE_SCRIPT)
     proc = spawn(
-        [sys.executable, str(script), str(static), "{'use_reloader': True}"],
+        command=[sys.executable, str(script), str(static), "{'use_reloader': True}"],
         cwd=tmp_path,
         env={"WSGIPOOL_RELOAD_POLL": "1"},
     )
@@ -514,7 +412,7 @@ def test_run_simple_reloader_reruns_the_script(spawn: Any, tmp_path: Path) -> No
         RUN_SIMPLE_SCRIPT.replace('environ["PATH_INFO"]', '("new " + environ["PATH_INFO"])')
     )
     proc.wait_for(re.compile(r"reloader: .*changed"))
-    proc.wait_for(LISTENING)
+    proc.wait_for(TCP_LISTENING)
     assert get(port, "/a").body == b"new /a"
     assert proc.stop() == 0
 
@@ -657,7 +555,7 @@ def test_wsgipool_debug_shows_the_debugger(spawn: Any, tmp_path: Path) -> None:
         "def app(environ, start_response):\n    raise ValueError('it broke')\n"
     )
     proc = spawn(
-        [sys.executable, "-m", "wsgipool", "failing:app", "--debug", "-b", "127.0.0.1:0"],
+        ["failing:app", "--debug", "-b", "127.0.0.1:0"],
         cwd=tmp_path,
     )
     response = get(proc.port())
@@ -675,7 +573,7 @@ def test_wsgipool_debug_shows_the_debugger(spawn: Any, tmp_path: Path) -> None:
     ],
 )
 def test_wsgipool_debug_refusals(spawn: Any, options: list[str], message: str) -> None:
-    proc = spawn([sys.executable, "-m", "wsgipool", "hello:app", *options], cwd=EXAMPLES)
+    proc = spawn(["hello:app", *options], cwd=EXAMPLES)
     assert proc.wait() == 2
     assert message in proc.output
     assert "Traceback" not in proc.output
@@ -687,7 +585,7 @@ def test_wsgipool_debug_refusals(spawn: Any, options: list[str], message: str) -
 def test_django_example_through_the_command_line(spawn: Any) -> None:
     pytest.importorskip("django")
     proc = spawn(
-        [sys.executable, "-m", "wsgipool", "mysite.wsgi", "-b", "127.0.0.1:0", "-t", "2"],
+        ["mysite.wsgi", "-b", "127.0.0.1:0", "-t", "2"],
         cwd=EXAMPLES / "django_site",
     )
     port = proc.port()
@@ -728,7 +626,7 @@ def test_pyramid_example_through_paste_deploy(spawn: Any, tmp_path: Path) -> Non
     script.write_text(PASTE_SCRIPT)
     ini = paste_ini(tmp_path, "port = 0\nthreads = 2\nmax_body_size = 1M")
     proc = spawn(
-        [sys.executable, str(script), str(ini)],
+        command=[sys.executable, str(script), str(ini)],
         cwd=tmp_path,
         env={"PYTHONPATH": str(EXAMPLES / "pyramid")},
     )
@@ -747,7 +645,7 @@ def test_paste_unknown_option_is_refused(spawn: Any, tmp_path: Path) -> None:
     script.write_text(PASTE_SCRIPT)
     ini = paste_ini(tmp_path, "port = 0\nworkers = 4")
     proc = spawn(
-        [sys.executable, str(script), str(ini)],
+        command=[sys.executable, str(script), str(ini)],
         cwd=tmp_path,
         env={"PYTHONPATH": str(EXAMPLES / "pyramid")},
     )
@@ -856,7 +754,7 @@ def test_paste_unix_socket_mode_from_an_ini(no_serving: list[Any], tmp_path: Pat
     try:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
         with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(EXIT_DEADLINE)
+            sock.settimeout(DEADLINE)
             sock.connect(str(path))
             sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             data = b""
@@ -890,7 +788,7 @@ def test_flask_is_not_a_core_dependency() -> None:
         "except ConfigError as exc:\n    print(exc)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=EXIT_DEADLINE
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=DEADLINE
     )
     assert result.returncode == 0, result.stderr
     assert "werkzeug is not installed" in result.stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import stat
 import struct
@@ -19,6 +18,9 @@ import pytest
 
 from tests.helpers.http import ResponseReader, build_request, read_until_close
 from tests.helpers.live import exchange
+from tests.helpers.net import free_port
+from tests.helpers.process import Process, child_env, wsgipool_command
+from tests.helpers.waiting import DEADLINE
 from wsgipool.http.proxy_protocol import V2_SIGNATURE
 
 KEYS = ("REMOTE_ADDR", "REMOTE_PORT", "wsgi.url_scheme", "HTTP_HOST", "SERVER_PORT", "SCRIPT_NAME")
@@ -327,8 +329,6 @@ def test_systemd_socket_activation():
 
 # systemd, then a supervisor (--workers, --reload) that hands the sockets to its children.
 
-DEADLINE = 30.0  # only reached when something is broken
-
 # What systemd does for a socket-activated service: the listening sockets become
 # descriptors 3, 4, ...; LISTEN_FDS, LISTEN_PID (exec keeps the pid) and LISTEN_FDNAMES
 # are set; then the service's command runs. argv: COUNT FD... COMMAND...
@@ -367,7 +367,7 @@ def app(environ, start_response):
 """
 
 
-class Activated:
+class Activated(Process):
     """``python -m wsgipool app:app --bind systemd ...`` started as systemd would, with a TCP
     socket (descriptor 3) and a Unix socket (descriptor 4), in a process group of its own."""
 
@@ -382,25 +382,13 @@ class Activated:
         unix = socket.socket(socket.AF_UNIX)
         unix.bind(self.path)
         unix.listen(16)
-        self.log_path = directory / "server.log"
-        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", WSGIPOOL_RELOAD_POLL="1")
-        for name in ("WSGIPOOL_INHERITED_FDS", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
-            env.pop(name, None)
         fds = (tcp.fileno(), unix.fileno())
         command = [sys.executable, "-c", LAUNCHER, "2", *map(str, fds)]
-        command += [sys.executable, "-m", "wsgipool", "app:app", "--bind", "systemd"]
+        command += wsgipool_command("app:app", "--bind", "systemd")
         command += ["--chdir", str(directory), "--threads", "4", *extra]
         try:
-            with open(self.log_path, "wb") as log:
-                self.popen = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    pass_fds=fds,
-                    start_new_session=True,
-                )
+            env = child_env({"WSGIPOOL_RELOAD_POLL": "1"})
+            super().__init__(command, env=env, pass_fds=fds)
         finally:
             # Only the launched process holds them now.
             tcp.close()
@@ -408,10 +396,6 @@ class Activated:
 
     def write_app(self, version: str) -> None:
         (self.directory / "app.py").write_text(ACTIVATED_APP.format(version=version))
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def get(self, family: str = "tcp", port: int | None = None) -> list[str]:
         """One GET over a new connection: the app's words (version, pid, ...)."""
@@ -431,45 +415,17 @@ class Activated:
             raise ConnectionError(f"no 200 response: {data!r}; log:\n{self.log}")
         return body.decode().split()
 
-    def wait_log(self, text: str, count: int = 1) -> None:
-        deadline = time.monotonic() + DEADLINE
-        while self.log.count(text) < count:
-            if self.popen.poll() is not None:
-                raise AssertionError(f"exited before {text!r}; log:\n{self.log}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {text!r} in {DEADLINE}s; log:\n{self.log}")
-            time.sleep(0.02)
-
-    def terminate(self) -> int:
-        self.popen.send_signal(signal.SIGTERM)
-        return self.popen.wait(timeout=DEADLINE)
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=DEADLINE)
-
 
 @pytest.fixture
-def activate(tmp_path: Any) -> Any:
-    started: list[Activated] = []
-
+def activate(tmp_path: Any, processes: list[Process]) -> Any:
     def run(*extra: str) -> Activated:
-        directory = tmp_path / f"project{len(started)}"
+        directory = tmp_path / f"project{len(processes)}"
         directory.mkdir()
-        started.append(Activated(directory, extra))
-        return started[-1]
+        activated = Activated(directory, extra)
+        processes.append(activated)
+        return activated
 
-    yield run
-    for activated in started:
-        activated.kill()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return run
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="worker processes need os.fork")
@@ -484,7 +440,7 @@ def test_systemd_sockets_with_worker_processes(activate):
         assert int(pid) != server.popen.pid  # a worker, not the supervisor
         assert listen == ["-", "-", "-"]  # LISTEN_FDS and co. are not passed on
     assert "LISTEN" not in server.log  # no worker re-read LISTEN_FDS (and failed)
-    assert server.terminate() == 0
+    assert server.stop() == 0
 
 
 def test_systemd_sockets_with_reload(activate):
@@ -509,4 +465,4 @@ def test_systemd_sockets_with_reload(activate):
     new_pid = server.get("unix")[1]
     assert new_pid != pid
     assert server.get("tcp", port)[:2] == ["v2", new_pid]
-    assert server.terminate() == 0
+    assert server.stop() == 0

@@ -2,33 +2,31 @@
 
 End-to-end tests run ``python -m wsgipool app:app --reload`` as a real process group, once
 with watchfiles and once with the polling fallback (``WSGIPOOL_RELOAD_POLL=1``). Every wait
-polls a condition against a deadline; the process group is killed in ``finally``.
+polls a condition against a deadline; the process group is killed after each test.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.apps import hello_app
+from tests.helpers.net import free_port, refuses
+from tests.helpers.process import Process, child_env, wsgipool_command
+from tests.helpers.waiting import DEADLINE, wait_for
 from wsgipool import Server
 from wsgipool.cli import main
 from wsgipool.config import BindAddress, Config, ConfigError
 from wsgipool.supervisors.process import INHERITED_FDS_ENV, is_reloader_child, take_inherited_fds
 from wsgipool.supervisors.reloader import POLL_ENV, _FileFilter, _make_watcher, default_command
-
-DEADLINE = 30.0  # generous for a loaded machine; only reached when something is broken
 
 APP = """\
 def app(environ, start_response):
@@ -39,20 +37,6 @@ def app(environ, start_response):
 
 def write_app(directory: Path, version: str) -> None:
     (directory / "app.py").write_text(APP.format(version=version))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def eventually(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def fetch(port: int, timeout: float = DEADLINE) -> bytes:
@@ -72,8 +56,9 @@ def read_body(sock: socket.socket) -> bytes:
     return body
 
 
-class Supervisor:
-    """``python -m wsgipool app:app --reload`` in its own process group, output to a file."""
+class Reloader(Process):
+    """``python -m wsgipool app:app --reload`` (or ``command``) serving ``directory`` on
+    ``port``, watching with watchfiles or (``poll``) by polling."""
 
     def __init__(
         self,
@@ -86,41 +71,14 @@ class Supervisor:
     ):
         self.port = port
         self.poll = poll
-        self.log_path = directory.parent / f"{directory.name}.log"
-        env = dict(os.environ)
-        env.pop("PYTHONWARNINGS", None)
-        env.pop("PYTHONDONTWRITEBYTECODE", None)  # the stale-bytecode test needs a .pyc
-        env.pop(INHERITED_FDS_ENV, None)
-        env[POLL_ENV] = "1" if poll else "0"
-        command = command or [
-            sys.executable,
-            "-m",
-            "wsgipool",
+        command = command or wsgipool_command(
             "app:app",
-            "--reload",
-            "--reload-dir",
-            str(directory),
-            "-b",
-            f"127.0.0.1:{port}",
-            "--chdir",
-            str(directory),
-            "--threads",
-            "4",
-            *extra,
-        ]
-        with open(self.log_path, "wb") as log:
-            self.popen = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+            *("--reload", "--reload-dir", str(directory), "-b", f"127.0.0.1:{port}"),
+            *("--chdir", str(directory), "--threads", "4", *extra),
+        )
+        # The stale-bytecode test needs a .pyc written.
+        env = child_env({"PYTHONDONTWRITEBYTECODE": None, POLL_ENV: "1" if poll else "0"})
+        super().__init__(command, env=env)
 
     def wait_body(self, expected: bytes) -> None:
         def served() -> bool:
@@ -129,29 +87,7 @@ class Supervisor:
             except OSError:
                 return False
 
-        try:
-            eventually(served, f"{expected!r} to be served")
-        except AssertionError:
-            raise AssertionError(f"{expected!r} never served; log:\n{self.log}") from None
-
-    def wait_log(self, text: str, count: int = 1) -> None:
-        try:
-            eventually(lambda: self.log.count(text) >= count, f"{text!r} in the log")
-        except AssertionError:
-            raise AssertionError(f"{text!r} never logged; log:\n{self.log}") from None
-
-    def stop(self, sig: int, *, group: bool = False) -> int:
-        if group:
-            os.killpg(self.popen.pid, sig)
-        else:
-            self.popen.send_signal(sig)
-        return self.popen.wait(timeout=DEADLINE)
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=DEADLINE)
+        self.wait_until(served, f"{expected!r} to be served")
 
 
 def _has_watchfiles() -> bool:
@@ -159,30 +95,25 @@ def _has_watchfiles() -> bool:
 
 
 @pytest.fixture(params=["watchfiles", "polling"])
-def start(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Supervisor]]:
-    """``start(directory)`` runs a supervisor on a free port, in the watcher mode of the run."""
+def start(request: pytest.FixtureRequest, processes: list[Process]) -> Callable[..., Reloader]:
+    """``start(directory)`` runs a reloader on a free port, in the watcher mode of the run."""
     poll = request.param == "polling"
     if not poll and not _has_watchfiles():
         pytest.skip("watchfiles is not installed")
-    started: list[Supervisor] = []
 
     def run(
         directory: Path,
         extra: tuple[str, ...] = (),
         command: Callable[[int], list[str]] | None = None,
-    ) -> Supervisor:
+    ) -> Reloader:
         port = free_port()
-        supervisor = Supervisor(
+        reloader = Reloader(
             directory, port, poll=poll, extra=extra, command=command and command(port)
         )
-        started.append(supervisor)
-        return supervisor
+        processes.append(reloader)
+        return reloader
 
-    try:
-        yield run
-    finally:
-        for supervisor in started:
-            supervisor.kill()
+    return run
 
 
 def app_dir(tmp_path: Path, version: str = "v1") -> Path:
@@ -285,21 +216,12 @@ def test_stop_refuses_new_connections_while_the_server_drains(start, tmp_path):
         except Exception as exc:
             results.append(exc)
 
-    def refused() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", supervisor.port), timeout=5).close()
-        except ConnectionRefusedError:
-            return True
-        except OSError:
-            pass
-        return False
-
     client = threading.Thread(target=in_flight)
     client.start()
     try:
-        eventually(entered.exists, "a request in the app")
+        wait_for(entered.exists, "a request in the app")
         supervisor.popen.send_signal(signal.SIGTERM)
-        eventually(refused, "new connections refused")
+        wait_for(lambda: refuses(supervisor.port), "new connections refused")
         assert client.is_alive(), "refused only once the in-flight request had ended"
     finally:
         release.touch()
@@ -353,7 +275,7 @@ def test_same_size_same_mtime_edit_is_not_served_stale(start, tmp_path):
     path = directory / "app.py"
     before = path.stat()
     cached = Path(importlib.util.cache_from_source(str(path)))
-    eventually(cached.exists, "the bytecode cache to be written")
+    wait_for(cached.exists, "the bytecode cache to be written")
     write_app(directory, "v2")
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     supervisor.wait_body(b"v2")

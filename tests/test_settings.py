@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -312,7 +313,7 @@ def test_no_app_anywhere_is_an_error(tmp_path):
     )
 
 
-def test_log_config_file_is_applied(tmp_path):
+def test_log_config_file_is_applied(spawn, tmp_path):
     config = {
         "version": 1,
         "formatters": {"plain": {"format": "CUSTOM %(levelname)s %(message)s"}},
@@ -327,29 +328,11 @@ def test_log_config_file_is_applied(tmp_path):
     }
     path = tmp_path / "logging.json"
     path.write_text(json.dumps(config))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wsgipool",
-            "goodapp:app",
-            "--chdir",
-            str(APPS),
-            "-b",
-            "127.0.0.1:0",
-            "--log-config",
-            str(path),
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = spawn(
+        ["goodapp:app", "--chdir", str(APPS), "-b", "127.0.0.1:0", "--log-config", str(path)]
     )
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        assert line.startswith("CUSTOM INFO wsgipool"), line
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    first_line = proc.wait_for(re.compile(".*")).group()
+    assert first_line.startswith("CUSTOM INFO wsgipool"), first_line
 
 
 def test_bad_log_config_is_a_clear_error(tmp_path):

@@ -1,7 +1,7 @@
 """``--workers``: a supervisor process forks worker processes that share the listening sockets.
 
 Every test runs ``python -m wsgipool`` as a real process group on a free 127.0.0.1 port,
-waits on conditions against deadlines (no fixed sleeps) and kills the group in ``finally``.
+waits on conditions against deadlines (no fixed sleeps) and kills the group after the test.
 Worker pids are read from ``/proc/<supervisor>/task/<supervisor>/children`` (Linux).
 
 What "no request fails" means under load (see docs/processes.md): a request fails when its
@@ -24,12 +24,14 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.supervisor_harness import DEADLINE, Supervisor, eventually
+from tests.helpers.net import refuses
+from tests.helpers.process import Process, Supervisor
+from tests.helpers.waiting import DEADLINE, wait_for
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="worker processes: fork and /proc (Linux)"
@@ -126,7 +128,7 @@ class Load:
 
     def wait_ok(self, count: int) -> None:
         target = self.ok + count
-        eventually(lambda: self.ok >= target or bool(self.failures), f"{count} more requests")
+        wait_for(lambda: self.ok >= target or bool(self.failures), f"{count} more requests")
 
     def _record(self, body: bytes) -> None:
         with self.lock:
@@ -164,22 +166,16 @@ class Load:
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., Supervisor]]:
-    started: list[Supervisor] = []
-
+def start(tmp_path: Path, processes: list[Process]) -> Callable[..., Supervisor]:
     def run(workers: int, *extra: str, app: str = APP) -> Supervisor:
-        directory = tmp_path / f"project{len(started)}"
+        directory = tmp_path / f"project{len(processes)}"
         directory.mkdir()
         (directory / "app.py").write_text(app)
         supervisor = Supervisor(directory, workers, extra)
-        started.append(supervisor)
+        processes.append(supervisor)
         return supervisor
 
-    try:
-        yield run
-    finally:
-        for supervisor in started:
-            supervisor.kill()
+    return run
 
 
 def test_workers_serve_from_different_processes(start: Callable[..., Supervisor]) -> None:
@@ -190,12 +186,12 @@ def test_workers_serve_from_different_processes(start: Callable[..., Supervisor]
     pids = server.wait_workers(3)
     assert server.popen.pid not in pids
     with Load(server.port, clients=6, query="sleep=0.02") as load:
-        eventually(lambda: load.pids >= pids or bool(load.failures), "all three workers")
+        wait_for(lambda: load.pids >= pids or bool(load.failures), "all three workers")
     assert load.failures == [] and load.stale == 0
     assert load.pids == pids
     pid, multiprocess, _version = fetch(server.port).split()
     assert int(pid) in pids and multiprocess == b"True"
-    server.signal(signal.SIGTERM)
+    server.send(signal.SIGTERM)
     assert server.popen.wait(DEADLINE) == 0
 
 
@@ -224,7 +220,7 @@ def test_hup_replaces_every_worker_under_load(start: Callable[..., Supervisor]) 
     (server.directory / "app.py").write_text(APP.replace('"v1"', '"v2"'))
     with Load(server.port, clients=2) as load:
         load.wait_ok(100)
-        server.signal(signal.SIGHUP)
+        server.send(signal.SIGHUP)
         new = server.wait_workers(3, besides=pids)
         load.wait_ok(100)
     assert load.failures == [], load.failures
@@ -239,16 +235,16 @@ def test_hup_replaces_every_worker_under_load(start: Callable[..., Supervisor]) 
 def test_ttin_and_ttou_change_the_worker_count(start: Callable[..., Supervisor]) -> None:
     server = start(2)
     first = server.wait_workers(2)
-    server.signal(signal.SIGTTIN)
+    server.send(signal.SIGTTIN)
     more = server.wait_workers(3)
     assert first < more
-    server.signal(signal.SIGTTOU)
+    server.send(signal.SIGTTOU)
     server.wait_workers(2)
-    server.signal(signal.SIGTTOU)
-    server.signal(signal.SIGTTOU)  # never below one
+    server.send(signal.SIGTTOU)
+    server.send(signal.SIGTTOU)  # never below one
     last = server.wait_workers(1)
     assert fetch(server.port).split()[0] == str(min(last)).encode()
-    server.signal(signal.SIGTERM)
+    server.send(signal.SIGTERM)
     assert server.popen.wait(DEADLINE) == 0
 
 
@@ -259,11 +255,11 @@ def test_max_requests_recycles_workers_without_failed_requests(
     seen = set(server.wait_workers(2))
 
     def recycled() -> bool:
-        seen.update(server.workers())
+        seen.update(server.children())
         return len(seen) >= 6 or bool(load.failures)
 
     with Load(server.port, clients=2) as load:
-        eventually(recycled, "four recycled workers")
+        wait_for(recycled, "four recycled workers")
         load.wait_ok(50)
     assert load.failures == [], load.failures
     assert server.log.count("(--max-requests)") >= 4
@@ -285,8 +281,8 @@ def test_term_lets_in_flight_requests_finish(start: Callable[..., Supervisor]) -
     clients = [threading.Thread(target=slow) for _ in range(6)]
     for client in clients:
         client.start()
-    eventually(lambda: len(list(server.markers.iterdir())) == 6, "six requests in the app")
-    server.signal(signal.SIGTERM)
+    wait_for(lambda: len(list(server.markers.iterdir())) == 6, "six requests in the app")
+    server.send(signal.SIGTERM)
     for client in clients:
         client.join(DEADLINE)
     assert server.popen.wait(DEADLINE) == 0
@@ -312,8 +308,8 @@ def test_term_past_the_graceful_timeout_exits_before_the_kill(
 
     client = threading.Thread(target=stuck)
     client.start()
-    eventually(lambda: len(list(server.markers.iterdir())) == 1, "a request in the app")
-    server.signal(signal.SIGTERM)
+    wait_for(lambda: len(list(server.markers.iterdir())) == 1, "a request in the app")
+    server.send(signal.SIGTERM)
     assert server.popen.wait(DEADLINE) == 0
     client.join(DEADLINE)
     log = server.log
@@ -338,18 +334,6 @@ def app(environ, start_response):
 """
 
 
-def refuses(port: int) -> bool:
-    """Whether a new connection to ``port`` is refused (rather than accepted, even into a
-    listen queue no one will accept from)."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        pass
-    return False
-
-
 def test_term_refuses_new_connections_while_the_workers_drain(
     start: Callable[..., Supervisor],
 ) -> None:
@@ -366,9 +350,9 @@ def test_term_refuses_new_connections_while_the_workers_drain(
     client = threading.Thread(target=in_flight)
     client.start()
     try:
-        eventually(lambda: any(server.markers.iterdir()), "a request in the app")
-        server.signal(signal.SIGTERM)
-        eventually(lambda: refuses(server.port), "new connections refused")
+        wait_for(lambda: any(server.markers.iterdir()), "a request in the app")
+        server.send(signal.SIGTERM)
+        wait_for(lambda: refuses(server.port), "new connections refused")
         assert client.is_alive(), "refused only once the in-flight request had ended"
     finally:
         (server.directory / "release").touch()
@@ -390,9 +374,9 @@ def test_quit_stops_at_once(start: Callable[..., Supervisor]) -> None:
 
     client = threading.Thread(target=slow)
     client.start()
-    eventually(lambda: len(list(server.markers.iterdir())) == 1, "a request in the app")
+    wait_for(lambda: len(list(server.markers.iterdir())) == 1, "a request in the app")
     begun = time.monotonic()
-    server.signal(signal.SIGQUIT)
+    server.send(signal.SIGQUIT)
     assert server.popen.wait(DEADLINE) == 0
     # Not the 10 s graceful timeout, nor the 20 s request: in-flight requests are dropped.
     assert time.monotonic() - begun < 8.0
@@ -414,17 +398,17 @@ def test_usr1_reopens_the_access_log(start: Callable[..., Supervisor], tmp_path:
     server = start(2, "--access-log", str(access))
     server.wait_workers(2)
     fetch(server.port)
-    eventually(lambda: access.exists() and "GET /" in access.read_text(), "an access line")
+    wait_for(lambda: access.exists() and "GET /" in access.read_text(), "an access line")
     rotated = tmp_path / "access.log.1"
     access.rename(rotated)
-    server.signal(signal.SIGUSR1)
-    eventually(lambda: server.log.count("reopened") >= 1, "the supervisor's reopen")
+    server.send(signal.SIGUSR1)
+    wait_for(lambda: server.log.count("reopened") >= 1, "the supervisor's reopen")
 
     def written_anew() -> bool:
         fetch(server.port)
         return access.exists() and "GET /" in access.read_text()
 
-    eventually(written_anew, "a line in the new access log")
+    wait_for(written_anew, "a line in the new access log")
 
 
 def test_app_that_cannot_load_stops_the_supervisor(start: Callable[..., Supervisor]) -> None:
@@ -463,10 +447,10 @@ def test_tls_workers_pick_up_a_renewed_certificate_on_hup(
 
     first = serial()
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert))
-    server.signal(signal.SIGHUP)
+    server.send(signal.SIGHUP)
     server.wait_workers(2, besides=old)
     assert serial() != first
-    server.signal(signal.SIGTERM)
+    server.send(signal.SIGTERM)
     assert server.popen.wait(DEADLINE) == 0
 
 
@@ -512,7 +496,7 @@ def test_tls_sessions_resume_on_any_worker(
         for sock in held:
             sock.close()
     assert pids[0] != pids[1]
-    server.signal(signal.SIGTERM)
+    server.send(signal.SIGTERM)
     assert server.popen.wait(DEADLINE) == 0
 
 
