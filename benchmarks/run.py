@@ -46,6 +46,13 @@ from typing import Any, Literal
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # tests.helpers: the tests' process harness
+
+# Standard library only, like this script.
+from tests.helpers.net import free_port  # noqa: E402
+from tests.helpers.process import Process, ProcessFailed  # noqa: E402
+
 APPS_DIR = BENCH_DIR / "apps"
 WRK_DIR = BENCH_DIR / "wrk"
 LAUNCHERS_DIR = BENCH_DIR / "launchers"
@@ -469,107 +476,25 @@ def raise_nofile_limit(needed: int) -> int:
 # --------------------------------------------------------------------------
 
 
-def _child_setup() -> None:
-    """In the server child: die with the runner even if it is SIGKILLed (Linux)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
-
-
 class ServerStartError(Exception):
     pass
 
 
-class ServerProcess:
-    """A server in its own process group; ``stop()`` ends the whole group."""
-
-    _live: set[ServerProcess] = set()  # noqa: RUF012 - registry for emergency cleanup
-
-    def __init__(self, cmd: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.cmd = cmd
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=APPS_DIR,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_child_setup,  # runs before any helper thread exists
-        )
-        self.pgid = self.proc.pid
-        ServerProcess._live.add(self)
-
-    def _group_alive(self) -> bool:
-        try:
-            os.killpg(self.pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-
-    def _signal_group(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pgid, sig)
-
-    def stop(self) -> None:
-        if self not in ServerProcess._live:
-            return
-        try:
-            self._signal_group(signal.SIGTERM)
-            deadline = time.monotonic() + STOP_DEADLINE_S
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=STOP_DEADLINE_S)
-            while self._group_alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self.proc.poll() is None or self._group_alive():
-                self._signal_group(signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(timeout=STOP_DEADLINE_S)
-        finally:
-            self._log.close()
-            ServerProcess._live.discard(self)
-
-    @classmethod
-    def stop_all(cls) -> None:
-        for server in list(cls._live):
-            server.stop()
-
-    def wait_ready(self, port: int, deadline_s: float) -> float:
-        """Poll until the server answers an HTTP request; return seconds taken."""
-        started = time.monotonic()
-        deadline = started + deadline_s
-        request = f"GET / HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode()
-        while time.monotonic() < deadline:
-            code = self.proc.poll()
-            if code is not None:
-                raise ServerStartError(f"exited with status {code} before answering")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection((HOST, port), timeout=1.0) as sock,
-            ):
-                sock.settimeout(max(0.1, min(5.0, deadline - time.monotonic())))
-                sock.sendall(request)
-                status_line = sock.recv(64)
-                if status_line.startswith(b"HTTP/1."):
-                    if status_line[9:10] != b"2":
-                        log(f"    readiness probe got {status_line[:12]!r}")
-                    return time.monotonic() - started
-            time.sleep(0.1)
-        raise ServerStartError(f"did not answer within {deadline_s:.0f}s")
-
-    def output_tail(self) -> str:
-        self._log.flush()
-        return _tail(self.log_path)
+# Every server running, for the emergency stop in main() (a signal may come at any time).
+_RUNNING: set[Process] = set()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+def stop_all_servers() -> None:
+    for server in list(_RUNNING):
+        stop_server(server)
+
+
+def stop_server(server: Process) -> None:
+    """SIGTERM to its process group, SIGKILL to what is left after STOP_DEADLINE_S."""
+    try:
+        server.close(grace=STOP_DEADLINE_S)
+    finally:
+        _RUNNING.discard(server)
 
 
 def group_rss_kib(pgid: int) -> int:
@@ -895,7 +820,7 @@ def scenario_threads(scenario: Scenario, settings: Settings) -> int:
 @contextlib.contextmanager
 def running_server(
     server: ServerSpec, scenario: Scenario, settings: Settings, label: str
-) -> Iterator[tuple[ServerProcess, int]]:
+) -> Iterator[tuple[Process, int]]:
     """Start ``server`` with the scenario's app; always stop it afterwards."""
     port = free_port()
     threads = scenario_threads(scenario, settings)
@@ -906,19 +831,25 @@ def running_server(
         env[FILE_ENV_VAR] = str(settings.big_file)
     cmd = server.command(settings.venv, scenario.app, port, threads)
     log_path = settings.work_dir / f"{label}.log"
-    proc = ServerProcess(cmd, env, log_path)
+    # die_with_parent: the server dies with this script, even if it is SIGKILLed (Linux).
+    proc = Process(cmd, cwd=APPS_DIR, env=env, log_path=log_path, die_with_parent=True)
+    _RUNNING.add(proc)
     try:
+        started = time.monotonic()
         try:
-            took = proc.wait_ready(port, START_DEADLINE_S)
-        except ServerStartError as exc:
+            status = proc.wait_answering(port, HOST, START_DEADLINE_S)
+        except ProcessFailed as exc:
             raise ServerStartError(
-                f"{server.name} failed to start: {exc}\n  command: {' '.join(cmd)}\n"
-                f"  output (tail of {log_path}):\n{proc.output_tail()}"
-            ) from exc
-        log(f"    ready on port {port} after {took:.1f}s (pid {proc.pgid})")
+                f"{server.name} failed to start: {exc.reason}\n  command: {' '.join(cmd)}\n"
+                f"  output (tail of {log_path}):\n{_tail(log_path)}"
+            ) from None
+        if not 200 <= status < 300:
+            log(f"    readiness probe got status {status}")
+        took = time.monotonic() - started
+        log(f"    ready on port {port} after {took:.1f}s (pid {proc.pid})")
         yield proc, port
     finally:
-        proc.stop()
+        stop_server(proc)
 
 
 def _warm_up(scenario: Scenario, settings: Settings, port: int) -> None:
@@ -939,8 +870,8 @@ def run_memory(
     with running_server(server, scenario, settings, label) as (proc, port):
         _warm_up(scenario, settings, port)
         time.sleep(0.5)
-        rss_idle = group_rss_kib(proc.pgid)
-        with RssSampler(proc.pgid) as sampler:
+        rss_idle = group_rss_kib(proc.pid)
+        with RssSampler(proc.pid) as sampler:
             base = settings.wrk.run(scenario, port, settings.duration_s)
         rss_load = sampler.max_kib
 
@@ -956,8 +887,8 @@ def run_memory(
                 + (f" (failures: {idle.failures})" if idle.failures else "")
             )
             time.sleep(0.5)
-            rss_conns = group_rss_kib(proc.pgid)
-            with RssSampler(proc.pgid) as sampler:
+            rss_conns = group_rss_kib(proc.pid)
+            with RssSampler(proc.pid) as sampler:
                 with_idle = settings.wrk.run(scenario, port, settings.duration_s)
             rss_conns_load = max(sampler.max_kib, rss_conns)
             held = idle.count_open()
@@ -1426,7 +1357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("interrupted")
         return 130
     finally:
-        ServerProcess.stop_all()
+        stop_all_servers()
 
 
 if __name__ == "__main__":

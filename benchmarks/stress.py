@@ -23,24 +23,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import math
 import os
 import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 BENCH_DIR = Path(__file__).resolve().parent
+if str(BENCH_DIR.parent) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR.parent))  # tests.helpers: the tests' process harness
+
+from tests.helpers.net import free_port  # noqa: E402
+from tests.helpers.process import Process, ProcessFailed  # noqa: E402
+from tests.helpers.waiting import poll_until  # noqa: E402
+
 APPS_DIR = BENCH_DIR / "apps"
 HOST = "127.0.0.1"
 RSS_GROWTH_LIMIT = 5.0  # percent
@@ -101,19 +106,6 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def die_with_parent() -> None:
-    """In the child, before exec: the kernel sends SIGKILL when this script dies (Linux)."""
-    with contextlib.suppress(Exception):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
-
-
 @dataclass
 class Sample:
     rss_kib: int
@@ -122,76 +114,31 @@ class Sample:
     threads: int
 
 
-class ServerProcess:
-    def __init__(self, python: str, app: str, threads: int, port: int, log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        command = [python, "-m", "wsgipool", "--threads", str(threads)]
-        command += ["--bind", f"{HOST}:{port}", "--log-level", "warning", app]
-        self.proc = subprocess.Popen(
-            command,
-            cwd=APPS_DIR,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
-        self.pid = self.proc.pid
-
-    def sample(self) -> Sample:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"the server exited with status {self.proc.returncode}")
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-
-        def kib(name: str) -> int:
-            return int(fields[name].split()[0])
-
-        fds = len(os.listdir(f"/proc/{self.pid}/fd"))
-        return Sample(kib("VmRSS"), kib("VmHWM"), fds, int(fields["Threads"]))
-
-    def log_problems(self) -> list[str]:
-        text = self.log_path.read_text("utf-8", "replace")
-        return [line for line in text.splitlines() if re.search(r"Traceback|ERROR|CRITICAL", line)]
-
-    def stop(self) -> None:
-        """SIGTERM to the group, SIGKILL after 10 s; always returns with the server gone."""
-        try:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-            # Anything the server started in its group goes too.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
-        finally:
-            self._log.close()
+def start_server(python: str, app: str, threads: int, port: int, log_path: Path) -> Process:
+    """``python -m wsgipool APP`` in a process group of its own that dies with this script
+    (Linux), its output in ``log_path``."""
+    command = [python, "-m", "wsgipool", "--threads", str(threads)]
+    command += ["--bind", f"{HOST}:{port}", "--log-level", "warning", app]
+    return Process(command, cwd=APPS_DIR, log_path=log_path, die_with_parent=True)
 
 
-def wait_until(
-    condition: Callable[[], bool], seconds: float, deadline: Deadline, interval: float = 0.1
-) -> bool:
-    end = time.monotonic() + min(seconds, deadline.left())
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= end:
-            return False
-        time.sleep(interval)
+def sample(server: Process) -> Sample:
+    if server.popen.poll() is not None:
+        raise RuntimeError(f"the server exited with status {server.popen.returncode}")
+    status = Path(f"/proc/{server.pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+
+    def kib(name: str) -> int:
+        return int(fields[name].split()[0])
+
+    fds = len(os.listdir(f"/proc/{server.pid}/fd"))
+    return Sample(kib("VmRSS"), kib("VmHWM"), fds, int(fields["Threads"]))
 
 
-def answers(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=2) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: stress\r\nConnection: close\r\n\r\n")
-            return sock.recv(64).startswith(b"HTTP/1.1 200 ")
-    except OSError:
-        return False
+def log_problems(server: Process) -> list[str]:
+    return [
+        line for line in server.log.splitlines() if re.search(r"Traceback|ERROR|CRITICAL", line)
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,21 +221,12 @@ def run_wrk(
         command += ["-H", "Connection: close"]
     command += ["-s", str(script), f"http://{HOST}:{port}/", "--", str(count), str(threads)]
     opens = passive_opens()
-    with tempfile.TemporaryFile("w+") as out:
-        started = time.monotonic()
-        proc = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent
-        )
-        try:
-            load.seconds = wait_for_wrk_threads(proc, deadline) - started
-            proc.wait(timeout=min(30.0, deadline.left()))
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        out.seek(0)
-        output = out.read()
-    returncode = proc.returncode
+    started = time.monotonic()
+    with Process(command, die_with_parent=True) as proc:
+        load.seconds = wait_for_wrk_threads(proc.popen, deadline) - started
+        proc.popen.wait(timeout=min(30.0, deadline.left()))
+        output = proc.log
+    returncode = proc.popen.returncode
     load.tcp_opens = passive_opens() - opens
     match = re.search(
         r"STRESS requests=(\d+) connect=(\d+) read=(\d+) write=(\d+) status=(\d+) timeout=(\d+)",
@@ -317,16 +255,16 @@ class Check:
     detail: str
 
 
-def settle(server: ServerProcess, idle: Sample, deadline: Deadline, seconds: float) -> Sample:
+def settle(server: Process, idle: Sample, deadline: Deadline, seconds: float) -> Sample:
     """Wait for the server to close every connection (fds and threads back to ``idle``)."""
 
     def closed() -> bool:
-        now = server.sample()
+        now = sample(server)
         return now.fds <= idle.fds and now.threads <= idle.threads
 
-    wait_until(closed, seconds, deadline, interval=0.25)
+    poll_until(closed, min(seconds, deadline.left()), interval=0.25)
     time.sleep(1.0)  # anything still closing gets to finish; then sample
-    return server.sample()
+    return sample(server)
 
 
 def percent(start: int, end: int) -> float:
@@ -380,29 +318,29 @@ def stress(args: argparse.Namespace, deadline: Deadline) -> int:
         script = Path(tmp, "count.lua")
         script.write_text(WRK_SCRIPT)
         port = free_port()
-        server = ServerProcess(args.python, args.app, args.threads, port, Path(tmp, "server.log"))
-        try:
-            return measure(args, server, wrk, script, port, deadline)
-        finally:
-            server.stop()
-            problems = server.log_problems()
-            if problems:
-                log(f"server log ({server.log_path}):\n" + "\n".join(problems[-20:]))
+        log_path = Path(tmp, "server.log")
+        with start_server(args.python, args.app, args.threads, port, log_path) as server:
+            try:
+                return measure(args, server, wrk, script, port, deadline)
+            finally:
+                server.end(grace=10)  # SIGTERM to the group; SIGKILL after 10 s
+                problems = log_problems(server)
+                if problems:
+                    log(f"server log ({log_path}):\n" + "\n".join(problems[-20:]))
 
 
 def measure(
     args: argparse.Namespace,
-    server: ServerProcess,
+    server: Process,
     wrk: str,
     script: Path,
     port: int,
     deadline: Deadline,
 ) -> int:
     log(f"server pid {server.pid} on {HOST}:{port}: waiting for it to answer")
-    if not wait_until(lambda: answers(port), 30, deadline, interval=0.2):
-        raise RuntimeError("the server did not answer within 30 s")
+    server.wait_answering(port, HOST, min(30.0, deadline.left()))
     time.sleep(1.0)  # the probe's connection closes
-    idle = server.sample()
+    idle = sample(server)
 
     def load(label: str, count: int, close: bool) -> Load:
         log(f"{label}: {count:,} requests")
@@ -433,7 +371,7 @@ def measure(
     log(f"end: {end}")
 
     growth = percent(start.rss_kib, end.rss_kib)
-    problems = server.log_problems()
+    problems = log_problems(server)
     checks = [
         Check(
             f"RSS growth < {RSS_GROWTH_LIMIT:g}%",
@@ -529,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with hard_timeout(args.timeout + 30):
             return stress(args, deadline)
+    except ProcessFailed as exc:
+        print(f"RESULT: FAIL (the server: {exc.reason})", flush=True)
+        return 1
     except (StressTimeout, RuntimeError, subprocess.TimeoutExpired) as exc:
         print(f"RESULT: FAIL ({exc})", flush=True)
         return 1
