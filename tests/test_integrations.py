@@ -58,7 +58,7 @@ def test_flask_serve_serves_the_example(spawn: Any) -> None:
         command=flask_command("--app", "flask_app", "serve", "--port", "0", "--threads", "2"),
         cwd=EXAMPLES,
     )
-    port = proc.port()
+    port = proc.listening_port()
     response = get(port)
     assert response.status == 200
     assert response.body == b"Hello from Flask on wsgipool!\n"
@@ -77,7 +77,7 @@ def test_flask_serve_reads_flask_run_variables(spawn: Any) -> None:
         cwd=EXAMPLES,
         env={"FLASK_APP": "flask_app", "FLASK_RUN_PORT": "0"},
     )
-    assert get(proc.port()).status == 200
+    assert get(proc.listening_port()).status == 200
     assert proc.stop() == 0
 
 
@@ -87,7 +87,7 @@ def test_flask_debug_turns_the_debugger_and_reloader_on(spawn: Any) -> None:
         cwd=EXAMPLES,
         env={"FLASK_DEBUG": "1"},
     )
-    port = proc.port()
+    port = proc.listening_port()
     assert "reloader: holding" in proc.output
     assert "console PIN" in proc.output
     response = get(port, "/error")
@@ -105,7 +105,7 @@ def test_flask_no_debugger_in_debug_mode(spawn: Any) -> None:
         ),
         cwd=EXAMPLES,
     )
-    port = proc.port()
+    port = proc.listening_port()
     assert "reloader" not in proc.output
     response = get(port, "/error")
     assert response.status == 500
@@ -141,7 +141,7 @@ def test_flask_debug_allow_remote_warns_and_serves(spawn: Any) -> None:
         cwd=EXAMPLES,
         env={"FLASK_DEBUG": "1"},
     )
-    port = proc.port()
+    port = proc.listening_port()
     assert "reachable from other machines" in proc.output
     assert get(port).status == 200
     assert proc.stop() == 0
@@ -166,7 +166,7 @@ def test_flask_serve_cert_adhoc_serves_https(spawn: Any) -> None:
         command=flask_command("--app", "flask_app", "serve", "--port", "0", "--cert", "adhoc"),
         cwd=EXAMPLES,
     )
-    port = proc.port()
+    port = proc.listening_port()
     assert "https://127.0.0.1" in proc.output
     assert https_get(port) == 200
     assert proc.stop() == 0
@@ -191,7 +191,7 @@ def test_flask_serve_cert_and_key_files(spawn: Any, tmp_path: Path) -> None:
         ),
         cwd=EXAMPLES,
     )
-    assert https_get(proc.port()) == 200
+    assert https_get(proc.listening_port()) == 200
     assert proc.stop() == 0
 
 
@@ -344,7 +344,7 @@ def test_flask_serve_reloads_on_change(spawn: Any, tmp_path: Path) -> None:
         cwd=tmp_path,
         env={"WSGIPOOL_RELOAD_POLL": "1"},
     )
-    port = proc.port()
+    port = proc.listening_port()
     assert get(port).body == b"version 1"
     app_file.write_text(source % 2)
     # The supervisor holds the socket: the same port answers, with the new code.
@@ -379,7 +379,7 @@ def test_run_simple_keeps_connections_alive_and_serves_static_files(
     script = tmp_path / "serve.py"
     script.write_text(RUN_SIMPLE_SCRIPT)
     proc = spawn(command=[sys.executable, str(script), str(static), "{}"], cwd=tmp_path)
-    port = proc.port()
+    port = proc.listening_port()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         reader = ResponseReader(sock)
         # Two requests, one connection: werkzeug's server would close after the first.
@@ -405,7 +405,7 @@ def test_run_simple_reloader_reruns_the_script(spawn: Any, tmp_path: Path) -> No
         cwd=tmp_path,
         env={"WSGIPOOL_RELOAD_POLL": "1"},
     )
-    port = proc.port()
+    port = proc.listening_port()
     assert "reloader: holding" in proc.output
     assert get(port, "/a").body == b"/a"
     script.write_text(
@@ -558,7 +558,7 @@ def test_wsgipool_debug_shows_the_debugger(spawn: Any, tmp_path: Path) -> None:
         ["failing:app", "--debug", "-b", "127.0.0.1:0"],
         cwd=tmp_path,
     )
-    response = get(proc.port())
+    response = get(proc.listening_port())
     assert response.status == 500
     assert b"__debugger__" in response.body
     assert b"it broke" in response.body
@@ -588,7 +588,7 @@ def test_django_example_through_the_command_line(spawn: Any) -> None:
         ["mysite.wsgi", "-b", "127.0.0.1:0", "-t", "2"],
         cwd=EXAMPLES / "django_site",
     )
-    port = proc.port()
+    port = proc.listening_port()
     response = get(port)
     assert response.status == 200
     assert response.body == b"Hello from Django on wsgipool!\n"
@@ -630,7 +630,7 @@ def test_pyramid_example_through_paste_deploy(spawn: Any, tmp_path: Path) -> Non
         cwd=tmp_path,
         env={"PYTHONPATH": str(EXAMPLES / "pyramid")},
     )
-    port = proc.port()
+    port = proc.listening_port()
     assert "with 2 threads" in proc.output
     response = get(port)
     assert response.status == 200

@@ -216,7 +216,7 @@ class Process:
         """The URLs of the next ``count`` "listening on URL" lines."""
         return [self.wait_for(LISTENING).group(1) for _ in range(count)]
 
-    def port(self) -> int:
+    def listening_port(self) -> int:
         """The port of the next "listening on http(s)://HOST:PORT" line."""
         return int(self.wait_for(TCP_LISTENING).group(1))
 
