@@ -34,7 +34,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -46,6 +45,7 @@ import trustme
 
 from tests.helpers.http import read_until_close
 from tests.helpers.live import Live
+from tests.helpers.load import LoadThreads
 from tests.helpers.net import accepts, free_port
 from tests.helpers.process import Process, Supervisor
 from tests.helpers.waiting import DEADLINE, wait_for
@@ -758,34 +758,16 @@ def test_100_mb_upload_and_download(
         conn.close()
 
 
-class Load:
+class Load(LoadThreads):
     """Client threads looping requests (GET /info, or a small POST /upload) through a
     proxy, each on a kept-alive connection to it, until stopped. A request fails unless it
     gets a complete 200."""
 
     def __init__(self, client: Client, method: str, threads: int = 4) -> None:
+        super().__init__(threads)
         self.client = client
         self.method = method
-        self.stop_event = threading.Event()
-        self.lock = threading.Lock()
-        self.ok = 0
-        self.failures: list[str] = []
         self.pids: list[int] = []  # in the order the responses came
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_event.set()
-        for thread in self.threads:
-            thread.join(DEADLINE)
-
-    def wait_ok(self, count: int) -> None:
-        target = self.ok + count
-        wait_for(lambda: self.ok >= target or bool(self.failures), f"{count} more requests")
 
     def _run(self) -> None:
         conn = self.client.connection()

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.load import LoadThreads
 from tests.helpers.net import refuses
 from tests.helpers.process import Process, Supervisor
 from tests.helpers.waiting import DEADLINE, wait_for
@@ -97,38 +98,17 @@ def fetch(port: int, query: str = "") -> bytes:
         return read_response(sock, bytearray())[0]
 
 
-class Load:
+class Load(LoadThreads):
     """Client threads making requests until stopped: batches of three keep-alive requests on
     one connection, then one on a new connection. ``gate`` is held around each batch."""
 
     def __init__(self, port: int, clients: int = 2, query: str = "") -> None:
+        super().__init__(clients)
         self.port = port
         self.query = query
         self.gate = threading.Lock()
-        self.stop_event = threading.Event()
-        self.lock = threading.Lock()
-        self.ok = 0
         self.stale = 0
-        self.failures: list[str] = []
         self.pids: set[int] = set()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        for thread in self.threads:
-            thread.join(DEADLINE)
-
-    def wait_ok(self, count: int) -> None:
-        target = self.ok + count
-        wait_for(lambda: self.ok >= target or bool(self.failures), f"{count} more requests")
 
     def _record(self, body: bytes) -> None:
         with self.lock:

@@ -5,6 +5,7 @@
 - ``process``: a command run as a process of its own (``Process``), with its output in
   files and a deadline on every wait;
 - ``net``: free ports, and whether one accepts connections;
+- ``load``: client threads that keep a server busy while a test changes it;
 - ``waiting``: waiting on a condition against a deadline (``wait_for``);
 - ``parsing`` and ``corpus``: the parser driven like the worker loop (``drive``), and the
   request-smuggling corpus.
