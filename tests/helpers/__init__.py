@@ -1,7 +1,8 @@
 """What the tests, the fuzz target and the benchmarks share; one module a job:
 
 - ``http``: requests as bytes, and reading responses off a socket (``ResponseReader``);
-- ``live``: an in-process ``Server`` and the ways to reach it (``Live``), test applications;
+- ``live``: an in-process ``Server`` and the ways to reach it (``Live``, ``exchange``);
+- ``apps``: applications the tests serve;
 - ``process``: a command run as a process of its own (``Process``), with its output in
   files and a deadline on every wait;
 - ``net``: free ports, and whether one accepts connections;
