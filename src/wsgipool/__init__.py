@@ -7,8 +7,7 @@ streams its response.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .compat import run_simple
 from .config import Config, ConfigError
 from .server import Server, serve

@@ -6,7 +6,7 @@ import time
 from email.utils import formatdate
 from http import HTTPStatus
 
-from .. import __version__
+from .._version import __version__
 
 SERVER_HEADER = f"wsgipool/{__version__}"
 SERVER_LINE = f"Server: {SERVER_HEADER}\r\n"
