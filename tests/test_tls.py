@@ -4,6 +4,7 @@ exactly which bytes go out in which send."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import http.client
 import json
@@ -490,7 +491,6 @@ def test_many_clients_one_after_another(
         ({"certfile": "SERVER", "cert_reqs": "optional"}, "cert_reqs: optional needs ca_certs"),
         ({"certfile": "SERVER", "cert_reqs": "maybe"}, "cert_reqs: must be one of"),
         ({"certfile": "SERVER", "ciphers": "NOPE"}, "ciphers: OpenSSL accepts none"),
-        ({"certfile": "CA"}, "no certificate and private key"),
         (
             {"certfile": "SERVER", "ca_certs": "/nonexistent", "cert_reqs": "optional"},
             "ca_certs: cannot load",
@@ -507,6 +507,18 @@ def test_config_errors(pki: dict[str, str], options: dict[str, Any], message: st
     }
     with pytest.raises(ConfigError, match=message):
         Config(**resolved)
+
+
+def test_configuration_does_not_import_tls() -> None:
+    """tls depends on config, never the other way round (a deferred import hid a cycle)."""
+    import wsgipool.config
+
+    tree = ast.parse(Path(wsgipool.config.__file__).read_text(encoding="utf-8"))
+    imported = {
+        (node.level, node.module) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+    }
+    assert (1, "tls") not in imported
+    assert (0, "wsgipool.tls") not in imported
 
 
 def test_a_client_context_is_refused(pki: dict[str, str]) -> None:
@@ -535,10 +547,14 @@ def test_encrypted_key(tmp_path: Path, pki: dict[str, str], serve: Callable[...,
         )
     )
     base = {"certfile": pki["server_cert"], "keyfile": str(encrypted)}
-    with pytest.raises(ConfigError, match="is encrypted: give its keyfile_password"):
-        Config(**base)
-    with pytest.raises(ConfigError, match="wrong keyfile_password"):
-        Config(**base, keyfile_password="wrong")
+    for password, message in (
+        ("", "is encrypted: give its keyfile_password"),
+        ("wrong", "wrong keyfile_password"),
+    ):
+        server = Server(tls_environ_app, bind=["127.0.0.1:0"], **base, keyfile_password=password)
+        with pytest.raises(ConfigError, match=message):
+            server.start()
+        assert server.sockets == []
     live = serve(tls_environ_app, **base, keyfile_password="s3cret")
     assert get_json(live, client_context(pki))["HTTPS"] == "on"
 
@@ -579,6 +595,74 @@ def test_print_config_hides_the_key_password(pki: dict[str, str]) -> None:
     assert result.returncode == 0, result.stderr
     assert "s3cret" not in result.stdout
     assert "keyfile_password = '(hidden)'" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"certfile": "CA"}, "certfile: cannot load .*no certificate and private key"),
+        ({"certfile": "SERVER_CERT", "keyfile": "CA_KEY"}, "certfile: cannot load .*mismatch"),
+        (
+            {"certfile": "SERVER", "ca_certs": "SERVER_KEY", "cert_reqs": "optional"},
+            "ca_certs: cannot load",
+        ),
+    ],
+)
+def test_files_that_cannot_be_used_are_refused_at_start(
+    pki: dict[str, str], options: dict[str, Any], message: str
+) -> None:
+    """What a file holds shows when the server reads it, at start: before it binds."""
+    names = {"SERVER": "server", "SERVER_CERT": "server_cert", "CA": "ca"}
+    names.update({"CA_KEY": "ca_key", "SERVER_KEY": "server_key"})
+    resolved = {
+        key: pki[names[value]] if value in names else value for key, value in options.items()
+    }
+    server = Server(tls_environ_app, bind=["127.0.0.1:0"], **resolved)
+    with pytest.raises(ConfigError, match=message):
+        server.start()
+    assert server.sockets == []
+
+
+def test_certificate_files_are_read_once_per_start(
+    pki: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Configuring reads no file; the server reads the certificate once, as it starts."""
+    loads = []
+    load_cert_chain = ssl.SSLContext.load_cert_chain
+
+    def counting(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loads.append(args[0])
+        load_cert_chain(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_cert_chain", counting)
+    server = Server(tls_environ_app, bind=["127.0.0.1:0"], certfile=pki["server"])
+    assert loads == []
+    with server:
+        assert loads == [pki["server"]]
+        assert get_json(Live(server), client_context(pki))["HTTPS"] == "on"
+    assert loads == [pki["server"]]
+
+
+def test_cli_reports_an_unusable_certificate_before_serving(
+    pki: dict[str, str], tmp_path: Path
+) -> None:
+    """A certificate read at start (not when configured) still gets one line and status 2,
+    from one server process and from the worker supervisor."""
+    command = [sys.executable, "-m", "wsgipool", "--chdir", str(Path(__file__).parent / "apps")]
+    for processes in ([], ["--workers", "2"]):
+        bad = subprocess.run(
+            [*command, *processes, "--bind", "127.0.0.1:0", "--certfile", pki["ca"], "goodapp:app"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert bad.returncode == 2, bad.stderr
+        lines = [line for line in bad.stderr.splitlines() if "error" in line.lower()]
+        assert lines == [
+            f"wsgipool: error: --certfile: cannot load {pki['ca']}: no certificate and "
+            "private key in PEM form (a separate key goes in keyfile)"
+        ], bad.stderr
+        assert "Traceback" not in bad.stderr
 
 
 def test_server_refuses_to_start_without_binding_on_a_bad_context_file(

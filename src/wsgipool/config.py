@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,7 +152,10 @@ class BindAddress:
 
 @dataclass(frozen=True)
 class Config:
-    """Every server option, with its default. Construct with keywords; values are checked."""
+    """Every server option, with its default. Construct with keywords; values are checked.
+
+    Checked without reading files: TLS files must exist here, and what they hold is
+    checked when the server starts (``tls.build_context``)."""
 
     bind: tuple[str, ...] = ("127.0.0.1:8000",)
     threads: int = 16
@@ -334,13 +338,12 @@ class Config:
                 f"cert_reqs: {self.cert_reqs} needs ca_certs (the CAs that sign client "
                 "certificates)"
             )
-        # Load the files now, so a bad path or password is reported before anything starts.
-        from .tls import TLSConfigError, build_context
-
-        try:
-            build_context(self)
-        except TLSConfigError as exc:
-            raise ConfigError(str(exc)) from None
+        for name in ("certfile", "keyfile", "ca_certs"):
+            require_file(name, getattr(self, name))
+        if self.ciphers:
+            _check_ciphers(self.ciphers)
+        # What the files hold (a key that fits, its password) shows only once they are
+        # read: by tls.build_context, once per start, before anything listens.
 
     @classmethod
     def from_options(cls, **options: Any) -> Config:
@@ -350,6 +353,22 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
         return cls(**options)
+
+
+def require_file(name: str, path: str) -> None:
+    """Refuse a file option whose file is not there (``tls.build_context`` asks again as it
+    reads them: a file can go in between)."""
+    if path and not os.path.exists(path):
+        raise ConfigError(f"{name}: cannot load {path}: No such file or directory")
+
+
+def _check_ciphers(ciphers: str) -> None:
+    import ssl  # Only with TLS: ssl costs an import.
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(ciphers)
+    except ssl.SSLError:
+        raise ConfigError(f"ciphers: OpenSSL accepts none of {ciphers!r}") from None
 
 
 def _require_seconds(name: str, value: object, zero_means: str = "") -> None:

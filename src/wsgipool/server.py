@@ -281,12 +281,9 @@ def make_tls_context(config: Config) -> ssl.SSLContext | None:
         return config.ssl_context  # type: ignore[no-any-return]
     if not config.certfile:
         return None
-    from .tls import TLSConfigError, build_context
+    from .tls import build_context  # Only with TLS: ssl costs an import.
 
-    try:
-        return build_context(config)
-    except TLSConfigError as exc:
-        raise ConfigError(str(exc)) from None
+    return build_context(config)
 
 
 def serve(app: WSGIApp, **options: Any) -> None:

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
+from .config import Config, ConfigError, require_file
 from .connection import (
     DEFAULT_TRANSFER,
     RECV_SIZE,
@@ -35,7 +35,6 @@ from .http.response import error_response
 if TYPE_CHECKING:
     import socket
 
-    from .config import Config
     from .http.parser import Limits
 
 CERT_REQS = {
@@ -53,30 +52,28 @@ PLAIN_HTTP_REFUSED = error_response(400, "plain HTTP sent to an HTTPS port: use 
 WRITE_BLOCK = 256 * 1024
 
 
-class TLSConfigError(ValueError):
-    """A certificate, key or CA file cannot be used; the message says which and why."""
-
-
 def build_context(config: Config) -> ssl.SSLContext:
     """The server context for ``config``: TLS 1.2 or later, ALPN ``http/1.1``.
 
-    Raises ``TLSConfigError`` naming the option whose file is missing or unusable.
+    This is where the certificate, key and CA files are read: once per start, before
+    anything listens (``Server.start``; the worker supervisor before it forks, and again on
+    SIGHUP). Raises ``ConfigError`` naming the option whose file is missing or unusable.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     # No client-initiated renegotiation (a cheap way to make a server do expensive work),
     # and the server's cipher order wins.
     context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    for option, path in (("certfile", config.certfile), ("keyfile", config.keyfile)):
-        if path and not os.path.exists(path):
-            raise TLSConfigError(f"{option}: cannot load {path}: No such file or directory")
+    # Asked again here (Config did): a file can go between configuration and start.
+    require_file("certfile", config.certfile)
+    require_file("keyfile", config.keyfile)
     asked = []
 
     def password() -> str:
         # Never OpenSSL's prompt on the terminal: a server has no one to answer it.
         asked.append(True)
         if not config.keyfile_password:
-            raise TLSConfigError(
+            raise ConfigError(
                 f"keyfile: {config.keyfile or config.certfile} is encrypted: "
                 "give its keyfile_password"
             )
@@ -86,7 +83,7 @@ def build_context(config: Config) -> ssl.SSLContext:
         context.load_cert_chain(config.certfile, config.keyfile or None, password=password)
     except (OSError, ssl.SSLError) as exc:
         reason = "wrong keyfile_password?" if asked else _reason(exc)
-        raise TLSConfigError(
+        raise ConfigError(
             f"certfile: cannot load {config.certfile}"
             + (f" with {config.keyfile}" if config.keyfile else "")
             + f": {reason}"
@@ -95,15 +92,10 @@ def build_context(config: Config) -> ssl.SSLContext:
         try:
             context.load_verify_locations(cafile=config.ca_certs)
         except (OSError, ssl.SSLError) as exc:
-            raise TLSConfigError(
-                f"ca_certs: cannot load {config.ca_certs}: {_reason(exc)}"
-            ) from None
+            raise ConfigError(f"ca_certs: cannot load {config.ca_certs}: {_reason(exc)}") from None
     context.verify_mode = CERT_REQS[config.cert_reqs]
     if config.ciphers:
-        try:
-            context.set_ciphers(config.ciphers)
-        except ssl.SSLError:
-            raise TLSConfigError(f"ciphers: OpenSSL accepts none of {config.ciphers!r}") from None
+        context.set_ciphers(config.ciphers)  # Config made sure OpenSSL takes them.
     context.set_alpn_protocols(["http/1.1"])
     context.sni_callback = _remember_server_name
     return context

@@ -138,11 +138,12 @@ class WorkerProcessSupervisor:
         config = self._config
         restore: Callable[[], None] = lambda: None  # noqa: E731
         try:
+            # Made before binding (a certificate that cannot be loaded leaves nothing
+            # listening) and forking (every worker process holds the same session ticket keys).
+            self._tls_context = make_tls_context(config)
             # "systemd": the sockets systemd passed this process (LISTEN_PID is ours), taken
             # here and LISTEN_FDS unset, so the worker processes inherit them as the others.
             self._sockets, self._unix_paths = bind_all(config)
-            # Made before forking: every worker process holds the same session ticket keys.
-            self._tls_context = make_tls_context(config)
             if config.preload:
                 self._app = self._load()
                 log.info("supervisor: preloaded %s", self._app_name)
