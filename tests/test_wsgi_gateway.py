@@ -25,7 +25,8 @@ from tests.helpers.apps import validated
 from tests.helpers.http import ResponseReader, build_request, chunked, pending
 from tests.helpers.live import exchange
 from tests.helpers.waiting import wait_for
-from wsgipool.wsgi import is_loopback_peer
+from wsgipool.connection import Connection, is_loopback_peer
+from wsgipool.http import Limits
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -1301,6 +1302,29 @@ def test_only_tcp_peers_on_this_host_count_as_loopback():
             accepted6, _ = listener6.accept()
             with accepted6:
                 assert is_loopback_peer(accepted6)
+
+
+@SENDFILE_MODES
+def test_connection_sendfile_sends_the_file_in_every_mode(data_file, sendfile):
+    """Every file goes out through Connection.sendfile (never the socket itself): from its
+    offset, saying how many bytes went, fewer when the file holds less than asked."""
+    path, data = data_file
+    ours, theirs = socket.socketpair()
+    received = bytearray()
+
+    def read() -> None:
+        while piece := theirs.recv(65536):
+            received.extend(piece)
+
+    reader = threading.Thread(target=read)
+    with ours, theirs, open(path, "rb") as file:
+        reader.start()
+        conn = Connection(ours, None, None, Limits())
+        sent = conn.sendfile(file.fileno(), 1000, len(data), sendfile)
+        ours.shutdown(socket.SHUT_WR)
+        reader.join(timeout=60)
+    assert sent == len(data) - 1000
+    assert received == data[1000:]
 
 
 def test_file_wrapper_over_a_unix_socket(serve, data_file, tmp_path):

@@ -183,7 +183,8 @@ class Config:
     access_log: str = ""
     access_log_format: str = COMBINED
     poller: str = "auto"
-    # wsgi.file_wrapper: "auto" is sendfile() except to a TCP peer on this host (see wsgi.py).
+    # wsgi.file_wrapper: "auto" is sendfile() except to a TCP peer on this host
+    # (see Connection.sendfile).
     sendfile: str = "auto"
     # Worker processes (the command line's supervisor; see docs/processes.md).
     workers: int = 1
