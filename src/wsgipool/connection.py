@@ -119,9 +119,8 @@ class Connection:
         "buffer",
         "closed",
         "deadline",
-        "environ_base",
         "fd",
-        "forwarded_trusted",
+        "gateway_state",
         "handshake_pending",
         "head_started",
         "idle_since",
@@ -167,10 +166,9 @@ class Connection:
         # Requests parsed so far: until the first, the header timeout bounds idleness.
         self.requests = 0
         self.closed = False
-        # The per-connection part of the WSGI environ, built on the first request.
-        self.environ_base: dict[str, Any] | None = None
-        # Whether the peer may set forwarded headers (decided with environ_base).
-        self.forwarded_trusted = False
+        # What the gateway (wsgi.py) keeps from one request to the next: it alone reads
+        # and writes this.
+        self.gateway_state: Any = None
         # --proxy-protocol: a PROXY header must come before the first request.
         self.proxy_header_expected = False
         # TLS: the handshake must complete before the first request.

@@ -138,9 +138,8 @@ class ConnectionHandler:
         del buffer[: header.consumed]
         conn.proxy_header_expected = False
         if header.source is not None:
-            # The environ base is built from conn.peer on the first request, after this.
+            # The gateway reads conn.peer on the first request, after this.
             conn.peer = header.source
-            conn.environ_base = None
         return True
 
     def _handshake(self, conn: Connection) -> bool:

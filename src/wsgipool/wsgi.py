@@ -33,7 +33,7 @@ from .http.response import (
     http_date,
     status_line,
 )
-from .proxy import apply_forwarded
+from .proxy import TrustedPeers, apply_forwarded
 from .taskqueue import Load, Sample
 
 log = logging.getLogger("wsgipool.error")
@@ -122,6 +122,11 @@ def cgi_name(field_name: str) -> str:
     if name is None:
         name = "HTTP_" + field_name.upper().replace("-", "_")
     return name
+
+
+# Per connection (``Connection.gateway_state``): the environ keys of the connection, and
+# the forwarded headers' trust when its peer has it (None: they are never read).
+_ConnectionState = tuple[dict[str, Any], TrustedPeers | None]
 
 
 class Outcome(enum.Enum):
@@ -775,7 +780,9 @@ class Gateway:
         trust = config.forwarded_trust
         self._forwarded_trust = None if trust.empty else trust
 
-    def _connection_environ(self, conn: Connection) -> dict[str, Any]:
+    def _connection_state(self, conn: Connection) -> _ConnectionState:
+        """What the gateway keeps per connection, made on its first request (after any
+        PROXY header has named the peer) and kept in ``conn.gateway_state``."""
         environ = dict(self._static_environ)
         # The listening socket's address, as gunicorn and werkzeug report it (0.0.0.0 for
         # a wildcard bind); HTTP_HOST says what the client asked for.
@@ -798,14 +805,13 @@ class Gateway:
         if tls is not None:
             environ.update(tls)
         # Once per connection: only a trusted peer's forwarded headers are ever read.
-        conn.forwarded_trusted = self._forwarded_trust is not None and (
-            self._forwarded_trust.trusts_peer(peer)
-        )
-        conn.environ_base = environ
-        return environ
+        trust = self._forwarded_trust
+        state = (environ, trust if trust is not None and trust.trusts_peer(peer) else None)
+        conn.gateway_state = state
+        return state
 
     def make_environ(self, conn: Connection, request: Request) -> dict[str, Any]:
-        base = conn.environ_base or self._connection_environ(conn)
+        base, forwarded_trust = conn.gateway_state or self._connection_state(conn)
         environ = dict(base)
         path = request.path
         if "%" in path:
@@ -838,8 +844,8 @@ class Gateway:
             environ.pop("CONTENT_LENGTH", None)
         elif request.content_length is not None:
             environ["CONTENT_LENGTH"] = str(request.content_length)
-        if conn.forwarded_trusted:
-            apply_forwarded(environ, self.config.forwarded_trust)
+        if forwarded_trust is not None:
+            apply_forwarded(environ, forwarded_trust)
         return environ
 
     def handle(
