@@ -1,4 +1,5 @@
-"""Table-driven unit tests for the sans-IO HTTP/1.1 core (``wsgipool.http``).
+"""Table-driven unit tests for the request side of the sans-IO HTTP/1.1 core
+(``wsgipool.http``; the response side is in ``test_response_protocol.py``).
 
 Every expectation is taken from RFC 9110 / RFC 9112 (section numbers in the ids or comments),
 not from what the code happens to do. ``drive()`` (tests/helpers/parsing.py) plays the part
@@ -7,10 +8,6 @@ does for the property and corpus tests and the fuzz target.
 """
 
 from __future__ import annotations
-
-import email.utils
-import re
-import time
 
 import pytest
 
@@ -25,13 +22,8 @@ from wsgipool.http import (
     parse_head,
 )
 from wsgipool.http.response import (
-    CONTINUE_100,
     LAST_CHUNK,
     chunk,
-    error_response,
-    has_no_body,
-    http_date,
-    status_line,
 )
 
 HOST = b"Host: example.com"
@@ -1291,144 +1283,3 @@ def test_error_produces_no_request():
     outcome = drive([b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"])
     assert outcome.requests == []
     assert outcome.status == 400
-
-
-# --------------------------------------------------------------------------------------------
-# response.py
-# --------------------------------------------------------------------------------------------
-
-IMF_FIXDATE = re.compile(
-    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
-    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} "
-    r"[0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
-)
-
-
-@pytest.mark.parametrize(
-    ("data", "expected"),
-    [
-        pytest.param(b"hello", b"5\r\nhello\r\n", id="five"),
-        pytest.param(b"x" * 255, b"ff\r\n" + b"x" * 255 + b"\r\n", id="lowercase-hex"),
-        pytest.param(b"x" * 4096, b"1000\r\n" + b"x" * 4096 + b"\r\n", id="4096"),
-        pytest.param(b"\r\n", b"2\r\n\r\n\r\n", id="crlf-data"),
-    ],
-)
-def test_chunk(data, expected):
-    assert chunk(data) == expected
-
-
-def test_chunk_of_nothing_is_not_the_last_chunk():
-    # RFC 9112 7.1: a zero-size chunk IS the last-chunk; "one chunk of b''" must serialise to
-    # nothing, or a write of b"" would end the body early and the rest would be read as the
-    # next response.
-    assert chunk(b"") == b""
-
-
-def test_chunk_round_trips_through_decoder():
-    parts = [b"a", b"bc" * 100, b"\r\n0\r\n\r\n", bytes(range(256))]
-    buf = bytearray(b"".join(chunk(p) for p in parts) + LAST_CHUNK + b"NEXT")
-    assert decode(ChunkedBody(LIMITS), buf) == b"".join(parts)
-    assert buf == b"NEXT"
-
-
-def test_constants():
-    assert LAST_CHUNK == b"0\r\n\r\n"
-    assert CONTINUE_100 == b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-def split_response(raw: bytes) -> tuple[bytes, dict[str, str], bytes]:
-    head_bytes, sep, body = raw.partition(b"\r\n\r\n")
-    assert sep
-    status, *lines = head_bytes.decode("latin-1").split("\r\n")
-    fields: dict[str, str] = {}
-    for line in lines:
-        name, colon, value = line.partition(": ")
-        assert colon, line
-        assert name.lower() not in fields, f"duplicate {name}"
-        fields[name.lower()] = value
-    return status.encode("latin-1"), fields, body
-
-
-@pytest.mark.parametrize("status", [400, 408, 414, 417, 431, 501, 503, 505])
-def test_error_response(status):
-    raw = error_response(status, "some detail")
-    status_bytes, fields, body = split_response(raw)
-    # Reason phrases are informative only (RFC 9112 4); Python's table may use older names.
-    assert status_bytes.decode().startswith(f"HTTP/1.1 {status} ")
-    assert status_bytes.decode() == f"HTTP/1.1 {status_line(status)}"
-    assert fields["connection"] == "close"
-    assert int(fields["content-length"]) == len(body)
-    assert IMF_FIXDATE.fullmatch(fields["date"])
-    assert fields["server"].startswith("wsgipool/")
-    assert b"some detail" in body
-
-
-def test_error_response_without_detail_and_extra_headers():
-    raw = error_response(503, extra_headers="Retry-After: 1\r\n")
-    _, fields, body = split_response(raw)
-    assert fields["retry-after"] == "1"
-    assert fields["connection"] == "close"
-    assert int(fields["content-length"]) == len(body)
-    assert body
-
-
-def test_error_response_body_matches_declared_charset():
-    raw = error_response(400, "caf\u00e9 \u2603")
-    _, fields, body = split_response(raw)
-    assert "charset=utf-8" in fields["content-type"]
-    assert int(fields["content-length"]) == len(body)
-    assert "caf\u00e9" in body.decode("utf-8")
-
-
-def test_error_response_is_parseable_by_http_client():
-    import http.client
-    import io
-
-    class FakeSocket:
-        def __init__(self, data: bytes) -> None:
-            self._file = io.BytesIO(data)
-
-        def makefile(self, *args, **kwargs):
-            return self._file
-
-    response = http.client.HTTPResponse(FakeSocket(error_response(431, "too big")))  # type: ignore[arg-type]
-    response.begin()
-    assert response.status == 431
-    assert response.will_close
-    assert b"too big" in response.read()
-
-
-def test_http_date_is_imf_fixdate_and_now():
-    value = http_date()
-    assert IMF_FIXDATE.fullmatch(value), value
-    parsed = email.utils.parsedate_to_datetime(value).timestamp()
-    assert abs(parsed - time.time()) < 5
-    assert http_date() in (value, http_date())
-
-
-@pytest.mark.parametrize(
-    ("status", "expected"),
-    [
-        (100, True),
-        (101, True),
-        (103, True),
-        (199, True),
-        (200, False),
-        (201, False),
-        (204, True),
-        (205, False),
-        (206, False),
-        (301, False),
-        (304, True),
-        (404, False),
-        (500, False),
-    ],
-    ids=lambda v: str(v),
-)
-def test_has_no_body(status, expected):
-    assert has_no_body(status) is expected
-
-
-def test_status_line():
-    assert status_line(404) == "404 Not Found"
-    assert status_line(599) == "599 Unknown"

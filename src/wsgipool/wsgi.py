@@ -6,7 +6,6 @@ import contextlib
 import enum
 import logging
 import os
-import re
 import stat
 import sys
 import threading
@@ -20,17 +19,19 @@ from urllib.parse import unquote_to_bytes
 from .accesslog import AccessLog, Atoms
 from .config import Config
 from .connection import RECV_SIZE, ClientDisconnected, Connection
-from .http import _abnf
 from .http.errors import ProtocolError
 from .http.parser import ChunkedBody, FixedLengthBody, Request
 from .http.response import (
+    CHUNK_END,
     CONTINUE_100,
     LAST_CHUNK,
     SERVER_HEADER,
-    SERVER_LINE,
+    Framing,
+    ResponseFields,
+    check_response,
+    chunk_head,
     error_response,
-    has_no_body,
-    http_date,
+    response_head,
     status_line,
 )
 from .proxy import TrustedPeers, apply_forwarded
@@ -58,22 +59,6 @@ DRAIN_LIMIT = 256 * 1024
 # is pulled from the app (and dropped) looking for its end.
 DISCARD_LIMIT = 1024 * 1024
 DISCARD_TIME = 1.0
-
-# RFC 9110 7.6.1: hop-by-hop fields belong to the connection, which the server manages.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-# status = 3DIGIT SP reason-phrase (RFC 9112 4); 1xx are interim and not the app's to send.
-STATUS = re.compile(r"([2-5][0-9][0-9]) [\t\x20-\x7e\x80-\xff]*")
-INTERIM_STATUS = re.compile(r"1[0-9][0-9]( .*)?", re.DOTALL)
 
 # CGI names for the fields nearly every request carries, so the common case skips the
 # upper()/replace() work. Read-only: never written after import.
@@ -401,41 +386,6 @@ class FileWrapper:
             close()
 
 
-# What Response._check needs to know of a response header name.
-_OTHER_FIELD, _CONTENT_LENGTH_FIELD, _DATE_FIELD, _SERVER_FIELD = (
-    "other",
-    "length",
-    "date",
-    "server",
-)
-_SPECIAL_FIELDS = {
-    "content-length": _CONTENT_LENGTH_FIELD,
-    "date": _DATE_FIELD,
-    "server": _SERVER_FIELD,
-}
-# Valid response header names seen so far, as the app spelled them, with their kind: apps
-# send the same few names on every response, and a dictionary lookup is cheaper than a
-# regular expression, a lower() and four comparisons (1.1 to 0.6 us for two headers).
-# Cleared when full, so names made up per request cannot grow it for ever. Each access is
-# one dict operation, atomic with or without the GIL, so the threads share it freely.
-_KNOWN_NAMES: dict[str, str] = {}
-_KNOWN_NAMES_LIMIT = 1024
-
-
-def _learn_name(name: str) -> str:
-    """Validate a response header name not seen before; remember and return its kind."""
-    if _abnf.FIELD_NAME.fullmatch(name) is None:
-        raise ValueError(f"invalid response header name {name!r}")
-    lowered = name.lower()
-    if lowered in HOP_BY_HOP:
-        raise ValueError(f"hop-by-hop header {name!r} is the server's to set, not the app's")
-    kind = _SPECIAL_FIELDS.get(lowered, _OTHER_FIELD)
-    if len(_KNOWN_NAMES) >= _KNOWN_NAMES_LIMIT:
-        _KNOWN_NAMES.clear()
-    _KNOWN_NAMES[name] = kind
-    return kind
-
-
 def _sendfile_source(result: object) -> tuple[Any, int, int] | None:
     """(file, position, bytes left) when ``result`` wraps a regular file ``sendfile`` can send."""
     if type(result) is not FileWrapper or not hasattr(os, "sendfile"):
@@ -452,7 +402,8 @@ def _sendfile_source(result: object) -> tuple[Any, int, int] | None:
 
 
 class Response:
-    """``start_response``, ``write`` and the framing of one response on the wire.
+    """``start_response`` and ``write`` for one response, sent in the framing
+    ``http.response`` decides (``response_head``).
 
     Its life: started (``start_response``), head sent (by the first ``write`` or the end
     of the body), finished (``finish``: the body delimited), ended (``end``: the gateway
@@ -465,9 +416,8 @@ class Response:
         "_conn",
         "_content_length",
         "_ended",
+        "_fields",
         "_framing",
-        "_has_date",
-        "_has_server",
         "_head_only",
         "_request",
         "_sent",
@@ -480,9 +430,6 @@ class Response:
         "status",
     )
 
-    # How the body is delimited on the wire.
-    LENGTH, CHUNKED, CLOSE, NONE = range(4)
-
     def __init__(
         self, conn: Connection, request: Request, body: RequestBody, draining: threading.Event
     ):
@@ -490,9 +437,11 @@ class Response:
         self._request = request
         self._body = body
         self._head_only = request.method == "HEAD"
+        # What check_response said of the app's headers; then, once the head is out, the
+        # Content-Length the body is held to and how the body is delimited.
+        self._fields: ResponseFields = (None, False, False)
         self._content_length: int | None = None
-        self._has_date = self._has_server = False
-        self._framing = self.NONE
+        self._framing = Framing.NONE
         self._sent = 0
         self._truncated = False
         self._ended = False
@@ -517,49 +466,10 @@ class Response:
         elif self.status is not None:
             raise AssertionError("start_response() called again without exc_info")
         # Checked now, so a bad header raises where the application made it.
-        self._content_length, self._has_date, self._has_server = self._check(status, headers)
+        self._fields = check_response(status, headers)
         self.status = status
         self.headers = headers
         return self.write
-
-    @staticmethod
-    def _check(status: str, headers: list[tuple[str, str]]) -> tuple[int | None, bool, bool]:
-        """Validate status and headers; return (Content-Length, has Date, has Server)."""
-        if type(status) is not str or STATUS.fullmatch(status) is None:
-            if isinstance(status, str) and INTERIM_STATUS.fullmatch(status):
-                raise ValueError(
-                    f"invalid status {status!r}: a 1xx status is interim, never a final "
-                    "one (the server sends 100 Continue itself when wsgi.input is read)"
-                )
-            raise ValueError(f"invalid status {status!r}: expected '200 OK' (3 digits, a reason)")
-        if not isinstance(headers, list):
-            raise TypeError(f"response headers must be a list, not {type(headers).__name__}")
-        field_value = _abnf.FIELD_VALUE.fullmatch
-        known_names = _KNOWN_NAMES
-        content_length = None
-        has_date = has_server = False
-        for item in headers:
-            if type(item) is not tuple or len(item) != 2:
-                raise TypeError(f"response header {item!r} is not a (name, value) tuple")
-            name, value = item
-            if type(name) is not str:
-                raise ValueError(f"invalid response header name {name!r}")
-            kind = known_names.get(name)
-            if kind is None:
-                kind = _learn_name(name)
-            if type(value) is not str or field_value(value) is None:
-                raise ValueError(f"invalid response header value for {name}: {value!r}")
-            if kind == _OTHER_FIELD:
-                continue
-            if kind == _CONTENT_LENGTH_FIELD:
-                if content_length is not None or _abnf.CONTENT_LENGTH.fullmatch(value) is None:
-                    raise ValueError(f"invalid or repeated Content-Length {value!r}")
-                content_length = int(value)
-            elif kind == _DATE_FIELD:
-                has_date = True
-            else:
-                has_server = True
-        return content_length, has_date, has_server
 
     def write(self, data: bytes) -> None:
         """Send one piece of the body (the PEP 3333 ``write()`` callable, and the iterator's)."""
@@ -589,14 +499,14 @@ class Response:
         """Whether the client has the whole response, judged by its framing: a head with
         no body (HEAD, 204, 304), or every Content-Length byte."""
         return self.headers_sent and (
-            self._framing == self.NONE
-            or (self._framing == self.LENGTH and self._sent >= (self._content_length or 0))
+            self._framing == Framing.NONE
+            or (self._framing == Framing.LENGTH and self._sent >= (self._content_length or 0))
         )
 
     @property
     def close_delimited(self) -> bool:
         """Whether the body ends where the connection does (HTTP/1.0, no length)."""
-        return self._framing == self.CLOSE
+        return self._framing == Framing.CLOSE
 
     def finish(self) -> None:
         """End the response; ``keep_alive`` then says whether the connection can be reused.
@@ -604,9 +514,9 @@ class Response:
         if not self.headers_sent:
             self._send_head(b"", complete=True)
         self._ended = True
-        if self._framing == self.CHUNKED:
+        if self._framing == Framing.CHUNKED:
             self._conn.sendall(LAST_CHUNK)
-        elif self._framing == self.LENGTH and self._sent < (self._content_length or 0):
+        elif self._framing == Framing.LENGTH and self._sent < (self._content_length or 0):
             log.error(
                 "application sent %d of %d Content-Length bytes for %s %s; closing the connection",
                 self._sent,
@@ -634,77 +544,33 @@ class Response:
         self._conn.sendall(data)
 
     def _send_head(self, data: bytes, complete: bool) -> None:
-        if self.status is None:
-            raise AssertionError("the application sent body data before calling start_response()")
-        request = self._request
+        """Send the head, with ``data`` (the whole body when ``complete``) if any."""
         status = self.status
-        code = int(status[:3])
-        headers = self.headers
-        content_length = self._content_length
-        if content_length is not None and code == 204:
-            # RFC 9110 8.6: never a Content-Length on a 204 (or a 1xx).
-            log.debug("dropped the application's Content-Length from a %s response", status)
-            headers = [item for item in headers if item[0].lower() != "content-length"]
-            content_length = None
-        # RFC 9110 6.2: answer with the highest version we speak, 1.1, whatever the request's.
-        lines = [f"HTTP/1.1 {status}\r\n", *[f"{name}: {value}\r\n" for name, value in headers]]
-        if not self._has_date:
-            lines.append(f"Date: {http_date()}\r\n")
-        if not self._has_server:
-            lines.append(SERVER_LINE)
-
-        if has_no_body(code):
-            framing = self.NONE
-        elif content_length is not None:
-            framing = self.LENGTH
-        elif self._head_only:
-            # RFC 9110 8.6: a Content-Length on HEAD must be what GET would send, which is
-            # known only when the app gave the whole body (werkzeug answers every HEAD
-            # with an empty one, however long its GET): otherwise none.
-            if complete and data:
-                lines.append(f"Content-Length: {len(data)}\r\n")
-            framing = self.NONE
-        elif complete:
-            content_length = len(data)
-            lines.append(f"Content-Length: {content_length}\r\n")
-            framing = self.LENGTH
-        elif request.http11:
-            lines.append("Transfer-Encoding: chunked\r\n")
-            framing = self.CHUNKED
-        else:
-            framing = self.CLOSE
-        if self._head_only:
-            framing = self.NONE
-        keep_alive = (
-            self.keep_alive
-            and not self.draining.is_set()
-            and framing != self.CLOSE
-            and self._body.can_keep_alive()
+        if status is None:
+            raise AssertionError("the application sent body data before calling start_response()")
+        keep_alive = self.keep_alive and not self.draining.is_set() and self._body.can_keep_alive()
+        head, framing, self._content_length, self.keep_alive = response_head(
+            self._request,
+            status,
+            self.headers,
+            self._fields,
+            len(data) if complete else None,
+            keep_alive,
         )
-        if request.http11:
-            if not keep_alive:
-                lines.append("Connection: close\r\n")
-        elif keep_alive:
-            lines.append("Connection: keep-alive\r\n")
-        lines.append("\r\n")
-        head = "".join(lines).encode("latin-1")
-
-        self.keep_alive = keep_alive
         self._framing = framing
-        self._content_length = content_length
         self.headers_sent = True
         self.sent_status = status
         self._body.final_head_sent()
-        if data and framing != self.NONE:
+        if data and framing != Framing.NONE:
             self._send_body(data, head)
         else:
             self._conn.sendall(head)
 
     def _send_body(self, data: bytes, head: bytes = b"") -> None:
         framing = self._framing
-        if framing == self.NONE:
+        if framing == Framing.NONE:
             return
-        if framing == self.LENGTH:
+        if framing == Framing.LENGTH:
             allowed = (self._content_length or 0) - self._sent
             if len(data) > allowed:
                 if not self._truncated:
@@ -722,8 +588,8 @@ class Response:
                         self._conn.sendall(head)
                     return
             parts = [head, data]
-        elif framing == self.CHUNKED:
-            parts = [head, b"%x\r\n" % len(data), data, b"\r\n"]
+        elif framing == Framing.CHUNKED:
+            parts = [head, chunk_head(len(data)), data, CHUNK_END]
         else:
             parts = [head, data]
         self._conn.send_parts(parts)
@@ -736,12 +602,13 @@ class Response:
         anything else was sent (else the file is iterated like any body)."""
         if self.headers_sent:
             raise AssertionError("send_file() after the response head")
-        if self._content_length is None:
+        content_length, has_date, has_server = self._fields
+        if content_length is None:
             # The file size is known, so the response gets a length rather than chunks.
             self.headers = [*self.headers, ("Content-Length", str(available))]
-            self._content_length = available
+            self._fields = (available, has_date, has_server)
         self._send_head(b"", complete=False)
-        if self._framing != self.LENGTH:
+        if self._framing != Framing.LENGTH:
             return  # HEAD or a body-less status: nothing to send.
         remaining = min(available, (self._content_length or 0) - self._sent)
         # Fewer when the file is shorter than it was: finish() reports the shortfall.

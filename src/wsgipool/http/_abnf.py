@@ -94,6 +94,17 @@ request_line = r"(" + method + r") (" + VCHAR + r"+) " + HTTP_version
 # RFC 9112 5: field-line = field-name ":" OWS field-value OWS; field-name = token
 field_name = token
 
+# RFC 9112 4: status-line = HTTP-version SP status-code SP [ reason-phrase ]
+# status-code = 3DIGIT, from 100 to 599 (RFC 9110 15); its first digit is its class, and
+# 1xx (interim) comes before a final response, never as one.
+final_status_code = r"[2-5]" + DIGIT + DIGIT
+interim_status_code = r"1" + DIGIT + DIGIT
+# reason-phrase = 1*( HTAB / SP / VCHAR / obs-text )
+reason_phrase = r"[\t \x21-\x7e\x80-\xff]+"
+# A WSGI application's status is the status-line after "HTTP-version SP".
+final_status = final_status_code + SP + r"(?:" + reason_phrase + r")?"
+interim_status = interim_status_code + SP + r"(?:" + reason_phrase + r")?"
+
 # RFC 9112 7.1: chunk-size = 1*HEXDIG
 chunk_size = HEXDIG + r"+"
 # chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
@@ -137,7 +148,7 @@ absolute_form_tolerated = (
     + r")?"
 )
 
-# Compiled forms used by the parser.
+# Compiled forms used by the parser and the response checks.
 REQUEST_LINE = re.compile(request_line)
 ORIGIN_FORM = re.compile(origin_form_tolerated)
 ABSOLUTE_FORM = re.compile(absolute_form_tolerated)
@@ -150,6 +161,9 @@ FIELD_LINE = re.compile(r"(" + field_name + r"):(" + field_value + r")\r\n")
 # The field section: *( field-line CRLF )
 FIELD_SECTION = re.compile(r"(?:" + field_name + r":" + field_value + r"\r\n)*")
 TOKEN = re.compile(token)
+# A response's status, as the gateway's start_response takes it.
+FINAL_STATUS = re.compile(final_status)
+INTERIM_STATUS = re.compile(interim_status)
 # RFC 9110 8.6: Content-Length = 1*DIGIT (ASCII only: Python's int() would take "+1", " 1",
 # "1_0" and non-ASCII digits, each a smuggling vector).
 CONTENT_LENGTH = re.compile(DIGIT + r"+")
