@@ -19,11 +19,14 @@ import wsgipool.http
 from wsgipool.http import ChunkedBody, Limits, Request, parse_head
 from wsgipool.http.response import (
     CHUNK_END,
+    CHUNKED,
+    CLOSE_DELIMITED,
+    CONTENT_LENGTH,
     CONTINUE_100,
     HOP_BY_HOP,
     LAST_CHUNK,
+    NO_BODY,
     SERVER_LINE,
-    Framing,
     check_response,
     chunk,
     chunk_head,
@@ -258,7 +261,7 @@ def test_the_head_is_the_status_line_the_fields_and_an_empty_line():
         b"Server: test\r\n"
         b"\r\n"
     )
-    assert (framing, length, keep_alive) == (Framing.LENGTH, 5, True)
+    assert (framing, length, keep_alive) == (CONTENT_LENGTH, 5, True)
 
 
 def test_the_answer_is_http_1_1_whatever_the_request_version():
@@ -287,12 +290,12 @@ def test_date_and_server_are_added_unless_the_app_gave_them():
     ("method", "version", "status", "headers", "body_length", "expected"),
     [
         # RFC 9112 6.3: the app's Content-Length frames the body.
-        ("GET", "HTTP/1.1", "200 OK", [("Content-Length", "7")], None, (Framing.LENGTH, 7, [])),
-        ("GET", "HTTP/1.1", "200 OK", [("Content-Length", "7")], 3, (Framing.LENGTH, 7, [])),
+        ("GET", "HTTP/1.1", "200 OK", [("Content-Length", "7")], None, (CONTENT_LENGTH, 7, [])),
+        ("GET", "HTTP/1.1", "200 OK", [("Content-Length", "7")], 3, (CONTENT_LENGTH, 7, [])),
         # The whole body known before the head: a Content-Length of its size.
-        ("GET", "HTTP/1.1", "200 OK", [], 5, (Framing.LENGTH, 5, ["Content-Length: 5"])),
-        ("GET", "HTTP/1.1", "200 OK", [], 0, (Framing.LENGTH, 0, ["Content-Length: 0"])),
-        ("GET", "HTTP/1.0", "200 OK", [], 5, (Framing.LENGTH, 5, ["Content-Length: 5"])),
+        ("GET", "HTTP/1.1", "200 OK", [], 5, (CONTENT_LENGTH, 5, ["Content-Length: 5"])),
+        ("GET", "HTTP/1.1", "200 OK", [], 0, (CONTENT_LENGTH, 0, ["Content-Length: 0"])),
+        ("GET", "HTTP/1.0", "200 OK", [], 5, (CONTENT_LENGTH, 5, ["Content-Length: 5"])),
         # A streamed body: chunked for HTTP/1.1 (RFC 9112 7.1), the close for HTTP/1.0.
         (
             "GET",
@@ -300,7 +303,7 @@ def test_date_and_server_are_added_unless_the_app_gave_them():
             "200 OK",
             [],
             None,
-            (Framing.CHUNKED, None, ["Transfer-Encoding: chunked"]),
+            (CHUNKED, None, ["Transfer-Encoding: chunked"]),
         ),
         (
             "POST",
@@ -308,15 +311,15 @@ def test_date_and_server_are_added_unless_the_app_gave_them():
             "201 Created",
             [],
             None,
-            (Framing.CHUNKED, None, ["Transfer-Encoding: chunked"]),
+            (CHUNKED, None, ["Transfer-Encoding: chunked"]),
         ),
-        ("GET", "HTTP/1.0", "200 OK", [], None, (Framing.CLOSE, None, [])),
+        ("GET", "HTTP/1.0", "200 OK", [], None, (CLOSE_DELIMITED, None, [])),
         # RFC 9110 9.3.2: HEAD, no body; a Content-Length only when it is what GET sends.
-        ("HEAD", "HTTP/1.1", "200 OK", [("Content-Length", "7")], None, (Framing.NONE, 7, [])),
-        ("HEAD", "HTTP/1.1", "200 OK", [], 5, (Framing.NONE, None, ["Content-Length: 5"])),
-        ("HEAD", "HTTP/1.1", "200 OK", [], 0, (Framing.NONE, None, [])),
-        ("HEAD", "HTTP/1.1", "200 OK", [], None, (Framing.NONE, None, [])),
-        ("HEAD", "HTTP/1.0", "200 OK", [], None, (Framing.NONE, None, [])),
+        ("HEAD", "HTTP/1.1", "200 OK", [("Content-Length", "7")], None, (NO_BODY, 7, [])),
+        ("HEAD", "HTTP/1.1", "200 OK", [], 5, (NO_BODY, None, ["Content-Length: 5"])),
+        ("HEAD", "HTTP/1.1", "200 OK", [], 0, (NO_BODY, None, [])),
+        ("HEAD", "HTTP/1.1", "200 OK", [], None, (NO_BODY, None, [])),
+        ("HEAD", "HTTP/1.0", "200 OK", [], None, (NO_BODY, None, [])),
         # RFC 9110 6.4.1: 204 and 304 never have content; 204 never a Content-Length (8.6).
         (
             "GET",
@@ -324,20 +327,20 @@ def test_date_and_server_are_added_unless_the_app_gave_them():
             "204 No Content",
             [("Content-Length", "0")],
             None,
-            (Framing.NONE, None, []),
+            (NO_BODY, None, []),
         ),
-        ("GET", "HTTP/1.1", "204 No Content", [], 0, (Framing.NONE, None, [])),
-        ("GET", "HTTP/1.1", "204 No Content", [], None, (Framing.NONE, None, [])),
+        ("GET", "HTTP/1.1", "204 No Content", [], 0, (NO_BODY, None, [])),
+        ("GET", "HTTP/1.1", "204 No Content", [], None, (NO_BODY, None, [])),
         (
             "GET",
             "HTTP/1.1",
             "304 Not Modified",
             [("Content-Length", "9")],
             None,
-            (Framing.NONE, 9, []),
+            (NO_BODY, 9, []),
         ),
-        ("GET", "HTTP/1.1", "304 Not Modified", [], None, (Framing.NONE, None, [])),
-        ("GET", "HTTP/1.0", "304 Not Modified", [], None, (Framing.NONE, None, [])),
+        ("GET", "HTTP/1.1", "304 Not Modified", [], None, (NO_BODY, None, [])),
+        ("GET", "HTTP/1.0", "304 Not Modified", [], None, (NO_BODY, None, [])),
     ],
     ids=lambda value: repr(value) if isinstance(value, (list, int, type(None))) else str(value),
 )
@@ -363,7 +366,7 @@ def test_no_content_length_on_a_204_even_in_a_head():
     )
     assert "X-Kept: yes" in fields_of(head)
     assert not any(field.lower().startswith("content-length") for field in fields_of(head))
-    assert (framing, length) == (Framing.NONE, None)
+    assert (framing, length) == (NO_BODY, None)
 
 
 @pytest.mark.parametrize(
@@ -395,7 +398,7 @@ def test_keep_alive_and_the_connection_field(
 def test_a_head_response_keeps_the_connection_whatever_would_follow_for_get():
     for version in ("HTTP/1.1", "HTTP/1.0"):
         _, framing, _, kept = head_for(request("HEAD", version), keep_alive=True)
-        assert framing == Framing.NONE
+        assert framing == NO_BODY
         assert kept
 
 

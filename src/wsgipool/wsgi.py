@@ -23,10 +23,13 @@ from .http.errors import ProtocolError
 from .http.parser import ChunkedBody, FixedLengthBody, Request
 from .http.response import (
     CHUNK_END,
+    CHUNKED,
+    CLOSE_DELIMITED,
+    CONTENT_LENGTH,
     CONTINUE_100,
     LAST_CHUNK,
+    NO_BODY,
     SERVER_HEADER,
-    Framing,
     ResponseFields,
     check_response,
     chunk_head,
@@ -441,7 +444,7 @@ class Response:
         # Content-Length the body is held to and how the body is delimited.
         self._fields: ResponseFields = (None, False, False)
         self._content_length: int | None = None
-        self._framing = Framing.NONE
+        self._framing = NO_BODY
         self._sent = 0
         self._truncated = False
         self._ended = False
@@ -499,14 +502,14 @@ class Response:
         """Whether the client has the whole response, judged by its framing: a head with
         no body (HEAD, 204, 304), or every Content-Length byte."""
         return self.headers_sent and (
-            self._framing == Framing.NONE
-            or (self._framing == Framing.LENGTH and self._sent >= (self._content_length or 0))
+            self._framing == NO_BODY
+            or (self._framing == CONTENT_LENGTH and self._sent >= (self._content_length or 0))
         )
 
     @property
     def close_delimited(self) -> bool:
         """Whether the body ends where the connection does (HTTP/1.0, no length)."""
-        return self._framing == Framing.CLOSE
+        return self._framing == CLOSE_DELIMITED
 
     def finish(self) -> None:
         """End the response; ``keep_alive`` then says whether the connection can be reused.
@@ -514,9 +517,9 @@ class Response:
         if not self.headers_sent:
             self._send_head(b"", complete=True)
         self._ended = True
-        if self._framing == Framing.CHUNKED:
+        if self._framing == CHUNKED:
             self._conn.sendall(LAST_CHUNK)
-        elif self._framing == Framing.LENGTH and self._sent < (self._content_length or 0):
+        elif self._framing == CONTENT_LENGTH and self._sent < (self._content_length or 0):
             log.error(
                 "application sent %d of %d Content-Length bytes for %s %s; closing the connection",
                 self._sent,
@@ -561,16 +564,16 @@ class Response:
         self.headers_sent = True
         self.sent_status = status
         self._body.final_head_sent()
-        if data and framing != Framing.NONE:
+        if data and framing != NO_BODY:
             self._send_body(data, head)
         else:
             self._conn.sendall(head)
 
     def _send_body(self, data: bytes, head: bytes = b"") -> None:
         framing = self._framing
-        if framing == Framing.NONE:
+        if framing == NO_BODY:
             return
-        if framing == Framing.LENGTH:
+        if framing == CONTENT_LENGTH:
             allowed = (self._content_length or 0) - self._sent
             if len(data) > allowed:
                 if not self._truncated:
@@ -588,7 +591,7 @@ class Response:
                         self._conn.sendall(head)
                     return
             parts = [head, data]
-        elif framing == Framing.CHUNKED:
+        elif framing == CHUNKED:
             parts = [head, chunk_head(len(data)), data, CHUNK_END]
         else:
             parts = [head, data]
@@ -608,7 +611,7 @@ class Response:
             self.headers = [*self.headers, ("Content-Length", str(available))]
             self._fields = (available, has_date, has_server)
         self._send_head(b"", complete=False)
-        if self._framing != Framing.LENGTH:
+        if self._framing != CONTENT_LENGTH:
             return  # HEAD or a body-less status: nothing to send.
         remaining = min(available, (self._content_length or 0) - self._sent)
         # Fewer when the file is shorter than it was: finish() reports the shortfall.
