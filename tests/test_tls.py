@@ -657,12 +657,10 @@ def test_cli_reports_an_unusable_certificate_before_serving(
             timeout=60,
         )
         assert bad.returncode == 2, bad.stderr
-        lines = [line for line in bad.stderr.splitlines() if "error" in line.lower()]
-        assert lines == [
+        assert bad.stderr.strip().splitlines() == [
             f"wsgipool: error: --certfile: cannot load {pki['ca']}: no certificate and "
             "private key in PEM form (a separate key goes in keyfile)"
-        ], bad.stderr
-        assert "Traceback" not in bad.stderr
+        ]
 
 
 def test_server_refuses_to_start_without_binding_on_a_bad_context_file(
