@@ -4,6 +4,7 @@ other shared helper, is in ``tests.helpers``."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,16 @@ from tests.helpers.apps import hello_app
 from tests.helpers.live import Live
 from tests.helpers.process import Process, child_env, wsgipool_command
 from wsgipool import Server
+
+
+@pytest.fixture(autouse=True)
+def wsgipool_log_level() -> Iterator[None]:
+    """The start-up sequence sets the ``wsgipool`` loggers' level, as a command should: a
+    test that runs a front end in this process must not leave it set for the next."""
+    logger = logging.getLogger("wsgipool")
+    level = logger.level
+    yield
+    logger.setLevel(level)
 
 
 @pytest.fixture

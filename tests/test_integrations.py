@@ -30,7 +30,7 @@ from tests.helpers.http import ResponseReader, build_request
 from tests.helpers.process import TCP_LISTENING
 from tests.helpers.waiting import DEADLINE
 from wsgipool import Config, ConfigError, compat
-from wsgipool.debug import check_debug_bind, is_local
+from wsgipool.integrations.debugger import check_debug_bind, is_local
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -240,10 +240,8 @@ def flask_serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., tuple
     from click.testing import CliRunner
     from flask.cli import cli
 
-    from wsgipool.integrations import flask_cli
-
     built: list[wsgipool.Server] = []
-    monkeypatch.setattr(flask_cli.Server, "serve_forever", lambda self: built.append(self))
+    monkeypatch.setattr(wsgipool.Server, "serve_forever", lambda self: built.append(self))
     for name in ("FLASK_RUN_FROM_CLI", "FLASK_DEBUG", "FLASK_APP"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FLASK_SKIP_DOTENV", "1")
@@ -421,15 +419,17 @@ def test_run_simple_reloader_reruns_the_script(spawn: Any, tmp_path: Path) -> No
 def no_serving(monkeypatch: pytest.MonkeyPatch) -> list[wsgipool.Server]:
     """run_simple builds its server but returns instead of serving; the servers it built."""
     built: list[wsgipool.Server] = []
-    monkeypatch.setattr(compat.Server, "serve_forever", lambda self: built.append(self))
+    monkeypatch.setattr(wsgipool.Server, "serve_forever", lambda self: built.append(self))
     return built
 
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"processes": 4}, "no worker processes"),
-        ({"processes": 4, "threaded": False}, "no worker processes"),
+        ({"processes": 2, "workers": 2}, "processes and workers are the same"),
+        ({"threaded": False, "threads": 4}, "threaded=False means one thread"),
+        ({"bind": "127.0.0.1:0"}, "run_simple listens on hostname and port"),
+        ({"thread": 4}, "unknown option"),
         ({"request_handler": object}, "request_handler"),
         ({"ssl_context": "bogus"}, "ssl_context: an ssl.SSLContext"),
         ({"ssl_context": ("missing.pem", None)}, "cannot load missing.pem"),
@@ -709,7 +709,7 @@ def test_paste_options_are_converted_by_type(values: dict[str, str], expected: A
         ({"port": "\u0668\u0660\u0660\u0660"}, "port: expected a port number"),
         ({"listen": "a:1", "port": "2"}, "not both"),
         ({"bind": "a:1", "port": "2"}, "not both"),
-        ({"workers": "4", "use_x": "1"}, r"unknown server option\(s\): use_x, workers"),
+        ({"workers": "4", "use_x": "1"}, r"unknown server option\(s\): use_x \(known"),
     ],
 )
 def test_paste_bad_options(values: dict[str, str], message: str) -> None:
@@ -781,9 +781,9 @@ def test_flask_is_not_a_core_dependency() -> None:
     # wsgipool and its compat layer import without Flask; only flask serve needs it.
     code = (
         "import sys; sys.modules['flask'] = None; sys.modules['werkzeug'] = None\n"
-        "import wsgipool, wsgipool.compat, wsgipool.debug, wsgipool.cli\n"
+        "import wsgipool, wsgipool.compat, wsgipool.launch, wsgipool.cli\n"
         "from wsgipool import Config, ConfigError\n"
-        "from wsgipool.debug import wrap_debugger\n"
+        "from wsgipool.integrations.debugger import wrap_debugger\n"
         "try:\n    wrap_debugger(lambda e, s: [])\n"
         "except ConfigError as exc:\n    print(exc)\n"
     )

@@ -555,7 +555,7 @@ def test_code_after_the_last_yield_runs(serve, method):
 def test_debugger_traceback_reaches_wsgi_errors(serve):
     """werkzeug's debugger writes the traceback to wsgi.errors after its last yield."""
     pytest.importorskip("werkzeug")
-    from wsgipool.debug import wrap_debugger
+    from wsgipool.integrations.debugger import wrap_debugger
 
     errors = io.StringIO()
 

@@ -8,8 +8,9 @@ streams its response.
 from __future__ import annotations
 
 from ._version import __version__
-from .compat import run_simple
 from .config import Config, ConfigError
-from .server import Server, serve
+from .integrations.werkzeug import run_simple
+from .launch import serve
+from .server import Server
 
 __all__ = ["Config", "ConfigError", "Server", "__version__", "run_simple", "serve"]

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import functools
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__, settings
+from . import launch, settings
+from ._version import __version__
 from .config import COUNT_BOUNDS, Config, ConfigError
-from .debug import check_debug_bind, wrap_debugger
 from .loader import load_app
 from .options import BIND, BY_FIELD, OPTIONS, UNITS, Option, parse_size
-from .server import Server
-from .supervisors.process import is_reloader_child, take_inherited_fds
-from .supervisors.reloader import run_with_reloader
-from .supervisors.workers import run_worker_processes
 
 EXIT_USAGE = 2
 _DEFAULTS = Config()
@@ -188,68 +181,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return resolve_settings(args)[0]
 
 
-def configure_logging(level: str, config_file: str | None) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S %z",
-    )
-    if config_file:
-        settings.apply_logging_config(Path(config_file))
-
-
-def apply_umask(config: Config) -> None:
-    """Set the process umask from ``--umask``: before any file or socket exists, so log
-    files and unix: sockets get it. Only commands do this; an embedding program owns its
-    process."""
-    if config.umask_value is not None:
-        os.umask(config.umask_value)
-
-
-def raise_open_file_limit(max_connections: int) -> None:
-    """Let the process hold ``max_connections`` sockets, as far as the hard limit allows.
-
-    Soft limits are often 1024, far below what the listener can hold; running out shows up
-    as EMFILE on accept. Only the command line does this: an embedding program owns its
-    process limits.
-    """
-    try:
-        import resource
-    except ImportError:  # Not on this platform.
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = max_connections + 64  # Listening sockets, log files, the app's own files.
-    if hard != resource.RLIM_INFINITY:
-        wanted = min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-
-
-def _supervise(
-    args: argparse.Namespace, config: Config, argv: Sequence[str] | None, start_dir: str
-) -> int:
-    """``--reload``: run ``run_with_reloader`` for this command line (after ``--chdir``)."""
-    here = os.getcwd()
-    # Paths as this process sees them after --chdir, made absolute: each server process
-    # is started from start_dir with the same command line and does its own --chdir.
-    reload_dirs = [os.path.join(here, directory) for directory in args.reload_dir or [here]]
-    binds = tuple(
-        "unix:" + os.path.join(here, text[len("unix:") :]) if text.startswith("unix:") else text
-        for text in config.bind
-    )
-    config = dataclasses.replace(config, bind=binds)
-    os.chdir(start_dir)
-    command = None if argv is None else [sys.executable, "-m", "wsgipool", *argv]
-    return run_with_reloader(
-        config,
-        reload_dirs=reload_dirs,
-        include=args.reload_include or ("*.py",),
-        exclude=args.reload_exclude or (),
-        argv=command,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -272,46 +203,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if app_spec is None:
             raise ConfigError("no application: name one as APP (e.g. myapp:app)")
-        apply_umask(config)
-        configure_logging(config.log_level, args.log_config)
-        if args.debug:
-            check_debug_bind(config, args.debug_allow_remote)
-            # Whoever can use the debugger can run code; a traceback in a 500 is no more.
-            config = dataclasses.replace(config, expose_tracebacks=True)
-        if args.reload and (config.workers > 1 or config.max_requests):
-            # Development: one server process, restarted on changes.
-            if not is_reloader_child():
-                logging.getLogger("wsgipool.error").warning(
-                    "--reload runs one server process: ignoring --workers and --max-requests"
-                )
-            config = dataclasses.replace(config, workers=1, max_requests=0)
-        if args.debug and (config.workers > 1 or config.max_requests):
-            raise ConfigError(
-                "--debug needs a single server process (the debugger keeps its state in "
-                "memory): drop --workers and --max-requests"
-            )
-        if args.reload and not is_reloader_child():
-            # This process only holds the sockets and restarts a server process: it never
-            # imports the app, so an app that fails to import cannot stop it.
-            return _supervise(args, config, argv, start_dir)
         # Like `python -m`, the current directory is importable.
         sys.path.insert(0, os.getcwd())
-        if config.workers > 1 or config.max_requests:
-            # The supervisor forks the worker processes; each imports the app (or, with
-            # --preload, the supervisor does once before forking).
-            raise_open_file_limit(config.max_connections)
-            return run_worker_processes(config, functools.partial(load_app, app_spec), app_spec)
-        app = load_app(app_spec)
-        if args.debug:
-            app = wrap_debugger(app)
-        raise_open_file_limit(config.max_connections)
-        # In the reloader's child: the reloader hands the listening sockets over.
-        listen_fds = take_inherited_fds(config.binds)
-        modes = ["reloading on changes"] if listen_fds is not None else []
-        if args.debug:
-            modes.append("interactive debugger ON: never expose this to others")
-        server = Server(app, config, app_name=app_spec, modes=modes, listen_fds=listen_fds)
-        server.serve_forever()
+        return launch.run(
+            launch.Launch(
+                config,
+                functools.partial(load_app, app_spec),
+                app_name=app_spec,
+                reload=_reloading(args, argv, start_dir) if args.reload else None,
+                debugger=launch.Debugging(allow_remote=args.debug_allow_remote)
+                if args.debug
+                else None,
+                log_config=args.log_config,
+            )
+        )
     except ConfigError as exc:
         message = str(exc) if resolved is None else resolved.name_source(str(exc))
         print(f"wsgipool: error: {message}", file=sys.stderr)
@@ -319,4 +224,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Ctrl-C before the server took over the signal (while importing the app).
         return 130
-    return 0
+
+
+def _reloading(
+    args: argparse.Namespace, argv: Sequence[str] | None, start_dir: str
+) -> launch.Reloading:
+    """``--reload`` for this command line: each server process runs it again from the
+    directory it was given in (it does its own ``--chdir``)."""
+    return launch.Reloading(
+        directories=tuple(args.reload_dir or ()),
+        include=tuple(args.reload_include or ("*.py",)),
+        exclude=tuple(args.reload_exclude or ()),
+        command=None if argv is None else (sys.executable, "-m", "wsgipool", *argv),
+        directory=start_dir,
+    )

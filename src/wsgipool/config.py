@@ -63,6 +63,15 @@ COUNT_BOUNDS: dict[str, tuple[int, int | None]] = {
 }
 # The TLS options that name files or take text; certfile first.
 TLS_FILE_OPTIONS = ("certfile", "keyfile", "keyfile_password", "ca_certs", "ciphers")
+# Options of the whole process, not of one server, with their defaults: the start-up
+# sequence (launch.py) applies them; a Server built directly refuses them.
+PROCESS_DEFAULTS: dict[str, Any] = {
+    "workers": 1,
+    "max_requests": 0,
+    "max_requests_jitter": 0,
+    "preload": False,
+    "umask": "",
+}
 # Options only Python code can set (objects, not text).
 PYTHON_ONLY_FIELDS = ("ssl_context",)
 # Options whose value --print-config must not show.
@@ -287,6 +296,13 @@ class Config:
                 min_send_rate=self.min_send_rate,
             ),
         )
+
+    def process_options(self) -> list[str]:
+        """The process options (``PROCESS_DEFAULTS``) set to something else than their
+        default."""
+        return [
+            name for name, default in PROCESS_DEFAULTS.items() if getattr(self, name) != default
+        ]
 
     @property
     def tls(self) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from ._version import __version__
 from .accesslog import AccessLog
 from .config import Config, ConfigError
 from .connection import Connection
@@ -73,6 +73,12 @@ class Server:
         self.tls_context = tls_context
         self._listen_fds = None if listen_fds is None else list(listen_fds)
         self.config = config if config is not None else Config.from_options(**options)
+        if not multiprocess and self.config.process_options():
+            raise ConfigError(
+                f"{', '.join(self.config.process_options())}: options of the whole process, "
+                "which a Server (running inside your program) leaves to it: use serve() or "
+                "the wsgipool command for worker processes and the umask"
+            )
         self.sockets: list[socket.socket] = []
         self._unix_paths: list[str] = []
         self._addresses: list[Any] = []
@@ -284,8 +290,3 @@ def make_tls_context(config: Config) -> ssl.SSLContext | None:
     from .tls import build_context  # Only with TLS: ssl costs an import.
 
     return build_context(config)
-
-
-def serve(app: WSGIApp, **options: Any) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM. Options are those of ``Config``."""
-    Server(app, **options).serve_forever()

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -26,14 +24,11 @@ from click.core import ParameterSource
 from flask.cli import ScriptInfo, pass_script_info
 from flask.helpers import get_debug_flag
 
-from ..cli import apply_umask, raise_open_file_limit
-from ..compat import adhoc_ssl_context, bind_for, configure_logging
+from .. import launch
 from ..config import Config, ConfigError
-from ..debug import check_debug_bind, wrap_debugger
 from ..options import BIND, OPTIONS, parse_boolean
-from ..server import Server
-from ..supervisors.process import take_inherited_fds
-from ..wsgi import WSGIApp
+from ..supervisors.process import is_reloader_child
+from .werkzeug import adhoc_ssl_context, bind_for
 
 _DEFAULTS = Config()
 # flask run's own flags; a wsgipool option never takes one of them.
@@ -265,46 +260,32 @@ def serve_command(
         if ctx.get_parameter_source("threads") is ParameterSource.COMMANDLINE:
             raise ServeError("--without-threads means one thread: drop it or --threads")
         values["threads"] = 1
-    if debugger:
-        # Whoever can use the debugger can run code; a traceback in a 500 is no more.
-        values["expose_tracebacks"] = True
     try:
         config = Config(**values)
-        if debugger:
-            check_debug_bind(config, debug_allow_remote)
     except ConfigError as exc:
         raise ServeError(str(exc)) from None
-    apply_umask(config)
-    configure_logging(config.log_level)
-    if reload:
-        from ..supervisors.process import is_reloader_child
-        from ..supervisors.reloader import run_with_reloader
-
-        if not is_reloader_child():
-            _banner(info, debug)
-            try:
-                code = run_with_reloader(
-                    config,
-                    extra_files=tuple(extra_files or ()),
-                    exclude=tuple(exclude_patterns or ()),
-                )
-            except ConfigError as exc:
-                raise ServeError(str(exc)) from None
-            ctx.exit(code)
-        app = _load_in_reloader(info)
-    else:
+    if not is_reloader_child():
         _banner(info, debug)
-        app = info.load_app()  # errors stop the command, as with flask run
-    if debugger:
-        app = wrap_debugger(app)
-    raise_open_file_limit(config.max_connections)
     try:
-        # In the reloader's child: the reloader hands the listening sockets over.
-        listen_fds = take_inherited_fds(config.binds)
-        server = Server(app, config, app_name=info.app_import_path, listen_fds=listen_fds)
-        server.serve_forever()
+        # Flask's discovery loads the app (in each worker process, or once with --preload);
+        # its errors stop the command, as with flask run.
+        status = launch.run(
+            launch.Launch(
+                config,
+                info.load_app,
+                app_name=info.app_import_path or "the Flask app",
+                reload=launch.Reloading(
+                    extra_files=tuple(extra_files or ()), exclude=tuple(exclude_patterns or ())
+                )
+                if reload
+                else None,
+                debugger=launch.Debugging(allow_remote=debug_allow_remote) if debugger else None,
+            )
+        )
     except ConfigError as exc:
         raise ServeError(str(exc)) from None
+    if status:
+        ctx.exit(status)
 
 
 def _flask_tls(cert: str | None, key: str | None, values: dict[str, Any]) -> dict[str, Any]:
@@ -329,24 +310,6 @@ def _banner(info: ScriptInfo, debug: bool) -> None:
     if info.app_import_path:
         click.echo(f" * Serving Flask app '{info.app_import_path}' with wsgipool")
     click.echo(f" * Debug mode: {'on' if debug else 'off'}")
-
-
-def _load_in_reloader(info: ScriptInfo) -> WSGIApp:
-    """Load the app; if that fails, serve its error, so the reloader can pick up a fix."""
-    try:
-        app: WSGIApp = info.load_app()
-        return app
-    except Exception as exc:
-        traceback.print_exc()
-        error = exc
-
-        def failed(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-            raise error from None
-
-        print(
-            " * the app failed to load; serving its error until a change fixes it", file=sys.stderr
-        )
-        return failed
 
 
 serve_command.params.extend(wsgipool_params())

@@ -73,12 +73,14 @@ def run_with_reloader(
     extra_files: Sequence[str] = (),
     interval: float = 1.0,
     argv: Sequence[str] | None = None,
+    cwd: str | None = None,
 ) -> int:
     """Supervise a server process that restarts when watched files change.
 
     Binds ``config.binds`` once (``systemd``: takes the sockets systemd passed this
     process, and unsets ``LISTEN_FDS``) and runs ``argv`` (default: this process's own
-    command line, from ``sys.orig_argv``) as a child with the sockets passed and
+    command line, from ``sys.orig_argv``), in ``cwd`` (default: here), as a child with the
+    sockets passed and
     ``process.INHERITED_FDS_ENV`` set. Watches ``reload_dirs`` (default: the current
     directory) for files whose name or path relative to the watched directory matches an ``include``
     glob and no ``exclude`` glob; a glob with a ``/`` is also matched against the absolute
@@ -99,7 +101,7 @@ def run_with_reloader(
     sockets, unix_paths = bind_all(config)
     try:
         watched = _FileFilter(roots, include, exclude, extra_files)
-        reloader = Reloader(command, sockets, unix_paths, stop_timeout(config))
+        reloader = Reloader(command, sockets, unix_paths, stop_timeout(config), cwd)
         watcher = _make_watcher(watched, interval, reloader.notify_change)
         log.info(
             "reloader: holding %s; watching %s for %s (%s)",
@@ -326,8 +328,10 @@ class Reloader:
         sockets: list[socket.socket],
         unix_paths: list[str],
         kill_after: float,
+        cwd: str | None = None,
     ):
         self._command = command
+        self._cwd = cwd
         self._sockets = sockets
         self._unix_paths = unix_paths
         self._kill_after = kill_after
@@ -416,7 +420,7 @@ class Reloader:
         # imports: no restart for them after this one, but no stale bytecode either.
         _forget_bytecode(self._take_changes())
         try:
-            child = subprocess.Popen(self._command, pass_fds=fds, env=env)
+            child = subprocess.Popen(self._command, pass_fds=fds, env=env, cwd=self._cwd)
         except OSError as exc:
             log.error(
                 "reloader: cannot start %s: %s; retrying when a watched file changes",

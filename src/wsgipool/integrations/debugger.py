@@ -12,8 +12,8 @@ import ipaddress
 import logging
 import socket
 
-from .config import BindAddress, Config, ConfigError
-from .wsgi import WSGIApp
+from ..config import BindAddress, Config, ConfigError
+from ..wsgi import WSGIApp
 
 log = logging.getLogger("wsgipool.error")
 

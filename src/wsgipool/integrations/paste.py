@@ -1,0 +1,76 @@
+"""``paste_server_runner``: the ``paste.server_runner`` entry point behind
+``[server:main] use = egg:wsgipool`` in a Paste Deploy (Pyramid) ini file."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .. import launch
+from ..config import Config, ConfigError
+from ..options import BY_FIELD, convert, parse_addresses, parse_count
+from ..wsgi import WSGIApp
+from .werkzeug import bind_for
+
+# Names in [server:*] besides Config's fields: host and port (as most Paste servers take
+# them) and waitress's listen, all turned into bind.
+ADDRESS_NAMES = ("host", "port", "listen")
+
+
+def paste_server_runner(
+    wsgi_app: WSGIApp, global_conf: Mapping[str, Any], **local_conf: str
+) -> None:
+    """``paste.server_runner``: serve ``wsgi_app`` with the ``[server:...]`` section's options.
+
+    Every ``Config`` option is accepted (``threads = 8``, ``max_body_size = 10M``,
+    ``expose_tracebacks = true``, ``workers = 4``; dashes or underscores), plus ``host``
+    and ``port`` (default 127.0.0.1 and 8000) or waitress's ``listen = HOST:PORT ...``.
+    ``log_level`` sets the ``wsgipool`` loggers' level even when ``pserve`` configured
+    logging. Worker processes are forked from pserve's process with the application
+    loaded. Blocks until SIGINT/SIGTERM.
+    """
+    config = Config(**options_from_strings(local_conf))
+    launch.run_here(launch.Launch(config, lambda: wsgi_app, app_name=launch.name_of(wsgi_app)))
+
+
+def options_from_strings(values: Mapping[str, str]) -> dict[str, Any]:
+    """``Config`` keywords from the strings of an ini section, each through its option's
+    converter (``options.py``)."""
+    names = {key.replace("-", "_"): text for key, text in values.items()}
+    # For errors: each name as written, with dashes or underscores.
+    keys = {key.replace("-", "_"): key for key in values}
+    unknown = sorted(set(names) - set(BY_FIELD) - set(ADDRESS_NAMES))
+    if unknown:
+        raise ConfigError(
+            f"unknown server option(s): {', '.join(unknown)} (known: host, port, listen and "
+            f"wsgipool's options: {', '.join(BY_FIELD)})"
+        )
+    options = {
+        name: convert(name, text, keys[name]) for name, text in names.items() if name in BY_FIELD
+    }
+    addresses = _addresses(names)
+    if addresses:
+        if "bind" in options:
+            raise ConfigError("bind: give bind, or host/port/listen, not both")
+        options["bind"] = addresses
+    return options
+
+
+def _addresses(names: Mapping[str, str]) -> tuple[str, ...]:
+    if "listen" in names:
+        if "host" in names or "port" in names:
+            raise ConfigError("listen: give listen, or host and port, not both")
+        # waitress: "*:8080" is every interface.
+        return tuple(
+            "0.0.0.0" + item[1:] if item.startswith("*") else item
+            for item in parse_addresses(names["listen"])
+        )
+    if "host" not in names and "port" not in names:
+        return ()
+    host = names.get("host", "127.0.0.1").strip()
+    port_text = names.get("port", str(Config().binds[0].port)).strip()
+    try:
+        port = parse_count(port_text)
+    except ValueError:
+        raise ConfigError(f"port: expected a port number, not {port_text!r}") from None
+    return (bind_for(host, port),)

@@ -1,0 +1,251 @@
+"""The one start-up sequence, behind every way of starting wsgipool.
+
+The command line, ``serve()``, ``run_simple``, the Paste runner and ``flask serve`` each
+turn their own arguments into a ``Launch`` (a ``Config``, how to load the application and
+the development modes asked for) and call ``run``, which:
+
+1. settles the development modes: the debugger needs a local address and one process, and
+   shows tracebacks; ``--reload`` runs one server process;
+2. sets the process up: umask, logging, the open-file limit;
+3. chooses how to serve: a reloader supervisor (which never imports the application), a
+   worker-process supervisor (``workers`` > 1 or ``max_requests``), or one ``Server`` here.
+
+So an option means the same from every front end, and none is dropped on the way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import PROCESS_DEFAULTS, Config, ConfigError
+from .integrations.debugger import check_debug_bind, wrap_debugger
+from .server import Server
+from .supervisors.process import is_reloader_child, take_inherited_fds
+from .supervisors.reloader import run_with_reloader
+from .supervisors.workers import run_worker_processes
+from .wsgi import WSGIApp
+
+log = logging.getLogger("wsgipool.error")
+
+LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
+LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
+
+
+@dataclass(frozen=True)
+class Reloading:
+    """``--reload``: what to watch, and the command that serves (run again on changes)."""
+
+    directories: tuple[str, ...] = ()  # none: the current directory
+    include: tuple[str, ...] = ("*.py",)
+    exclude: tuple[str, ...] = ()
+    extra_files: tuple[str, ...] = ()
+    interval: float = 1.0
+    command: tuple[str, ...] | None = None  # None: this process's own command line
+    # Where the command runs (the command line's directory before --chdir); None: here.
+    directory: str | None = None
+
+
+@dataclass(frozen=True)
+class Debugging:
+    """Werkzeug's interactive debugger in front of the application."""
+
+    evalex: bool = True
+    allow_remote: bool = False
+    # How the front end spells the override, for the error that asks for it.
+    allow_remote_option: str = "--debug-allow-remote"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What a front end asks for. ``load`` returns the application: it is called in the
+    process that serves (after the fork of a worker process, unless ``config.preload``), so
+    a front end holding an application object passes ``lambda: app``."""
+
+    config: Config
+    load: Callable[[], WSGIApp]
+    app_name: str
+    reload: Reloading | None = None
+    debugger: Debugging | None = None
+    log_config: str | None = None  # a logging configuration file (.ini, .json, .toml)
+
+
+def run(launch: Launch) -> int:
+    """Serve as ``launch`` asks until SIGINT or SIGTERM; the exit status. Raises
+    ``ConfigError`` for anything that cannot start."""
+    # Logging first: settling the modes may warn.
+    set_up_process(launch.config, launch.log_config)
+    config = settle_modes(launch)
+    if launch.reload is not None and not is_reloader_child():
+        # This process only holds the sockets and restarts a server process: it never
+        # imports the app, so an app that fails to import cannot stop it.
+        reloading = launch.reload
+        return run_with_reloader(
+            config,
+            reload_dirs=reloading.directories,
+            include=reloading.include,
+            exclude=reloading.exclude,
+            extra_files=reloading.extra_files,
+            interval=reloading.interval,
+            argv=reloading.command,
+            cwd=reloading.directory,
+        )
+    if uses_worker_processes(config):
+        # The supervisor forks the worker processes; each loads the app (or, with preload,
+        # the supervisor does once before forking).
+        return run_worker_processes(config, launch.load, launch.app_name)
+    app = load_in_reloader(launch, config) if is_reloader_child() else launch.load()
+    modes = []
+    if is_reloader_child():
+        modes.append("reloading on changes")
+    if launch.debugger is not None:
+        app = wrap_debugger(app, evalex=launch.debugger.evalex)
+        modes.append("interactive debugger ON: never expose this to others")
+    server = Server(
+        app,
+        # The process options are applied (umask) or mean nothing for one process.
+        dataclasses.replace(config, **PROCESS_DEFAULTS),
+        app_name=launch.app_name,
+        modes=modes,
+        listen_fds=take_inherited_fds(config.binds),
+    )
+    server.serve_forever()
+    return 0
+
+
+def run_here(launch: Launch) -> None:
+    """``run`` for a front end called from Python: returns when the server stopped
+    cleanly. The reloader's supervisor, and a failure to serve, end the process
+    (``SystemExit`` with the status): the rest of the program must not run as if it had
+    served."""
+    supervising_reloads = launch.reload is not None and not is_reloader_child()
+    status = run(launch)
+    if status or supervising_reloads:
+        raise SystemExit(status)
+
+
+def serve(app: WSGIApp, **options: Any) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM. Options are those of ``Config``; with
+    ``workers`` > 1 (or ``max_requests``) this process supervises worker processes, each
+    forked with ``app`` already loaded."""
+    config = Config.from_options(**options)
+    run_here(Launch(config, lambda: app, app_name=name_of(app)))
+
+
+def name_of(app: object) -> str:
+    """How logs name an application object: ``module:qualified.name``."""
+    return f"{getattr(app, '__module__', '?')}:{getattr(app, '__qualname__', type(app).__name__)}"
+
+
+# --- the steps ---------------------------------------------------------------------------
+
+
+def uses_worker_processes(config: Config) -> bool:
+    return config.workers > 1 or config.max_requests > 0
+
+
+def settle_modes(launch: Launch) -> Config:
+    """The config with the development modes applied, or ``ConfigError``."""
+    config = launch.config
+    if launch.reload is not None and uses_worker_processes(config):
+        # Development: one server process, restarted on changes.
+        if not is_reloader_child():
+            log.warning("reload runs one server process: ignoring workers and max_requests")
+        config = dataclasses.replace(config, workers=1, max_requests=0)
+    if launch.debugger is not None:
+        check_debug_bind(
+            config,
+            launch.debugger.allow_remote,
+            override=launch.debugger.allow_remote_option,
+        )
+        if uses_worker_processes(config):
+            raise ConfigError(
+                "debugger: it needs a single server process (it keeps its state in "
+                "memory): drop workers and max_requests"
+            )
+        # Whoever can use the debugger can run code; a traceback in a 500 is no more.
+        config = dataclasses.replace(config, expose_tracebacks=True)
+    return config
+
+
+def set_up_process(config: Config, log_config: str | None = None) -> None:
+    """Umask first (log files and Unix sockets get it), then logging, then the limit on
+    open files."""
+    if config.umask_value is not None:
+        os.umask(config.umask_value)
+    configure_logging(config.log_level, log_config)
+    raise_open_file_limit(config.max_connections)
+
+
+def configure_logging(level: str, config_file: str | None = None) -> None:
+    """Log to stderr, unless the program configured logging already; either way the
+    ``wsgipool`` loggers log at ``level``. ``config_file`` is applied on top."""
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
+    logging.getLogger("wsgipool").setLevel(level.upper())
+    if config_file:
+        from .settings import apply_logging_config
+
+        apply_logging_config(Path(config_file))
+
+
+def raise_open_file_limit(max_connections: int) -> None:
+    """Let the process hold ``max_connections`` sockets, as far as the hard limit allows.
+
+    Soft limits are often 1024, far below what the listener can hold; running out shows up
+    as EMFILE on accept.
+    """
+    try:
+        import resource
+    except ImportError:  # Not on this platform.
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + 64  # Listening sockets, log files, the app's own files.
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def load_in_reloader(launch: Launch, config: Config) -> WSGIApp:
+    """Load the app; if that fails, answer 500 until a change fixes it, so a request never
+    waits for a server that will not come. The error is logged once; it is in the answer
+    when tracebacks are shown (``expose_tracebacks``, the debugger), where the debugger
+    renders it."""
+    try:
+        return launch.load()
+    except Exception as exc:
+        log.error(
+            "%s failed to load: %s; answering 500 until a change fixes it",
+            launch.app_name,
+            exc,
+            exc_info=not isinstance(exc, ConfigError),
+        )
+        return _failed_to_load(exc, launch, show=config.expose_tracebacks)
+
+
+def _failed_to_load(error: Exception, launch: Launch, *, show: bool) -> WSGIApp:
+    if launch.debugger is not None:
+
+        def raising(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            raise error from None
+
+        return raising
+    text = f"{launch.app_name} failed to load: {error}" if show else "the app failed to load"
+    body = f"500 Internal Server Error: {text}; the server restarts when a file changes\n"
+    data = body.encode("utf-8", "replace")
+
+    def answering(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        start_response(
+            "500 Internal Server Error",
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))],
+        )
+        return [data]
+
+    return answering

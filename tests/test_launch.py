@@ -1,0 +1,231 @@
+"""Every way in starts the same way (launch.py): the command line, ``serve()``,
+``run_simple``, the Paste runner and ``flask serve`` honour every process option
+(worker processes, recycling, preloading, the umask), or refuse it with a clear error.
+
+Each front end runs as a real process on a free port; what it did is read from its answers
+(the worker process that served, the process that loaded the app), its log and the files it
+made.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import stat
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.net import free_port
+from tests.helpers.process import Process
+from tests.helpers.waiting import DEADLINE
+
+APP = """
+import os
+
+LOADED_IN = os.getpid()
+
+
+def app(environ, start_response):
+    body = f"{os.getpid()} {LOADED_IN}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+FLASK_APP = """
+import os
+
+from flask import Flask
+
+LOADED_IN = os.getpid()
+app = Flask(__name__)
+
+
+@app.get("/")
+def index():
+    return f"{os.getpid()} {LOADED_IN}"
+"""
+
+# The process options, as each front end spells them; "pidapp" is APP, "flaskpid" FLASK_APP.
+PROCESS_OPTIONS = "workers=2, max_requests=4, max_requests_jitter=1, preload=True, umask='077'"
+
+
+def python(code: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+def front_end_command(front_end: str, port: int) -> list[str]:
+    log = "access_log='access.log'"
+    if front_end == "cli":
+        return [
+            sys.executable,
+            "-m",
+            "wsgipool",
+            "pidapp:app",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--max-requests",
+            "4",
+            "--max-requests-jitter",
+            "1",
+            "--preload",
+            "--umask",
+            "077",
+            "--access-log",
+            "access.log",
+        ]
+    if front_end == "flask":
+        return [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            "flaskpid",
+            "serve",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--max-requests",
+            "4",
+            "--max-requests-jitter",
+            "1",
+            "--preload",
+            "--umask",
+            "077",
+            "--access-log",
+            "access.log",
+        ]
+    if front_end == "serve":
+        return python(
+            f"""
+            import pidapp, wsgipool
+            wsgipool.serve(pidapp.app, bind="127.0.0.1:{port}", {PROCESS_OPTIONS}, {log})
+            """
+        )
+    if front_end == "run_simple":
+        return python(
+            f"""
+            import pidapp, wsgipool
+            wsgipool.run_simple(
+                "127.0.0.1", {port}, pidapp.app, processes=2, max_requests=4,
+                max_requests_jitter=1, preload=True, umask="077", {log}
+            )
+            """
+        )
+    assert front_end == "paste"
+    return python(
+        f"""
+        import pidapp
+        from wsgipool.integrations.paste import paste_server_runner
+        paste_server_runner(
+            pidapp.app, {{}}, host="127.0.0.1", port="{port}", workers="2",
+            max_requests="4", max_requests_jitter="1", preload="true", umask="077",
+            access_log="access.log",
+        )
+        """
+    )
+
+
+def get(port: int) -> tuple[int, int]:
+    """One request on a new connection: (pid that served it, pid that loaded the app)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    try:
+        connection.request("GET", "/", headers={"Connection": "close"})
+        response = connection.getresponse()
+        assert response.status == 200
+        served, loaded = response.read().split()
+        return int(served), int(loaded)
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "pidapp.py").write_text(APP)
+    (tmp_path / "flaskpid.py").write_text(FLASK_APP)
+    return tmp_path
+
+
+@pytest.mark.parametrize("front_end", ["cli", "serve", "run_simple", "paste", "flask"])
+def test_every_front_end_honours_the_process_options(
+    front_end: str, project: Path, spawn: Callable[..., Process]
+) -> None:
+    if front_end == "flask":
+        pytest.importorskip("flask")
+    port = free_port()
+    proc = spawn(
+        command=front_end_command(front_end, port),
+        cwd=project,
+        env={"PYTHONPATH": os.pathsep.join([str(project), os.environ.get("PYTHONPATH", "")])},
+    )
+    # workers: two worker processes, each listening.
+    first = proc.wait_workers(2)
+    # preload: the app was loaded once, by the supervisor, before it forked.
+    served, loaded = get(port)
+    assert served in first
+    assert loaded == proc.pid
+    # max_requests (with jitter): each worker process retires after 4 or 5 requests, and
+    # the supervisor starts another.
+    for _ in range(12):
+        served, loaded = get(port)
+        assert loaded == proc.pid
+    proc.wait_log("retired itself; starting a new one")
+    # umask: the files the server made have it (the access log, made by the workers).
+    mode = stat.S_IMODE((project / "access.log").stat().st_mode)
+    assert mode & 0o077 == 0, oct(mode)
+    assert proc.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in proc.log
+
+
+@pytest.mark.parametrize("front_end", ["serve", "run_simple", "paste"])
+def test_python_front_ends_load_in_each_worker_without_preload(
+    front_end: str, project: Path, spawn: Callable[..., Process]
+) -> None:
+    """An application object given from Python is forked into each worker process: it was
+    loaded by the process that called the front end, with or without preload."""
+    port = free_port()
+    command = front_end_command(front_end, port)
+    command[-1] = (
+        command[-1]
+        .replace("preload=True", "preload=False")
+        .replace('preload="true"', 'preload="false"')
+    )
+    proc = spawn(
+        command=command,
+        cwd=project,
+        env={"PYTHONPATH": os.pathsep.join([str(project), os.environ.get("PYTHONPATH", "")])},
+    )
+    workers = proc.wait_workers(2)
+    served, loaded = get(port)
+    assert served in workers
+    assert loaded == proc.pid
+    assert proc.stop(signal.SIGTERM) == 0
+
+
+def test_the_command_line_without_preload_imports_in_each_worker(
+    project: Path, spawn: Callable[..., Process]
+) -> None:
+    port = free_port()
+    proc = spawn(["pidapp:app", "-b", f"127.0.0.1:{port}", "--workers", "2"], cwd=project)
+    workers = proc.wait_workers(2)
+    served, loaded = get(port)
+    assert served in workers
+    assert loaded == served
+    assert proc.stop(signal.SIGTERM) == 0
+
+
+def test_server_refuses_process_options() -> None:
+    """``Server`` runs inside the caller's process: worker processes and the umask are
+    process options, refused with what to use instead."""
+    from wsgipool import ConfigError, Server
+
+    for options in ({"workers": 2}, {"max_requests": 10}, {"preload": True}, {"umask": "077"}):
+        with pytest.raises(ConfigError, match="serve\\(\\) or the wsgipool command"):
+            Server(lambda environ, start_response: [], **options)
