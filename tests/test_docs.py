@@ -48,3 +48,18 @@ def test_proxy_configurations_in_the_docs_are_tested():
         blocks = re.findall(r"^```(?:nginx|haproxy)$", page.read_text(), re.M)
         expected = len(marked) if page.name == "deployment.md" else 0
         assert len(blocks) == expected, f"{page.name}: an nginx or HAProxy block not tested"
+
+
+def test_readme_layout_names_every_module():
+    """The README's Layout section names every module (a package's ``__init__.py`` aside):
+    a newcomer finds each one's job there."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout") :]
+    layout = layout[: layout.index("\n## ")] if "\n## " in layout else layout
+    package = ROOT / "src" / "wsgipool"
+    modules = {
+        path.name
+        for path in package.rglob("*.py")
+        if path.name != "__init__.py" or path.parent == package
+    }
+    assert sorted(name for name in modules if f"`{name}`" not in layout) == []
