@@ -471,8 +471,9 @@ def test_retiring_slots_keeps_every_total_monotonic():
     first, second = store.assign(0), store.assign(1)
     assert (first, second) == (0, 1)
     record_steady(store.recorder(first), 5)
-    record_steady(store.recorder(second), 7)
-    store.recorder(second).rejected()
+    recorder = store.recorder(second)
+    record_steady(recorder, 7)
+    recorder.rejected()
     assert assert_consistent(store.snapshot()) == 12
 
     store.retire(first)
@@ -565,6 +566,21 @@ def test_the_block_starts_with_its_layout():
     assert store.size == 64 + 4 * store.layout.slot_words * 8
     assert store.layout.slot_words % 8 == 0  # slots start on their own cache line
     store.close()
+
+
+def test_a_slot_has_one_recorder():
+    store = MetricsStore(slots=2)
+    with pytest.raises(ValueError, match="not assigned"):
+        store.recorder(1)
+    slot = store.assign(0)
+    store.recorder(slot)
+    with pytest.raises(ValueError, match="already has its recorder"):
+        store.recorder(slot)
+    store.retire(slot)
+    store.retire(slot)  # a free slot: nothing to fold
+    assert store.snapshot(process_stats=False).requests == 0
+    with pytest.raises(ValueError, match="worker index"):
+        store.assign(-1)
 
 
 @pytest.mark.parametrize(("slots", "rows"), [(0, 1), (1, 0), (1, 5000)])
