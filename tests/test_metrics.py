@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import select
 import signal
 import sys
@@ -18,6 +19,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -280,6 +282,19 @@ def test_stats_json_is_versioned_and_holds_no_request_details():
     assert worker["threads"] == {"idle": 3, "reading": 0, "app": 0, "sending": 0}
     assert worker["queue_limit"] == 10
     assert worker["process"]["resident_memory_bytes"] > 0
+
+
+def test_every_metric_is_documented_with_its_type_and_labels():
+    page = (Path(__file__).resolve().parent.parent / "docs" / "observability.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \|([^|]*)\|", page, re.M)
+    documented = {name: (kind, re.findall(r"`(\w+)`", labels)) for name, kind, labels in rows}
+    assert documented == {
+        family.name + ("_total" if family.type == "counter" else ""): (
+            family.type,
+            list(family.labels),
+        )
+        for family in FAMILIES
+    }
 
 
 # --- bounded labels ------------------------------------------------------------------------
