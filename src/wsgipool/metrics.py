@@ -331,11 +331,13 @@ def _pack_key(method: str, status: int, scheme: str) -> int:
 
 
 def _unpack_key(word: int) -> RequestKey:
-    status = word & 0xFFFF
+    """The labels of a packed key; a word no writer packs (a copy taken from a writer that
+    died mid-write) reads as _OTHER rather than failing the scrape."""
+    method, scheme, status = (word >> 24) & 0xFF, (word >> 16) & 0xFF, word & 0xFFFF
     return RequestKey(
-        METHODS[(word >> 24) & 0xFF],
-        str(status) if status else OTHER,
-        SCHEMES[(word >> 16) & 0xFF],
+        METHODS[method] if method < len(METHODS) else OTHER,
+        str(status) if 100 <= status <= 599 else OTHER,
+        SCHEMES[scheme] if scheme < len(SCHEMES) else OTHER,
     )
 
 
