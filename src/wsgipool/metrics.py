@@ -120,8 +120,8 @@ MAX_ROWS = 4096
 MAGIC = int.from_bytes(b"wsgipool", "little")
 LAYOUT_VERSION = 1
 
-# The block's header, in words.
-_H_MAGIC, _H_VERSION, _H_HEADER_BYTES, _H_SLOT_BYTES, _H_SLOTS, _H_ROWS, _H_BUCKETS = range(7)
+# The block's header: magic, layout version, header bytes, slot bytes, slots, rows per
+# slot, buckets per histogram; then a spare word, so slots start on a 64-byte line.
 HEADER_WORDS = 8
 
 # A slot's fixed words.
@@ -408,8 +408,9 @@ class MetricsStore:
         self._mmap = mmap.mmap(-1, self.size)  # anonymous and MAP_SHARED: forks share it
         self._counts = memoryview(self._mmap).cast("Q")
         self._sums = memoryview(self._mmap).cast("d")
-        header = (MAGIC, LAYOUT_VERSION, HEADER_WORDS * 8, self.layout.slot_words * 8, slots)
-        self._counts[: len(header) + 2] = array("Q", (*header, rows, BUCKETS))
+        slot_bytes = self.layout.slot_words * 8
+        header = (MAGIC, LAYOUT_VERSION, HEADER_WORDS * 8, slot_bytes, slots, rows, BUCKETS)
+        self._counts[: len(header)] = array("Q", header)
         self._lock = threading.Lock()
         self._retired = _Retired()
         self._restarts = dict.fromkeys(RESTART_REASONS, 0)
