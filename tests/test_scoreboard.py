@@ -6,13 +6,22 @@ the real frame of a thread held inside a function; the stuck scan runs on a fake
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import pytest
+
 from conftest import wait_for
-from wsgipool.dumps import format_in_flight, thread_hex, thread_stack
+from wsgipool.dumps import format_in_flight, register_fault_dump, thread_hex, thread_stack
 from wsgipool.scoreboard import InFlight, Scoreboard, Slot, State
+from wsgipool.threads import WakePipe, handle_signals
+from wsgipool.watchdog import FinishedRequest, StuckRequest, Watchdog, scan
 
 # Values that must never reach a dump or a log line. Each is assembled at run time, so
 # no source line a stack shows can contain it.
@@ -229,3 +238,226 @@ def test_an_idle_process_dumps_its_header_only() -> None:
     dump = format_in_flight(board, process_label="wsgipool", worker_index=None)
     assert dump.count("\n") == 1
     assert "0 requests in flight; 1 threads (1 idle)" in dump
+
+
+# --- the stuck scan, on a fake clock --------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def watched(threshold: float = 60.0) -> tuple[Slot, Watchdog, FakeClock, list[Any]]:
+    """A slot on this thread, a watchdog on a fake clock that records its reports."""
+    board = Scoreboard()
+    slot = board.claim()
+    clock = FakeClock()
+    events: list[Any] = []
+    dog = Watchdog(board, threshold, events.append, events.append, clock)
+    return slot, dog, clock, events
+
+
+def test_scan_finds_a_request_stuck_past_the_threshold_once() -> None:
+    board = Scoreboard()
+    request = board.claim().begin("GET", "/slow", None, started=100.0)
+    views = board.read()
+    assert scan(views, 160.0, 60.0, {}).stuck == []  # not past it yet
+    found = scan(views, 160.5, 60.0, {})
+    assert [view.request for view in found.stuck] == [request]
+    assert list(found.reported) == []  # the caller records what it reported
+    again = scan(board.read(), 170.0, 60.0, {request: found.stuck[0]})
+    assert again.stuck == []
+    assert again.finished == []
+    assert list(again.reported) == [request]
+
+
+def test_scan_never_reports_a_request_that_keeps_moving() -> None:
+    board = Scoreboard()
+    slot = board.claim()
+    request = slot.begin("GET", "/stream", None, started=0.0)
+    reported: dict[InFlight, Any] = {}
+    for second in range(0, 1000, 30):
+        request.progress = float(second)  # what sent() stores, on the fake clock
+        found = scan(board.read(), second + 59.0, 60.0, reported)
+        assert found.stuck == []
+
+
+def test_progress_restarts_the_count() -> None:
+    board = Scoreboard()
+    request = board.claim().begin("POST", "/upload", None, started=100.0)
+    request.progress = 150.0
+    assert scan(board.read(), 200.0, 60.0, {}).stuck == []
+    assert len(scan(board.read(), 210.5, 60.0, {}).stuck) == 1
+
+
+def test_scan_with_threshold_zero_finds_nothing() -> None:
+    board = Scoreboard()
+    board.claim().begin("GET", "/", None, started=0.0)
+    assert scan(board.read(), 1e9, 0.0, {}).stuck == []
+
+
+def test_the_watchdog_reports_once_then_the_total_time() -> None:
+    slot, dog, clock, events = watched()
+    request = slot.begin("GET", "/slow", ("10.0.0.9", 1234), started=clock.now)
+    clock.now += 61
+    dog.check()
+    [stuck] = events
+    assert isinstance(stuck, StuckRequest)
+    assert stuck.view.request is request
+    assert stuck.now == clock.now
+    assert ", in test_the_watchdog_reports_once_then_the_total_time" in (stuck.stack or "")
+    clock.now += 100
+    request.progress = clock.now  # moving again: still not reported a second time
+    clock.now += 100
+    dog.check()
+    assert len(events) == 1
+    slot.done(now=clock.now + 5)
+    clock.now += 10
+    dog.check()
+    finished = events[1]
+    assert isinstance(finished, FinishedRequest)
+    assert finished.request is request
+    assert finished.total == 266.0
+    dog.check()
+    assert len(events) == 2  # the finished line is given once
+
+
+def test_a_new_request_on_the_slot_starts_afresh() -> None:
+    slot, dog, clock, events = watched()
+    slot.begin("GET", "/slow", None, started=clock.now)
+    clock.now += 61
+    dog.check()
+    slot.done(now=clock.now)
+    fresh = slot.begin("GET", "/next", None, started=clock.now)
+    clock.now += 1
+    dog.check()
+    assert [type(event) for event in events] == [StuckRequest, FinishedRequest]
+    clock.now += 60
+    dog.check()
+    assert events[2].view.request is fresh
+
+
+def test_a_request_whose_slot_went_away_counts_until_it_was_missed() -> None:
+    board = Scoreboard()
+    slot = board.claim()
+    clock = FakeClock()
+    events: list[Any] = []
+    dog = Watchdog(board, 60.0, events.append, events.append, clock)
+    slot.begin("GET", "/slow", None, started=clock.now)
+    clock.now += 61
+    dog.check()
+    board.release(slot)
+    clock.now += 9
+    dog.check()
+    assert events[1].total == 70.0
+
+
+def test_a_failing_callback_does_not_stop_the_watchdog(caplog: pytest.LogCaptureFixture) -> None:
+    board = Scoreboard()
+    clock = FakeClock()
+
+    def broken(stuck: StuckRequest) -> None:
+        raise RuntimeError("broken callback")
+
+    finished: list[FinishedRequest] = []
+    dog = Watchdog(board, 60.0, broken, finished.append, clock)
+    slot = board.claim()
+    slot.begin("GET", "/", None, started=clock.now)
+    clock.now += 61
+    with caplog.at_level(logging.ERROR, logger="wsgipool.error"):
+        dog.check()
+    assert "broken callback" in caplog.text
+    slot.done(now=clock.now)
+    dog.check()
+    assert len(finished) == 1
+
+
+def test_a_negative_or_nan_threshold_is_refused() -> None:
+    for threshold in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="stuck threshold"):
+            Watchdog(Scoreboard(), threshold)
+
+
+# --- the watchdog's thread ------------------------------------------------------------------
+
+
+@contextmanager
+def running(dog: Watchdog) -> Iterator[Watchdog]:
+    dog.start()
+    try:
+        yield dog
+    finally:
+        dog.stop(timeout=10)
+    assert not any(thread.name == "wsgipool-watchdog" for thread in threading.enumerate())
+
+
+def test_the_watchdog_thread_logs_a_stuck_request_with_its_stack(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    board = Scoreboard()
+    with (
+        caplog.at_level(logging.WARNING, logger="wsgipool.error"),
+        running(Watchdog(board, threshold=0.05)),
+        Worker(board) as worker,
+    ):
+        wait_for(lambda: "stuck request: " in caplog.text)
+        worker.release.set()
+        wait_for(lambda: "stuck request finished after " in caplog.text)
+    stuck, finished = (r.getMessage() for r in caplog.records if "stuck request" in r.message)
+    assert stuck.startswith(
+        "stuck request: GET /orders/7 from 10.0.0.5:4321 [app] on scoreboard-test-worker"
+    )
+    assert "Stack of scoreboard-test-worker (most recent call last):" in stuck
+    assert ", in held_in_app" in stuck
+    assert "finished after " in finished
+    assert finished.endswith("s: GET /orders/7 from 10.0.0.5:4321 on scoreboard-test-worker")
+    for secret in (QUERY_SECRET, AUTH_SECRET, LOCAL_SECRET):
+        assert secret not in caplog.text
+
+
+def test_threshold_zero_starts_no_thread() -> None:
+    dog = Watchdog(Scoreboard(), threshold=0)
+    dog.start()
+    assert not any(thread.name == "wsgipool-watchdog" for thread in threading.enumerate())
+    dog.stop()
+
+
+def test_sigusr2_gives_faulthandler_s_dump_then_the_request_dump() -> None:
+    """The design in dumps.py, end to end: the Python handler only asks the watchdog's
+    thread for the dump; faulthandler, registered after it on the same signal, writes its
+    own all-threads dump first and chains to it."""
+    board = Scoreboard()
+    dumps: list[str] = []
+
+    def dump() -> None:
+        dumps.append(format_in_flight(board, process_label="wsgipool", worker_index=0))
+
+    dog = Watchdog(board, threshold=0, on_dump=dump)
+    main_wake = WakePipe()
+
+    def on_signal(signum: int, frame: object) -> None:
+        dog.request_dump()
+
+    with running(dog), Worker(board) as worker, tempfile.TemporaryFile("w+") as raw:
+        restore = handle_signals([signal.SIGUSR2], on_signal, main_wake)
+        undo = register_fault_dump(raw, signal.SIGUSR2)
+        try:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            wait_for(lambda: len(dumps) == 1)
+        finally:
+            undo()
+            restore()
+        raw.seek(0)
+        faulthandler_text = raw.read()
+        ident = worker.thread.ident
+    assert ident is not None
+    # faulthandler names each thread as the dump does, so the two can be matched.
+    assert f"Thread {thread_hex(ident)} (most recent call first):" in faulthandler_text
+    assert " in held_in_app\n" in faulthandler_text
+    assert f"(thread {thread_hex(ident)})" in dumps[0]
+    assert ", in held_in_app" in dumps[0]
+    main_wake.close()
