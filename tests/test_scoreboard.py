@@ -237,7 +237,7 @@ def test_an_idle_process_dumps_its_header_only() -> None:
     board.claim()
     dump = format_in_flight(board, process_label="wsgipool", worker_index=None)
     assert dump.count("\n") == 1
-    assert "0 requests in flight; 1 threads (1 idle)" in dump
+    assert "0 requests in flight; 1 thread (1 idle)" in dump
 
 
 # --- the stuck scan, on a fake clock --------------------------------------------------------

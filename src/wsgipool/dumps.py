@@ -163,10 +163,12 @@ def _header(
     for view in views:
         counts[view.state] += 1
     states = ", ".join(f"{count} {state.value}" for state, count in counts.items() if count)
-    noun = "request" if busy == 1 else "requests"
-    return (
-        f"{where} at {when}: {busy} {noun} in flight; {len(views)} threads ({states or 'none'})\n"
-    )
+    requests, threads = _count(busy, "request"), _count(len(views), "thread")
+    return f"{where} at {when}: {requests} in flight; {threads} ({states or 'none'})\n"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def register_fault_dump(
