@@ -202,7 +202,7 @@ class Watchdog:
             if self.threshold > 0:
                 now = self._clock()
                 if now >= next_scan:
-                    self.check()
+                    self._call(self.check)
                     next_scan = now + self.interval
                 timeout = max(0.0, next_scan - self._clock())
             self._wake.wait(timeout)
