@@ -1,7 +1,7 @@
 """The metrics store (wsgipool.metrics) and its exposition (wsgipool.exposition).
 
 Recording and rendering are read back with a strict parser of the formats
-(exposition_parser); the shared block is exercised with real threads and real forked
+(tests/helpers/exposition.py); the shared block is exercised with real threads and real forked
 processes, waiting on pipes with deadlines, never on sleeps or timings.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from exposition_parser import Family, histogram, parse
+from tests.helpers.exposition import Family, histogram, parse
 from wsgipool.exposition import (
     FAMILIES,
     OPENMETRICS_TEXT,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import wait_for
+from tests.helpers.waiting import wait_for
 from wsgipool.dumps import format_in_flight, register_fault_dump, thread_hex, thread_stack
 from wsgipool.scoreboard import InFlight, Scoreboard, Slot, State
 from wsgipool.threads import WakePipe, handle_signals
