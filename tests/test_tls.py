@@ -850,3 +850,19 @@ def test_a_body_record_trickled_a_byte_at_a_time_times_out(
     assert client.trickle_until_closed(client.outgoing_bytes(), pause=0.1), (
         "the body read outlived a record trickled over its whole length"
     )
+
+
+def test_reload_stops_on_a_certificate_its_server_cannot_use(pki: dict[str, str]) -> None:
+    """Under --reload the server process reads the certificate; when that first server
+    cannot start for its configuration, the reloader stops with status 2 as well (no change
+    to a watched file would fix it), and the error is on stderr."""
+    command = [sys.executable, "-m", "wsgipool", "--chdir", str(Path(__file__).parent / "apps")]
+    bad = subprocess.run(
+        [*command, "--reload", "--bind", "127.0.0.1:0", "--certfile", pki["ca"], "goodapp:app"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2, bad.stderr
+    assert f"wsgipool: error: --certfile: cannot load {pki['ca']}" in bad.stderr
+    assert "reloader: the server could not start; stopping" in bad.stderr

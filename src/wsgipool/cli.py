@@ -15,8 +15,8 @@ from ._version import __version__
 from .config import COUNT_BOUNDS, Config, ConfigError
 from .loader import load_app
 from .options import BIND, BY_FIELD, OPTIONS, UNITS, Option, parse_size
+from .supervisors.process import EXIT_USAGE
 
-EXIT_USAGE = 2
 _DEFAULTS = Config()
 
 

@@ -23,6 +23,8 @@ from ..worker import STOP_MARGIN
 
 log = logging.getLogger("wsgipool.error")
 
+# A command whose configuration cannot be used exits with this status (as argparse does).
+EXIT_USAGE = 2
 INHERITED_FDS_ENV = "WSGIPOOL_INHERITED_FDS"  # "3,4": listening sockets handed to a child
 # How long a server process gets to stop on SIGTERM beyond the graceful timeout before
 # SIGKILL (under --reload and --workers): its own STOP_MARGIN for its threads, then time

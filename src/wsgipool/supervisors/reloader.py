@@ -36,7 +36,7 @@ from ..config import Config, ConfigError
 from ..options import env_flag
 from ..sockets import bind_all, close_listening, url_of
 from ..threads import WakePipe, handle_signals, start_thread
-from .process import environ_with_fds, exit_reason, stop_child, stop_timeout
+from .process import EXIT_USAGE, environ_with_fds, exit_reason, stop_child, stop_timeout
 
 log = logging.getLogger("wsgipool.error")
 
@@ -372,6 +372,7 @@ class Reloader:
         try:
             watcher.start()
             self._start_child()
+            first = self._child
             while not self._stopping:
                 self._pipe.wait()
                 if self._stopping:
@@ -392,6 +393,11 @@ class Reloader:
                     if child.returncode == 0:
                         log.info("reloader: the server exited; stopping")
                         return 0
+                    if child is first and child.returncode == EXIT_USAGE:
+                        # Its configuration cannot be used (it said why): no change to a
+                        # watched file will fix that, so stop as the command would.
+                        log.error("reloader: the server could not start; stopping")
+                        return EXIT_USAGE
                     log.error(
                         "reloader: the server %s; restarting when a watched file changes",
                         exit_reason(child.returncode),
