@@ -229,3 +229,16 @@ def test_server_refuses_process_options() -> None:
     for options in ({"workers": 2}, {"max_requests": 10}, {"preload": True}, {"umask": "077"}):
         with pytest.raises(ConfigError, match="serve\\(\\) or the wsgipool command"):
             Server(lambda environ, start_response: [], **options)
+
+
+def test_recycling_with_one_worker_process(project: Path, spawn: Callable[..., Process]) -> None:
+    """--max-requests alone runs the supervisor with one worker process, which recycles."""
+    port = free_port()
+    proc = spawn(["pidapp:app", "-b", f"127.0.0.1:{port}", "--max-requests", "3"], cwd=project)
+    (first,) = proc.wait_workers(1)
+    for _ in range(3):
+        assert get(port)[0] == first
+    proc.wait_log("retired itself; starting a new one")
+    (second,) = proc.wait_workers(1, besides={first})
+    assert get(port)[0] == second
+    assert proc.stop(signal.SIGTERM) == 0

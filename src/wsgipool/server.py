@@ -73,7 +73,7 @@ class Server:
         self.tls_context = tls_context
         self._listen_fds = None if listen_fds is None else list(listen_fds)
         self.config = config if config is not None else Config.from_options(**options)
-        if not multiprocess and self.config.process_options():
+        if self.config.process_options():
             raise ConfigError(
                 f"{', '.join(self.config.process_options())}: options of the whole process, "
                 "which a Server (running inside your program) leaves to it: use serve() or "

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ..config import Config, ConfigError
+from ..config import PROCESS_DEFAULTS, Config, ConfigError
 from ..server import Server, make_tls_context
 from ..sockets import bind_all, close_listening, url_of
 from ..threads import WakePipe, handle_signals
@@ -532,7 +533,8 @@ def _serve_as_worker_process(
         app = _CountingApp(app, limit, on_limit)
     server = Server(
         app,
-        config,
+        # The process options are this supervisor's (max_requests: the counting app above).
+        dataclasses.replace(config, **PROCESS_DEFAULTS),
         app_name=app_name,
         multiprocess=config.workers > 1,
         tls_context=tls_context,
