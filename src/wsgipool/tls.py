@@ -2,8 +2,8 @@
 
 A TLS connection keeps its plain, blocking socket (with the kernel timeouts every
 connection has) and runs OpenSSL over a pair of ``ssl.MemoryBIO`` buffers, so every system
-call stays the one a plain connection makes: ``recv(MSG_DONTWAIT)`` when the worker must
-not wait, a blocking ``recv``/``sendall`` bounded by SO_RCVTIMEO/SO_SNDTIMEO when it may.
+call stays the one a plain connection makes: ``recv``/``send`` with ``MSG_DONTWAIT``, and
+waits in ``poll()`` within the transfer's budget (connection.py).
 (An ``SSLSocket`` in blocking mode retries for ever when a kernel timeout fires, and one
 in timeout mode waits in poll() on every call.) It also lets bytes already read off the
 socket, such as those after a PROXY protocol header, be handed to OpenSSL.
