@@ -643,14 +643,14 @@ def test_paste_unknown_option_is_refused(spawn: Any, tmp_path: Path) -> None:
     pytest.importorskip("paste.deploy")
     script = tmp_path / "serve.py"
     script.write_text(PASTE_SCRIPT)
-    ini = paste_ini(tmp_path, "port = 0\nworkers = 4")
+    ini = paste_ini(tmp_path, "port = 0\nwrokers = 4")
     proc = spawn(
         command=[sys.executable, str(script), str(ini)],
         cwd=tmp_path,
         env={"PYTHONPATH": str(EXAMPLES / "pyramid")},
     )
     assert proc.wait() != 0
-    assert "unknown server option(s): workers" in proc.output
+    assert "unknown server option(s): wrokers" in proc.output
 
 
 @pytest.mark.parametrize(
@@ -772,7 +772,7 @@ def test_paste_entry_point_is_registered() -> None:
     # What egg:wsgipool and flask's plugin lookup find (other servers have a "main" too).
     ours = metadata.distribution("wsgipool").entry_points
     runners = {ep.name: ep.value for ep in ours if ep.group == "paste.server_runner"}
-    assert runners == {"main": "wsgipool.compat:paste_server_runner"}
+    assert runners == {"main": "wsgipool.integrations.paste:paste_server_runner"}
     commands = {ep.name: ep.value for ep in ours if ep.group == "flask.commands"}
     assert commands == {"serve": "wsgipool.integrations.flask_cli:serve_command"}
 
