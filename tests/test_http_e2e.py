@@ -193,6 +193,54 @@ def test_pipelined_head_and_get(serve):
         assert get.body == b"Hello, World!"
 
 
+class SlowClose:
+    """A one-chunk body whose ``close()`` (run after the response went out, before the
+    worker is done with the connection) waits until the test lets it finish."""
+
+    def __init__(self) -> None:
+        self.closing = threading.Event()
+        self.proceed = threading.Event()
+
+    def __call__(self, environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return self if environ["PATH_INFO"] == "/slow-close" else [b"ok"]
+
+    def __iter__(self):
+        yield b"ok"
+
+    def close(self) -> None:
+        self.closing.set()
+        self.proceed.wait(10)
+
+
+@pytest.mark.parametrize("poller", ["auto", "selectors"])
+def test_request_sent_before_the_worker_is_done_is_answered(serve, poller):
+    """A keep-alive client sends its next request as soon as it has the response, while the
+    worker still runs the app's close(). With the edge-triggered poller that request's edge
+    reaches the listener while the worker owns the connection; it must not be lost when the
+    worker hands the connection back."""
+    app = SlowClose()
+    live = serve(validated(app), poller=poller)
+    listener = live.server._listener  # Only to wait until it has seen the edge.
+    with live.connect() as sock:
+        reader = ResponseReader(sock)
+        # One request first: a connection accepted with its first bytes (TCP_DEFER_ACCEPT)
+        # joins the poller when it is first handed back.
+        sock.sendall(build_request("GET", "/"))
+        assert reader.read().body == b"ok"
+        for _ in range(3):
+            app.closing.clear()
+            app.proceed.clear()
+            sock.sendall(build_request("GET", "/slow-close"))
+            assert reader.read().body == b"ok"
+            assert app.closing.wait(10)
+            sock.sendall(build_request("GET", "/next"))
+            if poller == "auto":
+                wait_for(lambda: bool(listener._missed))
+            app.proceed.set()
+            assert reader.read().body == b"ok"
+
+
 # --- request bodies the app did not read -----------------------------------------------------
 
 

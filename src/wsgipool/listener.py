@@ -4,10 +4,15 @@ It owns the listening sockets, the poller and the registry of open connections. 
 hands a connection back with ``watch`` and tells of one it closed with ``discard``.
 
 A connection is *watched* (owned by the listener) while ``conn.deadline`` is non-zero and
-owned by a worker while it is zero: one attribute, so the hand-over is a single store on
-either side. The registry itself changes only under ``_lock``, and only the listener turns
-a readiness event into a dispatch, after finding the connection there and watched; a stale
-re-arm of a closed or reused descriptor therefore never runs anything twice.
+owned by a worker while it is zero. Both hand-overs happen under ``_lock``, as do all
+changes to the registry, and only the listener turns a readiness event into a dispatch,
+after finding the connection there and watched; a stale event for a closed or reused
+descriptor therefore never runs anything twice.
+
+With an edge-triggered poller a connection stays registered while a worker owns it, so
+an edge can fire then: the listener records it (``_missed``) and the worker's hand-back
+(``watch``) finds it and reads again instead of handing the connection over. See
+docs/architecture.md, "Edges while a worker owns a connection".
 """
 
 from __future__ import annotations
@@ -129,6 +134,11 @@ class Listener:
         self._proxy_trust = config.proxy_trust if config.proxy_protocol else None
         self._conns: dict[int, Connection] = {}
         self._lock = threading.Lock()
+        # Under _lock: connections owned by a worker that the poller reported readable
+        # meanwhile, and connections not in the poller yet (accepted deferred: added by
+        # their first hand-back).
+        self._missed: set[Connection] = set()
+        self._unarmed: set[Connection] = set()
         self._empty = threading.Condition(self._lock)
         # Whether the listening sockets are in the poller, and until when accepting is
         # paused after EMFILE/ENFILE.
@@ -155,15 +165,25 @@ class Listener:
     def draining(self) -> bool:
         return self._draining.is_set()
 
-    def watch(self, conn: Connection, deadline: float) -> None:
+    def watch(self, conn: Connection, deadline: float) -> bool:
         """A worker hands ``conn`` back to wait for its next bytes until ``deadline``.
 
-        Lock-free, as it runs once per request: the deadline is one attribute store, and
-        re-arming is a thread-safe system call. Should the listener close the connection in
-        between (shutdown), the re-arm fails harmlessly; the registry decides what runs.
+        False when the poller reported ``conn`` readable while the worker owned it: the
+        worker keeps it and must read again (the bytes may have come after its last read).
+        With an edge-triggered poller a connection already registered needs no system
+        call. Should the listener close the connection in between (shutdown), a re-arm
+        fails harmlessly; the registry decides what runs.
         """
-        conn.deadline = deadline
-        self._poller.rearm(conn.fd)
+        with self._lock:
+            if conn in self._missed:
+                self._missed.discard(conn)
+                return False
+            conn.deadline = deadline
+            rearm = not self._poller.persistent or conn in self._unarmed
+            self._unarmed.discard(conn)
+        if rearm:
+            self._poller.rearm(conn.fd)
+        return True
 
     def discard(self, conn: Connection) -> None:
         """A worker closed (or is about to close) ``conn``: forget it."""
@@ -248,9 +268,14 @@ class Listener:
                 if fd in listening:
                     continue
                 conn = conns.get(fd)
-                if conn is not None and conn.deadline:
+                if conn is None:
+                    continue  # Closed since: a stale event.
+                if conn.deadline:
                     conn.deadline = 0.0
                     dispatch.append(conn)
+                else:
+                    # A worker owns it: its hand-back will find this and read again.
+                    self._missed.add(conn)
         for fd in ready:
             sock = listening.get(fd)
             if sock is not None:
@@ -308,6 +333,8 @@ class Listener:
             for conn in accepted:
                 conn.deadline = deadline
                 self._conns[conn.fd] = conn
+            if deferred:
+                self._unarmed.update(accepted)
         # Only this thread registers, and a connection is in the registry before the
         # poller can report it (or a worker can own it).
         register = self._poller.register
@@ -360,11 +387,11 @@ class Listener:
         no worker). Only a request is refused: a connection with nothing to read is none."""
         if not (conn.buffer or conn.has_pending_input()):
             first = _peek(conn.sock)
-            if first is None:
-                # Nothing sent yet: a preconnect that a deferred accept delivered, say.
-                # Watched as a fresh one: served once it speaks (with room in the queue
-                # by then), or closed silently at its deadline.
-                self.watch(conn, next_deadline(conn, self._config))
+            # Nothing sent yet: a preconnect that a deferred accept delivered, say. Watched
+            # as a fresh one: served once it speaks (with room in the queue by then), or
+            # closed silently at its deadline. (Not handed over: it spoke just now, so it
+            # is a request to refuse.)
+            if first is None and self.watch(conn, next_deadline(conn, self._config)):
                 return
             if first == b"":
                 # An idle client hung up: close it without a word.
@@ -420,6 +447,8 @@ class Listener:
     def _remove(self, conn: Connection) -> None:
         """Drop ``conn`` from the registry; the registry lock must be held."""
         conn.deadline = 0.0
+        self._missed.discard(conn)
+        self._unarmed.discard(conn)
         if self._conns.pop(conn.fd, None) is conn:
             if not self._conns:
                 self._empty.notify_all()

@@ -1,13 +1,16 @@
-"""Readiness polling with one-shot registration, safe to re-arm from a worker thread.
+"""Readiness polling for the listener thread, safe to re-arm from a worker thread.
 
-A connection is watched for one readable event at a time: when it fires the connection
-leaves the poller until its worker hands it back with ``rearm``. Two implementations:
+Two implementations:
 
-- ``EpollPoller`` (Linux): ``EPOLLONESHOT``; a worker re-arms with ``epoll_ctl`` directly,
-  which the kernel makes thread-safe, so handing a connection back wakes no other thread.
-- ``SelectorPoller`` (anywhere): ``selectors`` has no one-shot mode and its map is not
-  thread-safe, so re-arm requests are queued under a lock and the listener thread, woken
-  through a pipe, applies them itself.
+- ``EpollPoller`` (Linux): edge-triggered (``EPOLLET``). A connection is added once and
+  stays registered while workers serve it: handing it back costs no system call. Edges
+  that fire while a worker owns the connection reach the listener, which notes them under
+  its registry lock (see listener.py and docs/architecture.md: "Edges while a worker
+  owns a connection"), so none is lost.
+- ``SelectorPoller`` (anywhere): ``selectors`` has no edge-triggered or one-shot mode and
+  its map is not thread-safe, so a connection leaves the selector when it fires, re-arm
+  requests are queued under a lock and the listener thread, woken through a pipe,
+  applies them itself.
 """
 
 from __future__ import annotations
@@ -23,23 +26,29 @@ from .threads import WakePipe
 
 
 class Poller(Protocol):
+    # Whether a connection stays registered after it fires (EpollPoller): then only its
+    # first hand-back calls ``rearm``, to add a connection registered unarmed.
+    persistent: bool
+
     def add_listener(self, fd: int) -> None:
         """Watch a listening socket, level-triggered, until ``remove``."""
 
     def remove_listener(self, fd: int) -> None: ...
 
     def register(self, fd: int, armed: bool = True) -> None:
-        """Add a new connection (listener thread only), watched for one readable event
+        """Add a new connection (listener thread only), watched for readable events
         unless ``armed`` is False: then it waits for its first ``rearm`` (which may be
         when it is actually added)."""
 
     def rearm(self, fd: int) -> None:
-        """Watch a connection again (any thread); a closed descriptor is ignored."""
+        """Watch a connection again (any thread), reporting bytes already waiting; a
+        closed descriptor is ignored."""
 
     def forget(self, fd: int) -> None:
         """Stop watching a connection the listener is about to close (listener thread only).
 
-        A worker closes only connections it owns, which are never armed, so it needs no call.
+        A worker closing a connection it owns needs no call: closing the descriptor takes it
+        out of epoll, and the selectors fallback holds no connection a worker owns.
         """
 
     def poll(self, timeout: float) -> list[int]:
@@ -52,7 +61,8 @@ class Poller(Protocol):
 
 
 class EpollPoller:
-    _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT if hasattr(select, "epoll") else 0
+    persistent = True
+    _EDGE_IN = select.EPOLLIN | select.EPOLLET if hasattr(select, "epoll") else 0
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
@@ -84,17 +94,18 @@ class EpollPoller:
             # (Connection: close) then costs no epoll call at all.
             return
         try:
-            self._epoll.register(fd, self._ONESHOT_IN)
+            self._epoll.register(fd, self._EDGE_IN)
         except FileExistsError:
-            self._epoll.modify(fd, self._ONESHOT_IN)
+            self._epoll.modify(fd, self._EDGE_IN)
 
     def rearm(self, fd: int) -> None:
+        # Adding (or modifying) checks the descriptor at once: bytes that arrived before
+        # are reported as an edge. Any thread may call it: epoll_ctl is thread-safe.
         try:
-            self._epoll.modify(fd, self._ONESHOT_IN)
-        except FileNotFoundError:
-            # Never armed yet (see register); any thread may add it: epoll_ctl is.
+            self._epoll.register(fd, self._EDGE_IN)
+        except FileExistsError:
             with contextlib.suppress(OSError):
-                self._epoll.register(fd, self._ONESHOT_IN)
+                self._epoll.modify(fd, self._EDGE_IN)
         except OSError:
             pass  # The listener closed the connection during shutdown: nothing to re-arm.
 
@@ -121,6 +132,8 @@ class EpollPoller:
 
 
 class SelectorPoller:
+    persistent = False
+
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
         self._wake_pipe = WakePipe()

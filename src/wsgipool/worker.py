@@ -66,8 +66,9 @@ class ConnectionHandler:
                         self._close(conn)
                         return
                     if received < 0:
-                        self._hand_back(conn)
-                        return
+                        if self._hand_back(conn):
+                            return
+                        continue  # Bytes may have come since the read: read again.
                     if not conn.head_started:
                         conn.head_started = time.monotonic()
                     continue
@@ -104,10 +105,10 @@ class ConnectionHandler:
                 self._close(conn, linger=outcome is Outcome.ABORT, reset=outcome is Outcome.RESET)
                 return
             conn.idle_since = time.monotonic()
-            if not buffer and not conn.has_pending_input():
-                self._hand_back(conn)
+            if not buffer and not conn.has_pending_input() and self._hand_back(conn):
                 return
-            # A pipelined request is already here: serve it without a hand-off.
+            # A pipelined request is already here (or bytes came as the response went
+            # out): serve it without a hand-off.
 
     def _take_proxy_header(self, conn: Connection) -> bool:
         """Consume the PROXY protocol header that must open ``conn`` (``--proxy-protocol``).
@@ -130,10 +131,11 @@ class ConnectionHandler:
             if received == 0:
                 self._close(conn)
                 return False
-            if received < 0:
-                # The header timeout from the accept applies; expiry is a silent close
-                # (head_started stays 0: no 408 to a proxy).
-                self._listener.watch(conn, conn.accepted_at + self._config.header_timeout)
+            # The header timeout from the accept applies; expiry is a silent close
+            # (head_started stays 0: no 408 to a proxy).
+            if received < 0 and self._listener.watch(
+                conn, conn.accepted_at + self._config.header_timeout
+            ):
                 return False
         del buffer[: header.consumed]
         conn.proxy_header_expected = False
@@ -146,17 +148,20 @@ class ConnectionHandler:
         """Advance the TLS handshake of ``conn``: True once it is done; False when the
         connection was handed back to wait for the client's next flight, or closed."""
         result = conn.handshake()
+        while result is Handshake.WAITING:
+            if self._hand_back(conn):
+                return False
+            result = conn.handshake()  # Bytes may have come since the read: try again.
         if result is Handshake.DONE:
             return True
-        if result is Handshake.WAITING:
-            self._hand_back(conn)
-        else:
-            log.debug("closing %s: TLS handshake %s", conn.peer, result.value)
-            self._close(conn, linger=result is Handshake.NOT_TLS)
+        log.debug("closing %s: TLS handshake %s", conn.peer, result.value)
+        self._close(conn, linger=result is Handshake.NOT_TLS)
         return False
 
-    def _hand_back(self, conn: Connection) -> None:
-        self._listener.watch(conn, next_deadline(conn, self._config))
+    def _hand_back(self, conn: Connection) -> bool:
+        """Give ``conn`` to the listener to wait for its next bytes; False when it was
+        reported readable meanwhile and stays with this worker (see ``Listener.watch``)."""
+        return self._listener.watch(conn, next_deadline(conn, self._config))
 
     def _close(self, conn: Connection, *, linger: bool = False, reset: bool = False) -> None:
         self._listener.discard(conn)
