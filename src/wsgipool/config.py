@@ -214,6 +214,11 @@ class Config:
     ca_certs: str = ""
     cert_reqs: str = "none"
     ciphers: str = ""
+    # Metrics and health (docs/observability.md): where /metrics, /stats, /livez and
+    # /readyz are served ("": nowhere), and the queue wait over which /readyz says 503
+    # (0: queue wait never makes it so).
+    metrics_bind: str = ""
+    ready_max_queue_wait: float = 0.0
     # Python only: a ready ssl.SSLContext, instead of certfile and the rest.
     ssl_context: Any = None
     binds: tuple[BindAddress, ...] = field(init=False, repr=False, compare=False)
@@ -224,6 +229,8 @@ class Config:
     proxy_trust: TrustedPeers = field(init=False, repr=False, compare=False)
     socket_mode: int | None = field(init=False, repr=False, compare=False)
     umask_value: int | None = field(init=False, repr=False, compare=False)
+    # Parsed metrics_bind (None: off).
+    metrics_address: BindAddress | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         bind = self.bind
@@ -277,6 +284,8 @@ class Config:
         object.__setattr__(self, "socket_mode", parse_mode(self.unix_socket_mode))
         object.__setattr__(self, "umask_value", parse_mode(self.umask, "umask"))
         self._check_tls()
+        object.__setattr__(self, "metrics_address", _parse_metrics_bind(self.metrics_bind))
+        _require_seconds("ready_max_queue_wait", self.ready_max_queue_wait, zero_means="off")
         object.__setattr__(
             self,
             "limits",
@@ -370,6 +379,22 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
         return cls(**options)
+
+
+def _parse_metrics_bind(text: object) -> BindAddress | None:
+    """The one address ``metrics_bind`` names: TCP or unix:, as --bind writes them."""
+    if not isinstance(text, str):
+        raise ConfigError(f"metrics_bind: an address such as 127.0.0.1:9100, not {text!r}")
+    if not text:
+        return None
+    expected = f"metrics_bind {text!r}: expected HOST:PORT, [IPv6]:PORT or unix:PATH"
+    try:
+        address = BindAddress.parse(text)
+    except ConfigError as exc:
+        raise ConfigError(expected if "expected" in str(exc) else f"metrics_{exc}") from None
+    if address.kind not in ("tcp", "unix"):
+        raise ConfigError(expected)
+    return address
 
 
 def require_file(name: str, path: str) -> None:

@@ -327,6 +327,7 @@ def _worker_json(index: int, reading: WorkerReading, busy: float) -> dict[str, A
         "active_requests": gauges.active_requests,
         "queue_length": gauges.queue_length,
         "queue_limit": gauges.queue_limit,
+        "queue_oldest_wait_seconds": gauges.queue_oldest_wait_us / 1e6,
         "stuck_requests": gauges.stuck_requests,
         "threads": {state: getattr(gauges, f"threads_{state}") for state in THREAD_STATES},
         "connections": {

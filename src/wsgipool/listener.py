@@ -112,8 +112,11 @@ class Listener:
         tasks: TaskQueue[Connection],
         draining: threading.Event,
         tls: ssl.SSLContext | None = None,
+        on_shed: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
+        # Told of each request refused for a full queue (the metrics' count).
+        self._on_shed = on_shed
         # With TLS every connection is a TLSConnection; its handshake runs on a worker.
         self._new_connection: Callable[
             [socket.socket, Any, Any, Limits, TransferLimits], Connection
@@ -217,6 +220,12 @@ class Listener:
     def connection_count(self) -> int:
         with self._lock:
             return len(self._conns)
+
+    def connection_states(self) -> tuple[int, int]:
+        """Open connections: (owned by a worker, watched by the listener)."""
+        with self._lock:
+            watched = sum(1 for conn in self._conns.values() if conn.deadline)
+            return len(self._conns) - watched, watched
 
     # --- the listener thread -------------------------------------------------------------
 
@@ -405,6 +414,8 @@ class Listener:
                 "overloaded: %d connections wait for a worker; answering 503", len(self._tasks)
             )
         conn.send_nowait(error_response(503, "server overloaded", extra_headers=RETRY_AFTER))
+        if self._on_shed is not None:
+            self._on_shed()
         self.discard(conn)
         conn.close(linger=True)
 

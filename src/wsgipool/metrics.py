@@ -219,6 +219,9 @@ class Gauges:
     threads_sending: int = 0
     connections_active: int = 0
     connections_idle: int = 0
+    # How long the oldest request in the queue has waited, in microseconds (0: none
+    # waits); /readyz with --ready-max-queue-wait reads it.
+    queue_oldest_wait_us: int = 0
 
     def __add__(self, other: Gauges) -> Gauges:
         return Gauges(*(getattr(self, name) + getattr(other, name) for name in GAUGE_FIELDS))

@@ -359,6 +359,21 @@ OPTIONS = (
         "OpenSSL cipher list for TLS 1.2 (default: OpenSSL's secure defaults; TLS 1.3 "
         "suites are not affected)",
     ),
+    # Metrics and health (docs/observability.md).
+    Option(
+        "metrics_bind",
+        "ADDRESS",
+        "serve GET /metrics (Prometheus, OpenMetrics), /stats (JSON), /livez and /readyz on "
+        "this address, as --bind writes it: keep it on loopback or a pod-internal address "
+        "(default: off)",
+    ),
+    Option(
+        "ready_max_queue_wait",
+        SECONDS,
+        "/readyz answers 503 while requests wait longer than this for a worker thread "
+        "(0: queue wait never makes it so)",
+        parse_seconds,
+    ),
 )
 # Every Config field that text can set (all but config.PYTHON_ONLY_FIELDS), by name.
 BY_FIELD: Mapping[str, Option] = {option.field: option for option in (BIND, *OPTIONS)}

@@ -17,6 +17,9 @@ from .accesslog import AccessLog
 from .config import Config, ConfigError
 from .connection import Connection
 from .listener import Listener
+from .metrics import Gauges, MetricsStore, Recorder, Snapshot
+from .monitor import MonitorEndpoint, Readiness, Ticker
+from .sdnotify import Notifier, status_text
 from .sockets import bind_all, close_listening, remove_socket_files, url_of
 from .taskqueue import TaskQueue
 from .threads import WakePipe, handle_signals
@@ -45,7 +48,10 @@ class Server:
     names ("reloading on changes"); ``multiprocess``, ``wsgi.multiprocess`` (a worker
     process); ``tls_context``, the context to serve TLS with (default: made at ``start()``
     from the config, see ``make_tls_context``); ``listen_fds``, listening descriptors a
-    supervisor process handed over, served instead of binding the config's addresses.
+    supervisor process handed over, served instead of binding the config's addresses;
+    ``recorder``, where a worker process records its metrics (its slot of the supervisor's
+    store: the supervisor serves ``--metrics-bind``; without it, a server with
+    ``metrics_bind`` keeps and serves its own).
     """
 
     def __init__(
@@ -58,6 +64,7 @@ class Server:
         multiprocess: bool = False,
         tls_context: ssl.SSLContext | None = None,
         listen_fds: Sequence[int] | None = None,
+        recorder: Recorder | None = None,
         **options: Any,
     ) -> None:
         if config is not None and options:
@@ -93,6 +100,17 @@ class Server:
         self._wake = WakePipe()
         self._access_log: AccessLog | None = None
         self._stopped = False
+        # Metrics and health: see _start_monitoring.
+        self._recorder = recorder
+        self._recording_for_supervisor = recorder is not None
+        self._store: MetricsStore | None = None
+        self._monitor: MonitorEndpoint | None = None
+        self._readiness = Readiness(self.config.ready_max_queue_wait)
+        self._notifier: Notifier | None = None
+        self._tickers: list[Ticker] = []
+        self._tasks: TaskQueue[Connection] | None = None
+        self._gateway: Gateway | None = None
+        self._listening = False
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -115,6 +133,13 @@ class Server:
         except Exception:
             self._close_access_log()
             raise
+        try:
+            self._start_monitoring()
+        except Exception:
+            self._close_sockets()
+            self._close_access_log()
+            raise
+        recorder = self._recorder
         draining = threading.Event()
         gateway = Gateway(
             self.app,
@@ -122,10 +147,13 @@ class Server:
             multiprocess=self.multiprocess,
             draining=draining,
             access_log=self._access_log,
+            recorder=recorder,
         )
         tasks: TaskQueue[Connection] = TaskQueue(config.queue_limit)
         pool = WorkerPool(config.threads, tasks)
-        listener = Listener(self.sockets, config, tasks, draining, tls_context)
+        on_shed = recorder.rejected if recorder is not None else None
+        listener = Listener(self.sockets, config, tasks, draining, tls_context, on_shed)
+        self._tasks, self._gateway = tasks, gateway
         try:
             pool.start(ConnectionHandler(gateway, listener))
             listener.start()
@@ -133,6 +161,7 @@ class Server:
             pool.stop(timeout=0.0)
             self._close_sockets()
             self._close_access_log()
+            self._stop_monitoring()
             raise ConfigError(
                 f"threads: cannot start {config.threads} threads here ({exc}); lower "
                 "--threads, or raise the limits on threads and memory (ulimit -u, ulimit -v)"
@@ -151,6 +180,11 @@ class Server:
         )
         for url in self.urls:
             log.info("listening on %s", url)
+        self._listening = True
+        if self._monitor is not None:
+            log.info("metrics and health on %s", self.metrics_url)
+        if self._recording_for_supervisor or self._notifier is not None:
+            self._tickers.append(Ticker(self._sample, "wsgipool-sampler"))
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop accepting, let in-flight requests finish (up to ``timeout``, by default the
@@ -191,23 +225,33 @@ class Server:
         pool.stop(timeout=FORCED_STOP_WAIT if self._force_stop else STOP_MARGIN)
         self._close_sockets()
         self._close_access_log()
+        self._stop_monitoring()
         return clean
 
     def serve_forever(self) -> None:
         """Start, then block until SIGINT or SIGTERM (or ``request_stop``), then stop."""
         # Handlers first: a signal that lands as "listening" is logged is a clean stop too.
         restore = self._install_signal_handlers()
+        if not self.multiprocess and not self._listener:
+            # systemd's Type=notify (a worker process leaves it to its supervisor).
+            self._notifier = Notifier.from_environ()
         try:
             if not self._listener:
                 self.start()
+            if self._notifier is not None:
+                self._notifier.notify("READY=1", f"STATUS={self._status()}")
             # Woken at once by request_stop and by a signal, even one that lands just
             # before the thread blocks (the signal wake-up descriptor is the same pipe).
             while not self._stop_requested:
                 self._wake.wait()
             log.info("shutting down: finishing in-flight requests")
+            if self._notifier is not None:
+                self._notifier.notify("STOPPING=1", "STATUS=finishing in-flight requests")
             self.stop()
         finally:
             restore()
+            if self._notifier is not None:
+                self._notifier.close()
 
     def drain(self) -> None:
         """Stop accepting now and close idle connections; responses from now on carry
@@ -249,6 +293,11 @@ class Server:
         return list(self._urls)
 
     @property
+    def metrics_url(self) -> str | None:
+        """Where this server serves its metrics and health (``metrics_bind``), or None."""
+        return url_of(self._monitor.sock) if self._monitor is not None else None
+
+    @property
     def connection_count(self) -> int:
         return self._listener.connection_count() if self._listener else 0
 
@@ -256,6 +305,77 @@ class Server:
     def alive_workers(self) -> int:
         """How many worker threads are alive."""
         return self._pool.alive() if self._pool else 0
+
+    # --- metrics and health --------------------------------------------------------------
+
+    def _start_monitoring(self) -> None:
+        """With ``metrics_bind`` (and no supervisor's recorder), keep metrics in a store of
+        this process's own and serve them; readiness says "starting" until listening. With
+        systemd's notify socket, count busy threads for its STATUS line."""
+        address = self.config.metrics_address
+        if self._recorder is not None or (address is None and self._notifier is None):
+            return
+        self._store = store = MetricsStore()
+        self._recorder = store.recorder(store.assign(0))
+        if address is not None:
+            self._monitor = MonitorEndpoint.bind(
+                address, self._scrape, self._not_ready, self.config.socket_mode
+            )
+            self._monitor.start()
+
+    def _stop_monitoring(self) -> None:
+        for ticker in self._tickers:
+            ticker.stop()
+        self._tickers.clear()
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
+
+    def _gauges(self) -> Gauges:
+        """What this process is doing now. The threads on a request count as ``app``
+        (head read, in the application, or sending) until the scoreboard tells them apart."""
+        tasks, gateway, listener = self._tasks, self._gateway, self._listener
+        if tasks is None or gateway is None or listener is None:
+            return Gauges(queue_limit=self.config.queue_limit, threads_idle=self.config.threads)
+        threads = self.config.threads
+        busy = min(threads, gateway.active_requests())
+        active, idle = listener.connection_states()
+        return Gauges(
+            active_requests=busy,
+            queue_length=len(tasks),
+            queue_limit=self.config.queue_limit,
+            threads_idle=threads - busy,
+            threads_app=busy,
+            connections_active=active,
+            connections_idle=idle,
+            queue_oldest_wait_us=int(tasks.oldest_wait(time.monotonic()) * 1e6),
+        )
+
+    def _sample(self) -> None:
+        """The sampler thread's turn: publish the gauges, tell systemd how busy we are."""
+        if self._recorder is not None:
+            self._recorder.publish(self._gauges())
+        if self._notifier is not None:
+            self._notifier.status(self._status())
+
+    def _status(self) -> str:
+        gauges = self._gauges()
+        return status_text(gauges.active_requests, self.config.threads, gauges.queue_length)
+
+    def _scrape(self) -> Snapshot:
+        """The metrics now, gauges sampled for this scrape (single process)."""
+        assert self._store is not None and self._recorder is not None
+        self._recorder.publish(self._gauges())
+        return self._store.snapshot()
+
+    def _not_ready(self) -> str | None:
+        if self._stopped or (self._listener is not None and self._listener.draining):
+            phase = "draining"
+        elif not self._listening:
+            phase = "starting"
+        else:
+            phase = ""
+        return self._readiness.not_ready(phase, self._scrape)
 
     # --- internals -----------------------------------------------------------------------
 

@@ -180,6 +180,11 @@ class TaskQueue(Generic[T]):
         with self._lock:
             return len(self._items)
 
+    def oldest_wait(self, now: float) -> float:
+        """How long the oldest queued item has waited (0.0: none is queued)."""
+        with self._lock:
+            return now - self._items[0][1] if self._items else 0.0
+
     @property
     def target(self) -> int:
         """How many workers the queue keeps awake while work waits (see the module)."""

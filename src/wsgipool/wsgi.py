@@ -37,6 +37,7 @@ from .http.response import (
     response_head,
     status_line,
 )
+from .metrics import Recorder
 from .proxy import TrustedPeers, apply_forwarded
 from .taskqueue import Load, Sample
 
@@ -629,9 +630,16 @@ class Gateway:
         multiprocess: bool = False,
         draining: threading.Event | None = None,
         access_log: AccessLog | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.app = app
         self.config = config
+        # Metrics (--metrics-bind, or a worker process's slot): None records nothing.
+        self.recorder = recorder
+        # The threads inside ``handle`` now, by thread id, each adding and removing its
+        # own key (a dict's own lock makes each store atomic, with or without the GIL);
+        # the metrics sampler counts them.
+        self._in_flight: dict[int, float] = {}
         # Set when the server shuts down: responses from then on carry Connection: close.
         self.draining = draining if draining is not None else threading.Event()
         self.access_log = access_log  # The server's own: it opens and closes it.
@@ -748,7 +756,12 @@ class Gateway:
         environ["wsgipool.queue_wait"] = queue_wait
         response = Response(conn, request, body, self.draining)
         access_log = self.access_log
-        started = time.monotonic() if access_log is not None else 0.0
+        recorder = self.recorder
+        started = time.monotonic() if access_log is not None or recorder is not None else 0.0
+        if recorder is not None:
+            scheme = environ["wsgi.url_scheme"]  # taken before the app can change it
+            thread = threading.get_ident()
+            self._in_flight[thread] = started
         result: Iterable[bytes] | None = None
         try:
             if request.content_length is not None and request.content_length > max_body:
@@ -788,9 +801,34 @@ class Gateway:
                     queue_wait,
                 )
             )
+        if recorder is not None:
+            self._record(recorder, request.method, scheme, response, started, queue_wait)
+            del self._in_flight[thread]
         if sample is not None and load is not None:
             sample.finish(load, conn.receiving.waited + conn.sending.waited)
         return outcome
+
+    @staticmethod
+    def _record(
+        recorder: Recorder,
+        method: str,
+        scheme: str,
+        response: Response,
+        started: float,
+        queue_wait: float,
+    ) -> None:
+        """Count one finished request in the metrics: its duration runs from its complete
+        head (it waited ``queue_wait`` of it for a worker thread) to its last byte, and the
+        thread was held from ``started``. A response that never got a status (the client
+        left first) counts under status _OTHER."""
+        busy = time.monotonic() - started
+        status = response.sent_status
+        code = int(status[:3]) if status and status[:3].isdigit() else 0
+        recorder.request_done(method, code, scheme, busy + queue_wait, queue_wait, busy)
+
+    def active_requests(self) -> int:
+        """Requests inside ``handle`` now (counted only while recording metrics)."""
+        return len(self._in_flight)
 
     @staticmethod
     def _next_outcome(conn: Connection, response: Response, body: RequestBody) -> Outcome:

@@ -31,12 +31,15 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from ..config import PROCESS_DEFAULTS, Config, ConfigError
+from ..metrics import MetricsStore, Recorder, Snapshot
+from ..monitor import SAMPLE_INTERVAL, MonitorEndpoint, Readiness
+from ..sdnotify import Notifier, status_text
 from ..server import Server, make_tls_context
 from ..sockets import bind_all, close_listening, url_of
 from ..threads import WakePipe, handle_signals
@@ -97,9 +100,31 @@ class WorkerProcess:
     pid: int
     ready_fd: int  # read end of the pipe the process writes to once it listens; -1: closed
     generation: int
+    index: int = 0  # its worker index (metrics' worker label): see free_worker_index
+    slot: int | None = None  # its slot of the metrics store (None: none)
     ready: bool = False
     retiring: bool = False  # sent SIGTERM (or SIGQUIT): no longer counted
+    # Why it was asked to leave, as wsgipool_worker_restarts_total counts it ("": it is
+    # not replaced, as after TTOU or when stopping).
+    restart_reason: str = ""
     kill_at: float = 0.0  # SIGKILL when still running then (0: not planned)
+
+
+def free_worker_index(in_use: Iterable[int]) -> int:
+    """The worker index of a new worker process: the lowest that no current one has, so a
+    replacement takes its predecessor's (and a rolling restart's new process the old
+    one's)."""
+    taken = set(in_use)
+    index = 0
+    while index in taken:
+        index += 1
+    return index
+
+
+def metrics_slots(workers: int) -> int:
+    """Slots of the metrics store: every process alive at once, a rolling restart's two
+    generations included, with room for SIGTTIN."""
+    return 2 * workers + 16
 
 
 class WorkerProcessSupervisor:
@@ -124,6 +149,12 @@ class WorkerProcessSupervisor:
         self._signals: collections.deque[int] = collections.deque()
         self._selector = selectors.DefaultSelector()
         self._wake = WakePipe()
+        # Metrics and health (--metrics-bind), systemd's notify socket: see _start_monitoring.
+        self._store: MetricsStore | None = None
+        self._monitor: MonitorEndpoint | None = None
+        self._readiness = Readiness(config.ready_max_queue_wait)
+        self._notifier: Notifier | None = None
+        self._next_status = 0.0
 
     # --- the supervisor's life -----------------------------------------------------------
 
@@ -148,6 +179,7 @@ class WorkerProcessSupervisor:
             if config.preload:
                 self._app = self._load()
                 log.info("supervisor: preloaded %s", self._app_name)
+            self._start_monitoring()
             restore = self._install_signal_handlers()
             self._selector.register(self._wake.read_fd, selectors.EVENT_READ, None)
             log.info(
@@ -164,6 +196,7 @@ class WorkerProcessSupervisor:
             self._selector.close()
             close_listening(self._sockets, self._unix_paths)
             self._wake.close()
+            self._stop_monitoring()
 
     def _loop(self) -> int:
         while True:
@@ -173,9 +206,14 @@ class WorkerProcessSupervisor:
             for key, _events in self._selector.select(self._timeout(time.monotonic())):
                 if key.data is None:
                     self._wake.drain()
-                else:
+                elif isinstance(key.data, WorkerProcess):
                     self._read_ready(key.data)
+            if self._monitor is not None:
+                # Answered here, between two turns of the loop: a scrape is a copy of
+                # shared memory, never a question to a worker process.
+                self._monitor.serve(0.0)
             self._reap()
+            self._notify_status(time.monotonic())
             while self._signals:
                 self._on_signal(self._signals.popleft())
             if self._failed and not self._stopping:
@@ -193,6 +231,8 @@ class WorkerProcessSupervisor:
                 wake = min(wake, process.kill_at)
         if not self._stopping and self._next_spawn > now and self._short_of_processes():
             wake = min(wake, self._next_spawn)
+        if self._monitor is not None:
+            wake = min(wake, self._monitor.next_deadline() or wake)
         return max(0.0, wake - now)
 
     # --- signals -------------------------------------------------------------------------
@@ -244,6 +284,8 @@ class WorkerProcessSupervisor:
 
     def _stop(self, how: str) -> None:
         self._stopping = how
+        if self._notifier is not None:
+            self._notifier.notify("STOPPING=1", "STATUS=stopping the worker processes")
         # New clients are refused from now on, as in single-process mode, rather than left
         # in our listen queue until we exit. (A rolling restart keeps the sockets.) Each
         # worker process closes its own copy as its drain begins.
@@ -287,6 +329,7 @@ class WorkerProcessSupervisor:
             for process in list(self._processes.values()):
                 if process.generation != self._generation and not process.retiring:
                     self._retire(process, now)
+                    process.restart_reason = "reload"
 
     def _retire(
         self,
@@ -335,6 +378,8 @@ class WorkerProcessSupervisor:
         if data:
             if not process.ready:
                 process.ready = True
+                if not self._ever_ready and self._notifier is not None:
+                    self._notifier.notify("READY=1")
                 self._ever_ready = True
                 log.debug("supervisor: worker process %d is listening", process.pid)
             return
@@ -362,6 +407,7 @@ class WorkerProcessSupervisor:
                 self._read_ready(process)  # It may have become ready just before exiting.
             self._forget(process)
             code = os.waitstatus_to_exitcode(status)
+            self._count_exit(process, code)
             if self._stopping or process.retiring:
                 log.info("supervisor: worker process %d has exited", pid)
             elif not process.ready:
@@ -406,18 +452,22 @@ class WorkerProcessSupervisor:
         except OSError as exc:
             log.error("supervisor: cannot start a worker process: %s", exc)
             return None
+        index = free_worker_index(process.index for process in self._current())
+        slot = self._assign_slot(index)
         try:
             pid = os.fork()
         except OSError as exc:
             log.error("supervisor: cannot start a worker process: %s", exc)
             os.close(ready_r)
             os.close(ready_w)
+            if self._store is not None and slot is not None:
+                self._store.retire(slot)
             return None
         if pid == 0:  # The worker process: never returns.
             status = 1
             try:
                 os.close(ready_r)
-                status = self._become_worker_process(ready_w)
+                status = self._become_worker_process(ready_w, slot)
             except BaseException:
                 with contextlib.suppress(BaseException):
                     log.exception("worker process %d failed", os.getpid())
@@ -429,19 +479,25 @@ class WorkerProcessSupervisor:
                 os._exit(status)
         os.close(ready_w)
         os.set_blocking(ready_r, False)
-        process = WorkerProcess(pid, ready_r, self._generation)
+        process = WorkerProcess(pid, ready_r, self._generation, index, slot)
         self._processes[pid] = process
         self._selector.register(ready_r, selectors.EVENT_READ, process)
         log.info("supervisor: started worker process %d", pid)
         return process
 
-    def _become_worker_process(self, ready_w: int) -> int:
+    def _become_worker_process(self, ready_w: int, slot: int | None) -> int:
         """In the forked child: drop the supervisor's state, then serve."""
         signal.set_wakeup_fd(-1)
         for signum in SUPERVISOR_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
         self._selector.close()
         self._wake.close()
+        if self._monitor is not None:
+            self._monitor.close_after_fork()
+        if self._notifier is not None:
+            self._notifier.close()
+        # This process is its slot's one writer from now on.
+        recorder = self._store.recorder(slot) if self._store is not None else None
         for other in self._processes.values():
             if other.ready_fd >= 0:
                 os.close(other.ready_fd)
@@ -459,7 +515,83 @@ class WorkerProcessSupervisor:
             supervisor_pid,
             self._tls_context,
             fds,
+            recorder,
         )
+
+    # --- metrics and health --------------------------------------------------------------
+
+    def _start_monitoring(self) -> None:
+        """Before any fork: the shared metrics store (with --metrics-bind, or for systemd's
+        STATUS line) and the monitoring endpoint, served from the loop (no thread here)."""
+        self._notifier = Notifier.from_environ()
+        address = self._config.metrics_address
+        if address is None and self._notifier is None:
+            return
+        self._store = MetricsStore(slots=metrics_slots(self._config.workers))
+        if address is not None:
+            self._monitor = MonitorEndpoint.bind(
+                address, self._store.snapshot, self._not_ready, self._config.socket_mode
+            )
+            self._selector.register(self._monitor.fileno(), selectors.EVENT_READ, self._monitor)
+            log.info("supervisor: metrics and health on %s", url_of(self._monitor.sock))
+
+    def _stop_monitoring(self) -> None:
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
+        if self._notifier is not None:
+            self._notifier.close()
+            self._notifier = None
+        # The store stays mapped: a snapshot may still be taken (tests, embedding).
+
+    def _assign_slot(self, index: int) -> int | None:
+        if self._store is None:
+            return None
+        slot = self._store.assign(index)
+        if slot is None:
+            log.warning(
+                "supervisor: no metrics slot free for worker index %d; it records nothing", index
+            )
+        return slot
+
+    def _count_exit(self, process: WorkerProcess, code: int) -> None:
+        """Fold the counts of a reaped worker process into the totals; count it as a
+        restart when it is replaced."""
+        store = self._store
+        if store is None:
+            return
+        if process.slot is not None:
+            store.retire(process.slot)
+            process.slot = None
+        if process.retiring:
+            reason = process.restart_reason
+        elif self._stopping:
+            reason = ""
+        elif not process.ready:
+            reason = "boot_failure"
+        elif code == 0:
+            reason = "max_requests"  # it retired itself
+        else:
+            reason = "signal" if code < 0 else "crash"
+        if reason:
+            store.worker_restart(reason)
+
+    def _not_ready(self) -> str | None:
+        if self._stopping:
+            phase = "draining"
+        elif not any(process.ready for process in self._current()):
+            phase = "starting" if not self._ever_ready else "no worker process is listening"
+        else:
+            phase = ""
+        assert self._store is not None
+        return self._readiness.not_ready(phase, self._store.snapshot)
+
+    def _notify_status(self, now: float) -> None:
+        """Now and then, tell systemd how busy the worker processes are."""
+        if self._notifier is None or self._store is None or now < self._next_status:
+            return
+        self._next_status = now + SAMPLE_INTERVAL
+        self._notifier.status(_status_line(self._store.snapshot(process_stats=False), self._config))
 
 
 # --- the worker process --------------------------------------------------------------------
@@ -493,6 +625,7 @@ def _serve_as_worker_process(
     supervisor_pid: int,
     tls_context: ssl.SSLContext | None,
     listen_fds: list[int],
+    recorder: Recorder | None = None,
 ) -> int:
     """A worker process's life: load the app, serve, stop on a signal, a recycle or an
     orphaning. Returns the exit status."""
@@ -539,6 +672,7 @@ def _serve_as_worker_process(
         multiprocess=config.workers > 1,
         tls_context=tls_context,
         listen_fds=listen_fds,
+        recorder=recorder,
     )
     server.start()
     try:
@@ -568,3 +702,11 @@ def _serve_as_worker_process(
         server.request_stop(force=True)
     server.stop()
     return 0
+
+
+def _status_line(snapshot: Snapshot, config: Config) -> str:
+    """systemd's STATUS= line: busy threads and queue length over every worker process."""
+    processes = sum(reading.processes for reading in snapshot.workers.values())
+    busy = sum(reading.gauges.active_requests for reading in snapshot.workers.values())
+    queued = sum(reading.gauges.queue_length for reading in snapshot.workers.values())
+    return status_text(busy, processes * config.threads, queued, workers=processes)
