@@ -134,12 +134,14 @@ _KEYS = _QUEUE_WAIT + _ROW_WORDS
 
 _FREE, _ASSIGNED, _LIVE = 0, 1, 2
 
-# A reader's tries at a slot whose writer is in a group of stores; past the first few it
-# yields the CPU between tries. A writer holds a group for well under a microsecond, so
-# running out means it died in the middle (or is descheduled): the copy is then used as
-# it is.
-_READ_TRIES = 200
+# A reader's tries at a slot whose writer is in a group of stores: a few at once, then
+# sleeping briefly between tries, so that a writer another process descheduled in the
+# middle (a loaded machine) gets to finish. A writer holds a group for well under a
+# microsecond when it runs, so a slot still mid-write after _READ_PATIENCE seconds has a
+# writer that died there (SIGKILL): the copy is then used as it is.
 _SPIN_TRIES = 8
+_READ_PAUSE = 0.0002
+_READ_PATIENCE = 0.1
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE_SIZE = mmap.PAGESIZE
@@ -500,15 +502,23 @@ class MetricsStore:
         start, end = base * 8, (base + self.layout.slot_words) * 8
         raw = b""
         consistent = False
-        for attempt in range(_READ_TRIES):
+        give_up = 0.0
+        attempt = 0
+        while True:
             before = self._counts[base + _SEQ]
             if not before & 1:
                 raw = self._mmap[start:end]
                 if self._counts[base + _SEQ] == before:
                     consistent = True
                     break
-            if attempt >= _SPIN_TRIES:
-                time.sleep(0)
+            attempt += 1
+            if attempt > _SPIN_TRIES:
+                now = time.monotonic()
+                if not give_up:
+                    give_up = now + _READ_PATIENCE
+                elif now > give_up:
+                    break
+                time.sleep(_READ_PAUSE)
         if not consistent:
             raw = self._mmap[start:end]
         return self._decode(raw), consistent
