@@ -131,10 +131,14 @@ def run_here(launch: Launch) -> None:
 
 
 def serve(app: WSGIApp, **options: Any) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM. Options are those of ``Config``; with
-    ``workers`` > 1 (or ``max_requests``) this process supervises worker processes, each
-    forked with ``app`` already loaded."""
-    config = Config.from_options(**options)
+    """Serve ``app`` until SIGINT or SIGTERM. Options are those of ``Config``, and
+    waitress's ``serve()`` keywords that have a meaning here (``host``, ``port``,
+    ``listen``, ``threads``, ``url_scheme``...; see integrations/waitress.py);
+    ``bind=(host, port)`` works too. With ``workers`` > 1 (or ``max_requests``) this
+    process supervises worker processes, each forked with ``app`` already loaded."""
+    from .integrations.waitress import config_from_keywords
+
+    config = config_from_keywords(options)
     run_here(Launch(config, lambda: app, app_name=name_of(app)))
 
 

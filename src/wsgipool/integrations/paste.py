@@ -48,15 +48,17 @@ def options_from_strings(values: Mapping[str, str]) -> dict[str, Any]:
     options = {
         name: convert(name, text, keys[name]) for name, text in names.items() if name in BY_FIELD
     }
-    addresses = _addresses(names)
-    if addresses:
+    bind = addresses(names)
+    if bind:
         if "bind" in options:
             raise ConfigError("bind: give bind, or host/port/listen, not both")
-        options["bind"] = addresses
+        options["bind"] = bind
     return options
 
 
-def _addresses(names: Mapping[str, str]) -> tuple[str, ...]:
+def addresses(names: Mapping[str, str]) -> tuple[str, ...]:
+    """bind from waitress's ``listen`` (``*:8080`` is every interface) or from ``host``
+    and ``port`` (default 127.0.0.1 and 8000), as text; () when none is given."""
     if "listen" in names:
         if "host" in names or "port" in names:
             raise ConfigError("listen: give listen, or host and port, not both")

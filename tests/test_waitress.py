@@ -1,0 +1,152 @@
+"""waitress users: ``serve()`` takes waitress's keywords, each mapped onto ``Config`` or
+refused by name with what to use instead (integrations/waitress.py).
+
+The calls of a waitress user run as real processes (``python -c``): what they serve, where
+they say they listen, and the one-line error of a keyword wsgipool refuses.
+"""
+
+from __future__ import annotations
+
+import http.client
+import sys
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.helpers.net import free_port
+from tests.helpers.process import Process
+from tests.helpers.waiting import DEADLINE
+from wsgipool import ConfigError
+from wsgipool.integrations.waitress import config_from_keywords
+
+# The app prints SCRIPT_NAME and wsgi.url_scheme, to see url_prefix and url_scheme.
+SERVE = """
+import sys
+from wsgipool import serve
+
+def app(environ, start_response):
+    body = f"{environ['SCRIPT_NAME']} {environ['wsgi.url_scheme']}".encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+
+serve(app, KEYWORDS)
+"""
+
+
+def serving(spawn: Callable[..., Process], keywords: str) -> Process:
+    code = textwrap.dedent(SERVE).replace("KEYWORDS", keywords)
+    return spawn(command=[sys.executable, "-c", code])
+
+
+def get(port: int, path: str = "/") -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    "keywords",
+    [
+        "host='127.0.0.1', port=PORT",
+        "port=PORT",
+        "listen='*:PORT'",
+        "listen=['127.0.0.1:PORT']",
+        "bind=('127.0.0.1', PORT)",
+    ],
+)
+def test_waitress_addresses_serve(spawn: Callable[..., Process], keywords: str) -> None:
+    port = free_port()
+    proc = serving(spawn, keywords.replace("PORT", str(port)))
+    # serve() says where it listens, though the caller configured no logging.
+    assert proc.listening_port() == port
+    assert get(port) == (200, " http")
+    assert proc.stop() == 0
+
+
+def test_waitress_listen_on_two_addresses(spawn: Callable[..., Process]) -> None:
+    port = free_port()
+    proc = serving(spawn, f"listen='127.0.0.1:{port} [::1]:{port}'")
+    assert sorted(proc.listening(2)) == [f"http://127.0.0.1:{port}", f"http://[::1]:{port}"]
+    assert get(port) == (200, " http")
+    assert proc.stop() == 0
+
+
+def test_waitress_tuning_keywords_serve(spawn: Callable[..., Process]) -> None:
+    port = free_port()
+    proc = serving(
+        spawn,
+        f"host='127.0.0.1', port={port}, threads=8, url_scheme='https', url_prefix='/shop/', "
+        "trusted_proxy='127.0.0.1', trusted_proxy_headers={'x-forwarded-for'}, "
+        "channel_timeout=60, connection_limit=100, backlog=64, max_request_body_size=1024, "
+        "max_request_header_size=8192, expose_tracebacks=False",
+    )
+    proc.listening_port()
+    assert get(port, "/shop/x") == (200, "/shop https")
+    assert proc.stop() == 0
+
+
+def test_a_refused_waitress_keyword_is_one_clear_error(spawn: Callable[..., Process]) -> None:
+    proc = serving(spawn, "port=0, ident='myapp'")
+    assert proc.wait() == 1
+    # A ConfigError from serve(): the caller's traceback, ending in the line that says why.
+    assert proc.log.rstrip().splitlines()[-1] == (
+        "wsgipool.config.ConfigError: ident: wsgipool sends 'Server: wsgipool'; a Server "
+        "header the app sets replaces it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("keywords", "expected"),
+    [
+        ({"thread": 4}, "unknown option(s): thread (did you mean threads?)"),
+        ({"url_schema": "https"}, "unknown option(s): url_schema (did you mean url_scheme?)"),
+        ({"listne": "*:80"}, "unknown option(s): listne (did you mean listen?)"),
+        ({"asyncore_use_poll": True}, "asyncore_use_poll: use poller='epoll'"),
+        ({"host": "127.0.0.1", "listen": "*:80"}, "listen: give host/port or listen"),
+        ({"unix_socket": "/tmp/s", "port": 80}, "unix_socket: give host/port or unix_socket"),
+        ({"port": 80, "bind": "127.0.0.1:80"}, "bind: give bind, or port, not both"),
+        ({"threads": 0}, "threads: must be a whole number from 1"),
+        ({"connection_limit": 0}, "connection_limit: must be a whole number from 1"),
+        ({"url_prefix": "/a", "root_path": "/b"}, "url_prefix: give url_prefix or root_path"),
+        ({"unix_socket_perms": "999"}, "unix_socket_perms: an octal mode"),
+    ],
+)
+def test_waitress_keywords_refused_by_name(keywords: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_keywords(keywords)
+    assert str(caught.value).startswith(expected), caught.value
+
+
+@pytest.mark.parametrize(
+    ("keywords", "field", "value"),
+    [
+        ({"url_prefix": "app/"}, "root_path", "/app"),
+        ({"url_prefix": "/"}, "root_path", ""),
+        ({"trusted_proxy": "*"}, "forwarded_allow_ips", "*"),
+        ({"trusted_proxy": None}, "forwarded_allow_ips", ""),
+        ({"channel_timeout": 120}, "keepalive_timeout", 120),
+        ({"connection_limit": 50}, "max_connections", 50),
+        ({"max_request_header_size": 262144}, "max_header_size", 262144),
+        ({"max_request_body_size": 1024}, "max_body_size", 1024),
+        ({"unix_socket_perms": "660"}, "unix_socket_mode", "0o660"),
+        ({"unix_socket": "/run/app.sock"}, "bind", ("unix:/run/app.sock",)),
+        ({"bind": ("::1", 8080)}, "bind", ("[::1]:8080",)),
+        ({"threads": "8"}, "threads", 8),  # text, as from an ini file
+        ({"max_body_size": "10M"}, "max_body_size", 10 * 1024**2),
+    ],
+)
+def test_waitress_keywords_mapped(keywords: dict[str, Any], field: str, value: Any) -> None:
+    assert getattr(config_from_keywords(keywords), field) == value
+
+
+def test_what_wsgipool_does_its_own_way_is_warned_about() -> None:
+    with pytest.warns(RuntimeWarning, match="list each proxy in trusted_proxy"):
+        config_from_keywords({"trusted_proxy_count": 2})
+    with pytest.warns(RuntimeWarning, match="read those"):
+        config_from_keywords({"clear_untrusted_proxy_headers": True})
