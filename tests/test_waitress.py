@@ -11,6 +11,7 @@ import http.client
 import sys
 import textwrap
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,7 +108,7 @@ def test_a_refused_waitress_keyword_is_one_clear_error(spawn: Callable[..., Proc
         ({"thread": 4}, "unknown option(s): thread (did you mean threads?)"),
         ({"url_schema": "https"}, "unknown option(s): url_schema (did you mean url_scheme?)"),
         ({"listne": "*:80"}, "unknown option(s): listne (did you mean listen?)"),
-        ({"asyncore_use_poll": True}, "asyncore_use_poll: use poller='epoll'"),
+        ({"asyncore_use_poll": True}, "asyncore_use_poll: choose the poller with poller"),
         ({"host": "127.0.0.1", "listen": "*:80"}, "listen: give host/port or listen"),
         ({"unix_socket": "/tmp/s", "port": 80}, "unix_socket: give host/port or unix_socket"),
         ({"port": 80, "bind": "127.0.0.1:80"}, "bind: give bind, or port, not both"),
@@ -150,3 +151,66 @@ def test_what_wsgipool_does_its_own_way_is_warned_about() -> None:
         config_from_keywords({"trusted_proxy_count": 2})
     with pytest.warns(RuntimeWarning, match="read those"):
         config_from_keywords({"clear_untrusted_proxy_headers": True})
+
+
+# --- waitress-serve's flags on the wsgipool command line ------------------------------------
+
+APPS = Path(__file__).parent / "apps"
+
+
+def one_line_error(spawn: Callable[..., Process], *args: str) -> str:
+    """The command's one line on stderr, checked to come with exit status 2."""
+    proc = spawn([*args, "--chdir", str(APPS)])
+    assert proc.wait() == 2, proc.log
+    assert proc.log.count("\n") == 1 and "Traceback" not in proc.log, proc.log
+    return proc.log.strip()
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--listen", "*:PORT"],
+        ["--listen=127.0.0.1:PORT"],
+        ["--host", "127.0.0.1", "--port", "PORT"],
+        ["--port=PORT"],
+    ],
+)
+def test_waitress_serve_address_flags(spawn: Callable[..., Process], flags: list[str]) -> None:
+    port = free_port()
+    args = [flag.replace("PORT", str(port)) for flag in flags]
+    proc = spawn(["--call", "app_factories:make_app", "--chdir", str(APPS), *args])
+    assert proc.listening_port() == port
+    # --call: the factory was called.
+    assert get(port) == (200, "make_app")
+    assert proc.stop() == 0
+
+
+def test_waitress_serve_unix_socket_flag(spawn: Callable[..., Process], tmp_path: Path) -> None:
+    path = tmp_path / "app.sock"
+    proc = spawn(["app_factories:make_app()", "--chdir", str(APPS), "--unix-socket", str(path)])
+    assert proc.listening() == [f"unix:{path}"]
+    assert proc.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        # An unknown option's value is not taken for APP: the option is what is reported.
+        (["--acces-log", "-", "goodapp:app"], "unknown option --acces-log (did you mean --access-log?)"),
+        (["--thread", "4", "goodapp:app"], "unknown option --thread (did you mean --threads?)"),
+        (["goodapp:app", "--max-body=1M"], "unknown option --max-body (did you mean --max-body-size?)"),
+        (["--url-prefix", "/shop", "goodapp:app"], "--url-prefix is waitress-serve's: wsgipool's option is --root-path"),
+        (["--channel-timeout=60", "goodapp:app"], "--channel-timeout is waitress-serve's: wsgipool's option is --keepalive-timeout"),
+        (["--no-ipv6", "goodapp:app"], "--no-ipv6 is waitress-serve's: list each address"),
+        (["--ident", "me", "goodapp:app"], "--ident is waitress-serve's: wsgipool sends 'Server: wsgipool'"),
+        (["--app=goodapp:app"], "--app is waitress-serve's: give the application as APP"),
+        (["--call", "goodapp"], "--call: name the factory to call as module:factory"),
+        (["goodapp:app", "-b", "127.0.0.1:0", "--port", "0"], "-b/--bind: give -b, or --listen"),
+        (["goodapp:app", "--listen", "127.0.0.1:0", "--host", "::1"], "listen: give host/port or listen"),
+    ],
+)  # fmt: skip
+def test_waitress_serve_flags_get_one_line(
+    spawn: Callable[..., Process], args: list[str], expected: str
+) -> None:
+    line = one_line_error(spawn, *args)
+    assert line.startswith(f"wsgipool: error: {expected}"), line

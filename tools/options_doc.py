@@ -109,7 +109,10 @@ def render(parser: argparse.ArgumentParser) -> str:
     server_rows: list[str] = []
     other_rows: list[str] = []
     for action in parser._actions:
-        if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+        # Hidden ones too: other servers' spellings (docs/migrating.md).
+        if action.help == argparse.SUPPRESS or isinstance(
+            action, (argparse._HelpAction, argparse._VersionAction)
+        ):
             continue
         server_option, row = _row(action)
         (server_rows if server_option else other_rows).append(row)

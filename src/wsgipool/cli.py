@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
 import os
 import sys
@@ -13,18 +14,41 @@ from typing import NoReturn
 from . import launch, settings
 from ._version import __version__
 from .config import COUNT_BOUNDS, Config, ConfigError
+from .integrations.waitress import CLI_ADDRESS_FLAGS, bind_from_flags, pointer_for_flag
 from .loader import load_app
-from .options import BIND, BY_FIELD, OPTIONS, UNITS, Option, parse_size
+from .options import BIND, BY_FIELD, OPTIONS, UNITS, Option, flag_name, parse_size
 from .supervisors.process import EXIT_USAGE
 
 _DEFAULTS = Config()
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (and exit code 2)."""
+    """argparse, but a usage error is one line on stderr (and exit code 2), and an unknown
+    option is named as one."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        # An unknown option's value may have been taken as APP ("--acces-log - app:app"):
+        # argparse would blame "app:app"; the unknown option is what to report.
+        options = [item for item in extras if item.startswith("-") and item != "-"]
+        if options:
+            self.error(self._unknown_option(options[0].partition("=")[0]))
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _unknown_option(self, flag: str) -> str:
+        pointer = pointer_for_flag(flag)
+        if pointer is not None:
+            return f"{flag} is waitress-serve's: {pointer}"
+        known = [name for name in self._option_string_actions if name.startswith("--")]
+        guess = difflib.get_close_matches(flag, known, n=1)
+        return f"unknown option {flag}" + (f" (did you mean {guess[0]}?)" if guess else "")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -158,7 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let --debug listen on addresses other machines can reach (logs a warning)",
     )
+    _add_waitress_flags(parser)
     return parser
+
+
+def _add_waitress_flags(parser: argparse.ArgumentParser) -> None:
+    """waitress-serve's spellings, kept out of --help (docs/migrating.md): --listen,
+    --host, --port and --unix-socket (addresses), --call (APP is a factory to call)."""
+    hidden = argparse.SUPPRESS
+    parser.add_argument("--listen", action="append", default=hidden, help=hidden)
+    for name in CLI_ADDRESS_FLAGS[1:]:
+        parser.add_argument(flag_name(name), default=hidden, help=hidden)
+    parser.add_argument("--call", action="store_true", help=hidden)
 
 
 def resolve_settings(args: argparse.Namespace) -> tuple[Config, str | None, settings.Resolved]:
@@ -166,6 +201,15 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Config, str | None, sett
     given = {name: value for name, value in vars(args).items() if name in _SETTING_NAMES}
     if "bind" in given:
         given["bind"] = tuple(given["bind"])
+    waitress_bind = bind_from_flags(
+        {name: getattr(args, name) for name in CLI_ADDRESS_FLAGS if hasattr(args, name)}
+    )
+    if waitress_bind:
+        if "bind" in given:
+            raise ConfigError("-b/--bind: give -b, or --listen/--host/--port, not both")
+        given["bind"] = waitress_bind
+    if getattr(args, "call", False) and "app" in given:
+        given["app"] = _called(given["app"])
     resolved = settings.resolve(given, settings.environment(), Path.cwd(), extra_fields=("app",))
     values = dict(resolved.values)
     app = values.pop("app", None)
@@ -174,6 +218,13 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Config, str | None, sett
     except ConfigError as exc:
         raise ConfigError(resolved.name_source(str(exc))) from None
     return config, app, resolved
+
+
+def _called(app: str) -> str:
+    """waitress-serve's ``--call``: ``module:factory`` is ``module:factory()``."""
+    if ":" not in app:
+        raise ConfigError(f"--call: name the factory to call as module:factory, not {app!r}")
+    return app if app.rstrip().endswith(")") else f"{app}()"
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Config, ConfigError, parse_mode
-from ..options import convert
+from ..options import convert, flag_name
 from .paste import addresses
 
 
@@ -99,7 +99,7 @@ class Fixed:
 FIXED: Mapping[str, Fixed] = {
     "trusted_proxy_count": Fixed(
         "wsgipool walks X-Forwarded-For from the right skipping every trusted proxy, "
-        "instead of counting them: list each proxy in trusted_proxy (forwarded_allow_ips)",
+        "instead of counting them: list each proxy in trusted_proxy (--forwarded-allow-ips)",
         lambda value: value in (None, 1),
     ),
     "trusted_proxy_headers": Fixed(
@@ -116,8 +116,10 @@ FIXED: Mapping[str, Fixed] = {
 }
 # waitress keywords with no wsgipool meaning, and what to do instead.
 REFUSED: Mapping[str, str] = {
-    "ipv4": "list the addresses to listen on instead: listen='0.0.0.0:8080 [::]:8080'",
-    "ipv6": "list the addresses to listen on instead: listen='0.0.0.0:8080 [::]:8080'",
+    "ipv4": "list each address to listen on instead: 0.0.0.0:8080 and [::]:8080 (listen= "
+    "from Python, -b on the command line)",
+    "ipv6": "list each address to listen on instead: 0.0.0.0:8080 and [::]:8080 (listen= "
+    "from Python, -b on the command line)",
     "ident": "wsgipool sends 'Server: wsgipool'; a Server header the app sets replaces it",
     "server_name": "SERVER_NAME without a Host header is the listening address; "
     "set the Host header at the proxy",
@@ -131,7 +133,7 @@ REFUSED: Mapping[str, str] = {
     "max_request_body_size (max_body_size)",
     "cleanup_interval": "idle connections close at keepalive_timeout (channel_timeout); drop it",
     "asyncore_loop_timeout": "wsgipool has no asyncore loop; drop it",
-    "asyncore_use_poll": "use poller='epoll' or poller='selectors'",
+    "asyncore_use_poll": "choose the poller with poller (--poller): epoll or selectors",
     "channel_request_lookahead": "wsgipool reads the next request once a response is sent; drop it",
     "log_socket_errors": "a client that disconnects is logged at debug level only; drop it",
     "socket_options": "wsgipool sets TCP_NODELAY itself; drop it",
@@ -240,3 +242,42 @@ def _bind(where: Mapping[str, str], sockets: Any) -> tuple[str, ...]:
         # Listening sockets made by the caller (socket activation): served as they are.
         return tuple(f"fd://{sock.fileno()}" for sock in sockets)
     return addresses(where)
+
+
+# --- waitress-serve's flags on the wsgipool command line -----------------------------------
+
+# waitress-serve flags the command line takes as they are (hidden from --help): --listen,
+# --host, --port and --unix-socket make -b addresses (bind_from_flags), --call calls APP.
+CLI_ADDRESS_FLAGS = ("listen", "host", "port", "unix_socket")
+# Its other flags that have no counterpart on wsgipool's command line.
+CLI_ONLY_REFUSED: Mapping[str, str] = {
+    "app": "give the application as APP (module:name)",
+    "sockets": "use -b fd://N for a listening socket this process inherits",
+}
+
+
+def bind_from_flags(given: Mapping[str, Any]) -> tuple[str, ...]:
+    """The ``-b`` addresses of waitress-serve's ``--listen`` (repeatable), ``--host``,
+    ``--port`` and ``--unix-socket`` (those in ``given``); () when none is."""
+    where = _address_texts(given)
+    return _bind(where, None) if where else ()
+
+
+def pointer_for_flag(flag: str) -> str | None:
+    """What to use instead of waitress-serve's ``flag`` (``--url-prefix``,
+    ``--no-ipv6``), where wsgipool spells it otherwise or has no such option; None for a
+    flag that is not waitress-serve's."""
+    name = flag.lstrip("-").replace("-", "_")
+    if name.startswith("no_") and name[3:] in {*REFUSED, *FIXED, "expose_tracebacks"}:
+        name = name[3:]
+    if name in MAPPED and MAPPED[name].field != name:
+        return f"wsgipool's option is {flag_name(MAPPED[name].field)}"
+    if name in FIXED:
+        return FIXED[name].meaning
+    if name in REFUSED and not name.startswith("_"):
+        return REFUSED[name]
+    if name in CLI_ONLY_REFUSED:
+        return CLI_ONLY_REFUSED[name]
+    if name == "expose_tracebacks":
+        return "tracebacks are off unless --expose-tracebacks is given"
+    return None
