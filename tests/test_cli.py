@@ -780,3 +780,15 @@ def test_transfer_rate_floors_from_the_command_line_and_the_environment(
     assert proc.wait() == 0, proc.log
     assert "min_body_rate = 2048  # command line" in proc.stdout
     assert "min_send_rate = 1024  # environment WSGIPOOL_MIN_SEND_RATE" in proc.stdout
+
+
+def test_log_level_debug_shows_an_import_errors_whole_traceback(spawn: Any) -> None:
+    """One line names the error and the application's line; --log-level debug adds the
+    whole traceback (logged) before that line."""
+    brief = refused(spawn, in_apps("raises_on_import:app"))
+    assert "raised-at-import-marker" in brief
+    proc = spawn(in_apps("raises_on_import:app", "--log-level", "debug"))
+    assert proc.wait() == 2
+    assert "Traceback (most recent call last):" in proc.log
+    assert 'raises_on_import.py", line 5, in <module>' in proc.log
+    assert proc.log.rstrip().splitlines()[-1] == brief

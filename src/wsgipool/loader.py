@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import logging
 import os
 import sys
 import traceback
@@ -20,6 +21,8 @@ from .config import ConfigError
 DEFAULT_NAMES = ("app", "application")
 DEFAULT_FACTORIES = ("create_app", "make_app")
 
+
+log = logging.getLogger("wsgipool.error")
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -59,7 +62,9 @@ def _import(module_name: str) -> ModuleType:
 
 
 def _brief(exc: BaseException) -> str:
-    """One line: the exception, and where in the application's code it was raised."""
+    """One line: the exception, and where in the application's code it was raised. The
+    whole traceback is logged at debug level (``--log-level debug``)."""
+    log.debug("the application's error, in full:", exc_info=exc)
     frames = traceback.extract_tb(exc.__traceback__)
     where = ""
     for frame in reversed(frames):
