@@ -70,6 +70,47 @@ def test_flask_serve_serves_the_example(spawn: Any) -> None:
     assert proc.stop() == 0
 
 
+# flask run's request line: werkzeug's format, '-' for the size.
+WERKZEUG_LINE = re.compile(
+    r'127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4} \d\d:\d\d:\d\d\] "GET /\?x=1 HTTP/1\.1" 200 -'
+)
+
+
+def test_flask_serve_logs_each_request_as_flask_run_does(spawn: Any) -> None:
+    proc = spawn(command=flask_command("--app", "flask_app", "serve", "--port", "0"), cwd=EXAMPLES)
+    assert get(proc.listening_port(), "/?x=1").status == 200
+    proc.wait_until(lambda: WERKZEUG_LINE.search(proc.stdout) is not None, "a request line")
+    assert proc.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "line"),
+    [
+        (["--no-request-log"], None),
+        # --access-log replaces it, in its own format (Apache's combined by default).
+        (["--access-log", "-"], re.compile(r'\[\d\d/\w+/\d{4}:[\d:]+ [-+]\d{4}\] "GET /\?x=1')),
+        (["--access-log-format", "%(s)s %(U)s"], re.compile(r"^200 /$", re.MULTILINE)),
+    ],
+)
+def test_flask_serve_request_log_options(
+    spawn: Any, options: list[str], line: re.Pattern[str] | None
+) -> None:
+    proc = spawn(
+        command=flask_command("--app", "flask_app", "serve", "--port", "0", *options),
+        cwd=EXAMPLES,
+    )
+    port = proc.listening_port()
+    assert get(port, "/?x=1").status == 200
+    if line is None:
+        # Stopped, the server has written every line it was going to.
+        assert proc.stop() == 0
+        assert "GET /" not in proc.stdout
+        return
+    proc.wait_until(lambda: line.search(proc.stdout) is not None, "the access log line")
+    assert WERKZEUG_LINE.search(proc.stdout) is None
+    assert proc.stop() == 0
+
+
 def test_flask_serve_reads_flask_run_variables(spawn: Any) -> None:
     # A .flaskenv written for flask run (FLASK_RUN_PORT) works unchanged.
     proc = spawn(

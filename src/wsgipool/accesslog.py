@@ -21,6 +21,9 @@ from typing import Any
 # Apache's combined log format.
 COMBINED = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
+# flask run's request lines (werkzeug's development server): `flask serve`'s default.
+WERKZEUG = '%(h)s - - [%(werkzeug_t)s] "%(r)s" %(s)s -'
+
 # Lines also go to the handlers configured on this logger (see AccessLog.log). No server
 # changes it: its level, propagation and handlers are the user's.
 access_logger = logging.getLogger("wsgipool.access")
@@ -111,6 +114,10 @@ class Atoms(Mapping[str, str]):
 
     def _atom_t(self) -> str:
         return time.strftime("[%d/%b/%Y:%H:%M:%S %z]")
+
+    def _atom_werkzeug_t(self) -> str:
+        """wsgipool's own: the time as werkzeug's server writes it, 03/Dec/2026 10:00:00."""
+        return time.strftime("%d/%b/%Y %H:%M:%S")
 
     def _atom_r(self) -> str:
         environ = self._environ

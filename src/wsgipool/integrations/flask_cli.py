@@ -25,6 +25,7 @@ from flask.cli import ScriptInfo, pass_script_info
 from flask.helpers import get_debug_flag
 
 from .. import launch
+from ..accesslog import WERKZEUG
 from ..config import Config, ConfigError
 from ..options import BIND, OPTIONS, parse_boolean
 from ..supervisors.process import is_reloader_child
@@ -47,6 +48,7 @@ RUN_FLAGS = frozenset(
         "--exclude-patterns",
         "--debug",
         "--bind",
+        "--request-log",
     }
 )
 
@@ -216,6 +218,12 @@ def _set_debug(ctx: click.Context, param: click.Parameter, value: bool | None) -
     envvar=_run_envvars("EXCLUDE_PATTERNS"),
     help=f"fnmatch patterns of files that never trigger a reload, separated by {os.pathsep!r}.",
 )
+@click.option(
+    "--request-log/--no-request-log",
+    default=True,
+    envvar=_run_envvars("REQUEST_LOG"),
+    help="Log one line per request to stdout, as flask run does; --access-log replaces it.",
+)
 @pass_script_info
 def serve_command(
     info: ScriptInfo,
@@ -229,6 +237,7 @@ def serve_command(
     with_threads: bool | None,
     extra_files: list[str] | None,
     exclude_patterns: list[str] | None,
+    request_log: bool,
     bind: tuple[str, ...],
     debug_allow_remote: bool,
     **options: Any,
@@ -260,6 +269,10 @@ def serve_command(
         if ctx.get_parameter_source("threads") is ParameterSource.COMMANDLINE:
             raise ServeError("--without-threads means one thread: drop it or --threads")
         values["threads"] = 1
+    if request_log and not values["access_log"]:
+        values["access_log"] = "-"
+        if ctx.get_parameter_source("access_log_format") is ParameterSource.DEFAULT:
+            values["access_log_format"] = WERKZEUG
     try:
         config = Config(**values)
     except ConfigError as exc:
