@@ -266,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.debug
                 else None,
                 log_config=args.log_config,
+                command=_command(argv),
+                directory=start_dir,
             )
         )
     except ConfigError as exc:
@@ -286,6 +288,11 @@ def _reloading(
         directories=tuple(args.reload_dir or ()),
         include=tuple(args.reload_include or ("*.py",)),
         exclude=tuple(args.reload_exclude or ()),
-        command=None if argv is None else (sys.executable, "-m", "wsgipool", *argv),
+        command=_command(argv),
         directory=start_dir,
     )
+
+
+def _command(argv: Sequence[str] | None) -> tuple[str, ...] | None:
+    """This command line, to run again (--reload, SIGHUP); None: the process's own."""
+    return None if argv is None else (sys.executable, "-m", "wsgipool", *argv)

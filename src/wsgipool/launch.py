@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from .integrations.debugger import check_debug_bind, wrap_debugger
 from .server import Server
 from .supervisors.process import is_reloader_child, take_inherited_fds
 from .supervisors.reloader import run_with_reloader
+from .supervisors.restart import RestartOnHangup
 from .supervisors.workers import run_worker_processes
 from .wsgi import WSGIApp
 
@@ -74,6 +75,10 @@ class Launch:
     reload: Reloading | None = None
     debugger: Debugging | None = None
     log_config: str | None = None  # a logging configuration file (.ini, .json, .toml)
+    # How to run this command again on SIGHUP: its command line (None: this process's)
+    # and the directory it ran in (None: here).
+    command: tuple[str, ...] | None = None
+    directory: str | None = None
 
 
 def run(launch: Launch) -> int:
@@ -100,6 +105,25 @@ def run(launch: Launch) -> int:
         # The supervisor forks the worker processes; each loads the app (or, with preload,
         # the supervisor does once before forking).
         return run_worker_processes(config, launch.load, launch.app_name)
+    if is_reloader_child():
+        return serve_here(launch, config, lambda: take_inherited_fds(config.binds))
+    # SIGHUP: finish in-flight requests, then run again with the same sockets (restart.py).
+    restart = RestartOnHangup(config, launch.command, launch.directory)
+    with restart.installed():
+        serve_here(launch, config, restart.bind, restart.serve, restart.socket_files)
+    restart.run_again_if_asked()
+    return 0
+
+
+def serve_here(
+    launch: Launch,
+    config: Config,
+    listen_fds: Callable[[], list[int] | None],
+    serve: Callable[[Server], None] = Server.serve_forever,
+    socket_files: Sequence[str] = (),
+) -> int:
+    """One server in this process, until it stops, on the descriptors ``listen_fds``
+    returns once the app is loaded (None: the server binds)."""
     app = load_in_reloader(launch, config) if is_reloader_child() else launch.load()
     modes = []
     if is_reloader_child():
@@ -113,9 +137,10 @@ def run(launch: Launch) -> int:
         dataclasses.replace(config, **PROCESS_DEFAULTS),
         app_name=launch.app_name,
         modes=modes,
-        listen_fds=take_inherited_fds(config.binds),
+        listen_fds=listen_fds(),
+        socket_files=socket_files,
     )
-    server.serve_forever()
+    serve(server)
     return 0
 
 

@@ -51,7 +51,8 @@ class Server:
     supervisor process handed over, served instead of binding the config's addresses;
     ``recorder``, where a worker process records its metrics (its slot of the supervisor's
     store: the supervisor serves ``--metrics-bind``; without it, a server with
-    ``metrics_bind`` keeps and serves its own).
+    ``metrics_bind`` keeps and serves its own);
+    ``socket_files``, the Unix socket files among them this server removes as it stops.
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class Server:
         tls_context: ssl.SSLContext | None = None,
         listen_fds: Sequence[int] | None = None,
         recorder: Recorder | None = None,
+        socket_files: Sequence[str] = (),
         **options: Any,
     ) -> None:
         if config is not None and options:
@@ -88,6 +90,8 @@ class Server:
             )
         self.sockets: list[socket.socket] = []
         self._unix_paths: list[str] = []
+        self._socket_files = list(socket_files)
+        self._keep_socket_files = False  # keep_socket_files()
         self._addresses: list[Any] = []
         self._urls: list[str] = []
         self._listener: Listener | None = None
@@ -130,6 +134,7 @@ class Server:
             # them over as listen_fds (systemd's among them: "systemd" may stand for
             # several); it also unlinks Unix socket files, so they are not in _unix_paths.
             self.sockets, self._unix_paths = bind_all(config, self._listen_fds)
+            self._unix_paths += self._socket_files
         except Exception:
             self._close_access_log()
             raise
@@ -201,7 +206,8 @@ class Server:
         listener.drain()
         # The listener closes the listening sockets now; their files go with them (a
         # successor may bind the paths during the drain).
-        remove_socket_files(self._unix_paths)
+        if not self._keep_socket_files:
+            remove_socket_files(self._unix_paths)
         deadline = time.monotonic() + timeout
         clean = False
         while not self._force_stop:
@@ -268,6 +274,17 @@ class Server:
             self._force_stop = True
         self._stop_requested = True  # before the wake-up: the waiter checks it after one
         self._wake.wake()
+
+    def keep_socket_files(self) -> None:
+        """Leave the Unix socket files in place when stopping: a successor serves the same
+        sockets. Safe from a signal handler (one store)."""
+        self._keep_socket_files = True
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether a stop was asked for (a signal, ``request_stop``): until then the
+        listening sockets are open."""
+        return self._stop_requested
 
     def __enter__(self) -> Server:
         self.start()
@@ -396,7 +413,7 @@ class Server:
 
     def _close_sockets(self) -> None:
         # With the socket files this server created (not those of inherited sockets).
-        close_listening(self.sockets, self._unix_paths)
+        close_listening(self.sockets, [] if self._keep_socket_files else self._unix_paths)
 
 
 def make_tls_context(config: Config) -> ssl.SSLContext | None:

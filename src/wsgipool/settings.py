@@ -19,13 +19,13 @@ from typing import Any
 
 from .config import PYTHON_ONLY_FIELDS, SECRET_FIELDS, Config, ConfigError
 from .options import BY_FIELD, ENV_PREFIX, convert, env_label, env_name, flag_name, shown
-from .supervisors.process import INHERITED_FDS_ENV
+from .supervisors.process import INHERITED_FDS_ENV, RESTARTED_ENV
 from .supervisors.reloader import POLL_ENV
 
 # The WSGIPOOL_ variables that are not options: wsgipool's own, for its child processes and
 # its reloader, and benchmarks/run.py's for the file its file-serving app sends. Any other
 # WSGIPOOL_ variable is a mistake, refused as an unknown pyproject.toml key is.
-OTHER_ENV_VARIABLES = frozenset({INHERITED_FDS_ENV, POLL_ENV, "WSGIPOOL_BENCH_FILE"})
+OTHER_ENV_VARIABLES = frozenset({INHERITED_FDS_ENV, RESTARTED_ENV, POLL_ENV, "WSGIPOOL_BENCH_FILE"})
 PYPROJECT = "pyproject.toml"
 
 

@@ -29,7 +29,8 @@ from ..accesslog import WERKZEUG
 from ..config import Config, ConfigError
 from ..options import BIND, OPTIONS, parse_boolean
 from ..supervisors.process import is_reloader_child
-from .werkzeug import adhoc_ssl_context, bind_for
+from .waitress import bind_for
+from .werkzeug import adhoc_ssl_context
 
 _DEFAULTS = Config()
 # flask run's own flags; a wsgipool option never takes one of them.

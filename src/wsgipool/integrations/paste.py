@@ -8,9 +8,9 @@ from typing import Any
 
 from .. import launch
 from ..config import Config, ConfigError
-from ..options import BY_FIELD, convert, parse_addresses, parse_count
+from ..options import BY_FIELD, convert
 from ..wsgi import WSGIApp
-from .werkzeug import bind_for
+from .waitress import addresses
 
 # Names in [server:*] besides Config's fields: host and port (as most Paste servers take
 # them) and waitress's listen, all turned into bind.
@@ -54,25 +54,3 @@ def options_from_strings(values: Mapping[str, str]) -> dict[str, Any]:
             raise ConfigError("bind: give bind, or host/port/listen, not both")
         options["bind"] = bind
     return options
-
-
-def addresses(names: Mapping[str, str]) -> tuple[str, ...]:
-    """bind from waitress's ``listen`` (``*:8080`` is every interface) or from ``host``
-    and ``port`` (default 127.0.0.1 and 8000), as text; () when none is given."""
-    if "listen" in names:
-        if "host" in names or "port" in names:
-            raise ConfigError("listen: give listen, or host and port, not both")
-        # waitress: "*:8080" is every interface.
-        return tuple(
-            "0.0.0.0" + item[1:] if item.startswith("*") else item
-            for item in parse_addresses(names["listen"])
-        )
-    if "host" not in names and "port" not in names:
-        return ()
-    host = names.get("host", "127.0.0.1").strip()
-    port_text = names.get("port", str(Config().binds[0].port)).strip()
-    try:
-        port = parse_count(port_text)
-    except ValueError:
-        raise ConfigError(f"port: expected a port number, not {port_text!r}") from None
-    return (bind_for(host, port),)

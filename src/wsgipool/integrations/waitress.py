@@ -6,7 +6,7 @@ option it sets and what that means, or ``REFUSED``, with what to use instead. A 
 neither gets a "did you mean" among every name ``serve()`` takes.
 
 The addresses (``host``, ``port``, ``listen``, ``unix_socket``, ``sockets``) turn into one
-``bind``, as the Paste runner turns ``host``/``port``/``listen`` (``paste.addresses``).
+``bind``, as in the Paste runner (``addresses``, which it shares).
 Unlike waitress, ``host`` defaults to 127.0.0.1 (not every interface) and ``port`` to
 8000 (not 8080): say ``host='0.0.0.0'`` to be reachable from other machines.
 """
@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Config, ConfigError, parse_mode
-from ..options import convert, flag_name
-from .paste import addresses
+from ..options import convert, flag_name, parse_addresses, parse_count
 
 
 @dataclass(frozen=True)
@@ -242,6 +241,40 @@ def _bind(where: Mapping[str, str], sockets: Any) -> tuple[str, ...]:
         # Listening sockets made by the caller (socket activation): served as they are.
         return tuple(f"fd://{sock.fileno()}" for sock in sockets)
     return addresses(where)
+
+
+def bind_for(host: str, port: int) -> str:
+    """A ``--bind`` address from a werkzeug/Flask style host and port.
+
+    ``unix://PATH`` is a Unix socket (as in werkzeug), an IPv6 address gets its brackets.
+    """
+    if host.startswith("unix://"):
+        return "unix:" + host[len("unix://") :]
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def addresses(names: Mapping[str, str]) -> tuple[str, ...]:
+    """bind from waitress's ``listen`` (``*:8080`` is every interface) or from ``host``
+    and ``port`` (default 127.0.0.1 and 8000), as text; () when none is given."""
+    if "listen" in names:
+        if "host" in names or "port" in names:
+            raise ConfigError("listen: give listen, or host and port, not both")
+        # waitress: "*:8080" is every interface.
+        return tuple(
+            "0.0.0.0" + item[1:] if item.startswith("*") else item
+            for item in parse_addresses(names["listen"])
+        )
+    if "host" not in names and "port" not in names:
+        return ()
+    host = names.get("host", "127.0.0.1").strip()
+    port_text = names.get("port", str(Config().binds[0].port)).strip()
+    try:
+        port = parse_count(port_text)
+    except ValueError:
+        raise ConfigError(f"port: expected a port number, not {port_text!r}") from None
+    return (bind_for(host, port),)
 
 
 # --- waitress-serve's flags on the wsgipool command line -----------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 from .. import launch
 from ..config import Config, ConfigError
 from ..wsgi import WSGIApp
+from .waitress import bind_for
 
 RELOADER_TYPES = ("auto", "stat", "watchdog")
 
@@ -152,18 +153,6 @@ def adhoc_ssl_context() -> Any:
         raise ConfigError(
             f"ssl_context 'adhoc' needs werkzeug and the cryptography package ({exc})"
         ) from None
-
-
-def bind_for(host: str, port: int) -> str:
-    """A ``--bind`` address from a werkzeug/Flask style host and port.
-
-    ``unix://PATH`` is a Unix socket (as in werkzeug), an IPv6 address gets its brackets.
-    """
-    if host.startswith("unix://"):
-        return "unix:" + host[len("unix://") :]
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"{host}:{port}"
 
 
 def _warn(message: str) -> None:

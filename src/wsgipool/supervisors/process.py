@@ -26,6 +26,9 @@ log = logging.getLogger("wsgipool.error")
 # A command whose configuration cannot be used exits with this status (as argparse does).
 EXIT_USAGE = 2
 INHERITED_FDS_ENV = "WSGIPOOL_INHERITED_FDS"  # "3,4": listening sockets handed to a child
+# Set with INHERITED_FDS_ENV when a single server process runs its command again on SIGHUP
+# (launch.py): the sockets are its own, not a reloader's.
+RESTARTED_ENV = "WSGIPOOL_RESTARTED"
 # How long a server process gets to stop on SIGTERM beyond the graceful timeout before
 # SIGKILL (under --reload and --workers): its own STOP_MARGIN for its threads, then time
 # to exit. Derived, so the server always exits by itself first.
@@ -50,7 +53,7 @@ def environ_with_fds(fds: Sequence[int]) -> dict[str, str]:
 
 def is_reloader_child() -> bool:
     """Whether this process is a server started by the reloader."""
-    return bool(os.environ.get(INHERITED_FDS_ENV))
+    return bool(os.environ.get(INHERITED_FDS_ENV)) and not os.environ.get(RESTARTED_ENV)
 
 
 def take_inherited_fds(binds: Sequence[BindAddress]) -> list[int] | None:
@@ -81,6 +84,7 @@ def take_inherited_fds(binds: Sequence[BindAddress]) -> list[int] | None:
         except OSError as exc:
             raise ConfigError(f"{INHERITED_FDS_ENV}: descriptor {fd}: {exc.strerror}") from None
     del os.environ[INHERITED_FDS_ENV]
+    os.environ.pop(RESTARTED_ENV, None)
     return fds
 
 
