@@ -214,3 +214,13 @@ def test_waitress_serve_flags_get_one_line(
 ) -> None:
     line = one_line_error(spawn, *args)
     assert line.startswith(f"wsgipool: error: {expected}"), line
+
+
+def test_every_waitress_keyword_is_in_the_migration_guide() -> None:
+    from wsgipool.integrations.waitress import ADDRESS_KEYWORDS, FIXED, MAPPED, REFUSED
+
+    page = (Path(__file__).parent.parent / "docs" / "migrating.md").read_text()
+    missing = [
+        name for name in (*MAPPED, *ADDRESS_KEYWORDS, *FIXED, *REFUSED) if f"`{name}`" not in page
+    ]
+    assert missing == []
