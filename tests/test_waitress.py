@@ -224,3 +224,46 @@ def test_every_waitress_keyword_is_in_the_migration_guide() -> None:
         name for name in (*MAPPED, *ADDRESS_KEYWORDS, *FIXED, *REFUSED) if f"`{name}`" not in page
     ]
     assert missing == []
+
+
+# --- a Paste Deploy section written for waitress (use = egg:waitress#main) ------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (
+            {"listen": "*:6543", "url_prefix": "app", "trusted_proxy": "10.0.0.1"},
+            {"bind": ("0.0.0.0:6543",), "root_path": "/app", "forwarded_allow_ips": "10.0.0.1"},
+        ),
+        (
+            {"channel_timeout": "60", "connection_limit": "200", "max_request_body_size": "1M"},
+            {"keepalive_timeout": 60.0, "max_connections": 200, "max_body_size": 1024**2},
+        ),
+        (
+            {"unix_socket": "/run/app.sock", "unix_socket_perms": "660"},
+            {"bind": ("unix:/run/app.sock",), "unix_socket_mode": "0o660"},
+        ),
+        ({"trusted_proxy_headers": "x-forwarded-for", "trusted_proxy_count": "1"}, {}),
+    ],
+)
+def test_a_waitress_ini_section_maps(values: dict[str, str], expected: dict[str, Any]) -> None:
+    from wsgipool.integrations.paste import options_from_strings
+
+    assert options_from_strings(values) == expected
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"ident": "shop"}, "ident: wsgipool sends 'Server: wsgipool'"),
+        ({"url_prefix": "/a", "root_path": "/b"}, "url_prefix: give url_prefix or root_path"),
+        ({"unix_socket": "/a.sock", "bind": "unix:/b.sock"}, "unix_socket: give unix_socket"),
+    ],
+)
+def test_a_waitress_ini_section_refused(values: dict[str, str], message: str) -> None:
+    from wsgipool.integrations.paste import options_from_strings
+
+    with pytest.raises(ConfigError) as caught:
+        options_from_strings(values)
+    assert str(caught.value).startswith(message), caught.value

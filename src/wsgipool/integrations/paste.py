@@ -10,7 +10,7 @@ from .. import launch
 from ..config import Config, ConfigError
 from ..options import BY_FIELD, convert
 from ..wsgi import WSGIApp
-from .waitress import addresses
+from .waitress import addresses, from_ini
 
 # Names in [server:*] besides Config's fields: host and port (as most Paste servers take
 # them) and waitress's listen, all turned into bind.
@@ -24,7 +24,8 @@ def paste_server_runner(
 
     Every ``Config`` option is accepted (``threads = 8``, ``max_body_size = 10M``,
     ``expose_tracebacks = true``, ``workers = 4``; dashes or underscores), plus ``host``
-    and ``port`` (default 127.0.0.1 and 8000) or waitress's ``listen = HOST:PORT ...``.
+    and ``port`` (default 127.0.0.1 and 8000) or waitress's ``listen = HOST:PORT ...``,
+    and waitress's other keys as ``serve()`` takes them (``integrations/waitress.py``).
     ``log_level`` sets the ``wsgipool`` loggers' level even when ``pserve`` configured
     logging. Worker processes are forked from pserve's process with the application
     loaded. Blocks until SIGINT/SIGTERM.
@@ -36,9 +37,10 @@ def paste_server_runner(
 def options_from_strings(values: Mapping[str, str]) -> dict[str, Any]:
     """``Config`` keywords from the strings of an ini section, each through its option's
     converter (``options.py``)."""
-    names = {key.replace("-", "_"): text for key, text in values.items()}
+    names = from_ini({key.replace("-", "_"): text for key, text in values.items()})
     # For errors: each name as written, with dashes or underscores.
     keys = {key.replace("-", "_"): key for key in values}
+    keys.update((name, name) for name in names if name not in keys)
     unknown = sorted(set(names) - set(BY_FIELD) - set(ADDRESS_NAMES))
     if unknown:
         raise ConfigError(

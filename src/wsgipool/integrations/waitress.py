@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Config, ConfigError, parse_mode
-from ..options import convert, flag_name, parse_addresses, parse_count
+from ..options import convert, flag_name, parse_addresses, parse_boolean, parse_count
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,16 @@ def _prefix(value: Any) -> str:
 def _trusted(value: Any) -> str:
     """waitress's trusted_proxy: one address, or ``*``; None or ``''``: nobody."""
     return str(value) if value else ""
+
+
+def _truthy(value: Any) -> bool:
+    """A yes/no keyword, given as a value or (in an ini file) as text; bad text is yes."""
+    if not isinstance(value, str):
+        return bool(value)
+    try:
+        return parse_boolean(value)
+    except ValueError:
+        return True
 
 
 def _octal(value: Any) -> str:
@@ -99,7 +109,7 @@ FIXED: Mapping[str, Fixed] = {
     "trusted_proxy_count": Fixed(
         "wsgipool walks X-Forwarded-For from the right skipping every trusted proxy, "
         "instead of counting them: list each proxy in trusted_proxy (--forwarded-allow-ips)",
-        lambda value: value in (None, 1),
+        lambda value: value is None or str(value).strip() == "1",
     ),
     "trusted_proxy_headers": Fixed(
         "from a trusted proxy wsgipool applies Forwarded and X-Forwarded-For, -Proto, "
@@ -110,7 +120,7 @@ FIXED: Mapping[str, Fixed] = {
         "wsgipool leaves the headers in the environ as the client sent them; what it "
         "applies from a trusted proxy is in REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST, "
         "SERVER_PORT and SCRIPT_NAME: read those",
-        lambda value: not value,
+        lambda value: not _truthy(value),
     ),
 }
 # waitress keywords with no wsgipool meaning, and what to do instead.
@@ -188,6 +198,32 @@ def _as_given(message: str, options: Mapping[str, Any]) -> str:
         if name in options and message.startswith(f"{mapped.field}:"):
             return name + message[len(mapped.field) :]
     return message
+
+
+def from_ini(names: Mapping[str, str]) -> dict[str, str]:
+    """A Paste Deploy ``[server:main]`` section written for waitress, with waitress's keys
+    (underscores) as wsgipool's: ``url_prefix`` as ``root_path``, ``unix_socket`` as
+    ``bind``... (``MAPPED``); ``FIXED`` keys dropped (warned about as in ``serve()``);
+    ``REFUSED`` keys refused with what to use instead. Other keys are left as they are."""
+    refused = sorted(name for name in names if name in REFUSED)
+    if refused:
+        raise ConfigError("; ".join(f"{name}: {REFUSED[name]}" for name in refused))
+    translated: dict[str, str] = {}
+    for name, text in names.items():
+        if name in FIXED:
+            if not FIXED[name].holds(text):
+                warnings.warn(f"{name} = {text}: {FIXED[name].meaning}", RuntimeWarning, 2)
+            continue
+        mapped = MAPPED.get(name)
+        field = mapped.field if mapped is not None else name
+        if mapped is not None and mapped.translate is not None:
+            text = mapped.translate(text)
+        if name == "unix_socket":
+            field, text = "bind", f"unix:{text}"
+        if field in translated or (field != name and field in names):
+            raise ConfigError(f"{name}: give {name} or {field}, not both")
+        translated[field] = text
+    return translated
 
 
 def check_names(options: Mapping[str, Any]) -> None:
