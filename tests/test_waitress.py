@@ -185,6 +185,17 @@ def test_waitress_serve_address_flags(spawn: Callable[..., Process], flags: list
     assert proc.stop() == 0
 
 
+def test_waitress_serve_call_applies_to_an_app_from_the_environment(
+    spawn: Callable[..., Process],
+) -> None:
+    proc = spawn(
+        ["--call", "--chdir", str(APPS), "-b", "127.0.0.1:0"],
+        env={"WSGIPOOL_APP": "app_factories:make_app"},
+    )
+    assert get(proc.listening_port()) == (200, "make_app")
+    assert proc.stop() == 0
+
+
 def test_waitress_serve_unix_socket_flag(spawn: Callable[..., Process], tmp_path: Path) -> None:
     path = tmp_path / "app.sock"
     proc = spawn(["app_factories:make_app()", "--chdir", str(APPS), "--unix-socket", str(path)])

@@ -208,11 +208,11 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Config, str | None, sett
         if "bind" in given:
             raise ConfigError("-b/--bind: give -b, or --listen/--host/--port, not both")
         given["bind"] = waitress_bind
-    if getattr(args, "call", False) and "app" in given:
-        given["app"] = _called(given["app"])
     resolved = settings.resolve(given, settings.environment(), Path.cwd(), extra_fields=("app",))
     values = dict(resolved.values)
     app = values.pop("app", None)
+    if getattr(args, "call", False) and app is not None:
+        app = _called(app)  # From any source: WSGIPOOL_APP too.
     try:
         config = Config(**values)
     except ConfigError as exc:
