@@ -16,7 +16,7 @@ from tests.helpers.live import exchange
 from tests.helpers.process import Process
 from tests.helpers.waiting import wait_for
 from wsgipool import Config, ConfigError
-from wsgipool.supervisors.process import reopen_log_files
+from wsgipool.accesslog import reopen_log_files
 
 
 def app(environ, start_response):
@@ -262,3 +262,23 @@ def test_handlers_on_the_access_logger_still_get_the_lines(serve, tmp_path, acce
     assert sorted(access_logger_handler.lines) == ["one /a", "two /b"]
     assert above.lines == []
     assert one.read_text().splitlines() == ["one /a"]
+
+
+def test_usr1_reopens_the_access_log_of_a_single_process(
+    spawn: Callable[..., Process], tmp_path: Path
+) -> None:
+    """SIGUSR1 to one server process (no supervisor) reopens its log files after a rotation,
+    as it does under --workers; it used to end the process (the signal's default)."""
+    import signal
+
+    access = tmp_path / "access.log"
+    proc, url = cli_server(spawn, "--access-log", str(access))
+    requests.get(url + "/first", timeout=30)
+    wait_for(lambda: access.exists() and "/first" in access.read_text())
+    access.rename(tmp_path / "access.log.1")
+    proc.send(signal.SIGUSR1)
+    proc.wait_log("SIGUSR1: reopened")
+    requests.get(url + "/second", timeout=30)
+    wait_for(lambda: access.exists() and "/second" in access.read_text())
+    assert "/second" not in (tmp_path / "access.log.1").read_text()
+    assert proc.stop() == 0

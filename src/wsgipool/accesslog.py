@@ -9,6 +9,7 @@ can route them. Atoms are computed only when the format uses them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -279,3 +280,38 @@ class AccessLog:
             _forward(record)
         except Exception:
             logging.getLogger("wsgipool.error").exception("could not write the access log")
+
+
+def reopen_log_files() -> int:
+    """Close and reopen every ``logging.FileHandler`` on a logger and every server's access
+    log file, so a rotated file is let go and a new one created at the configured path.
+    Returns how many handlers were reopened. Call from a thread, not from inside a signal
+    handler."""
+    loggers: list[logging.Logger] = [logging.getLogger()]
+    loggers += [
+        item
+        for item in logging.Logger.manager.loggerDict.values()
+        if isinstance(item, logging.Logger)
+    ]
+    handlers = [handler for logger in loggers for handler in list(logger.handlers)]
+    # A server's access log handler is on no logger.
+    handlers += open_access_log_handlers()
+    seen: set[int] = set()
+    count = 0
+    for handler in handlers:
+        if not isinstance(handler, logging.FileHandler) or id(handler) in seen:
+            continue
+        seen.add(id(handler))
+        handler.acquire()
+        try:
+            if handler.stream is None:  # delay=True and nothing written yet
+                continue
+            with contextlib.suppress(OSError):
+                handler.stream.close()
+            handler.stream = handler._open()
+            count += 1
+        except OSError:
+            logging.getLogger("wsgipool.error").exception("cannot reopen %s", handler.baseFilename)
+        finally:
+            handler.release()
+    return count

@@ -13,7 +13,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .accesslog import AccessLog
+from .accesslog import AccessLog, reopen_log_files
 from .config import Config, ConfigError
 from .connection import Connection
 from .listener import Listener
@@ -100,6 +100,7 @@ class Server:
         # serve_forever (see request_stop).
         self._stop_requested = False
         self._force_stop = False
+        self._reopen_requested = False  # SIGUSR1: reopen log files
         self._interrupted_twice = False
         self._wake = WakePipe()
         self._access_log: AccessLog | None = None
@@ -250,6 +251,9 @@ class Server:
             # before the thread blocks (the signal wake-up descriptor is the same pipe).
             while not self._stop_requested:
                 self._wake.wait()
+                if self._reopen_requested:
+                    self._reopen_requested = False
+                    log.info("SIGUSR1: reopened %d log file(s)", reopen_log_files())
             log.info("shutting down: finishing in-flight requests")
             if self._notifier is not None:
                 self._notifier.notify("STOPPING=1", "STATUS=finishing in-flight requests")
@@ -397,14 +401,22 @@ class Server:
     # --- internals -----------------------------------------------------------------------
 
     def _install_signal_handlers(self) -> Callable[[], None]:
+        reopen = getattr(signal, "SIGUSR1", None)
+
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            # Plain stores and a wake-up only (threads.handle_signals): stop() logs.
+            # Plain stores and a wake-up only (threads.handle_signals): serve_forever logs,
+            # stops and reopens.
+            if signum == reopen:
+                self._reopen_requested = True
+                self._wake.wake()
+                return
             second = signum == signal.SIGINT and self._stop_requested
             if second:
                 self._interrupted_twice = True
             self.request_stop(force=second)
 
-        return handle_signals((signal.SIGINT, signal.SIGTERM), on_signal, self._wake)
+        signums = [signal.SIGINT, signal.SIGTERM] + ([reopen] if reopen is not None else [])
+        return handle_signals(signums, on_signal, self._wake)
 
     def _close_access_log(self) -> None:
         if self._access_log is not None:

@@ -1,9 +1,9 @@
 """Moved: the worker-process supervisor (``--workers``) is ``wsgipool.supervisors.workers``
-now, and ``reopen_log_files`` is in ``wsgipool.supervisors.process``. This module keeps the
+now, and ``reopen_log_files`` is in ``wsgipool.accesslog``. This module keeps the
 public names it had, for code that imports them from here.
 """
 
-from .supervisors.process import reopen_log_files
+from .accesslog import reopen_log_files
 from .supervisors.workers import run_worker_processes
 
 run_supervisor = run_worker_processes  # its name before the move

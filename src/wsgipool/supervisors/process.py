@@ -17,7 +17,6 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from ..accesslog import open_access_log_handlers
 from ..config import BindAddress, Config, ConfigError
 from ..worker import STOP_MARGIN
 
@@ -130,41 +129,3 @@ def exit_reason(returncode: int, meanings: Mapping[int, str] | None = None) -> s
     if meanings and returncode in meanings:
         return meanings[returncode]
     return f"exited with status {returncode}"
-
-
-# --- log files ---------------------------------------------------------------------------
-
-
-def reopen_log_files() -> int:
-    """Close and reopen every ``logging.FileHandler`` on a logger and every server's access
-    log file, so a rotated file is let go and a new one created at the configured path.
-    Returns how many handlers were reopened. Call from a thread, not from inside a signal
-    handler."""
-    loggers: list[logging.Logger] = [logging.getLogger()]
-    loggers += [
-        item
-        for item in logging.Logger.manager.loggerDict.values()
-        if isinstance(item, logging.Logger)
-    ]
-    handlers = [handler for logger in loggers for handler in list(logger.handlers)]
-    # A server's access log handler is on no logger.
-    handlers += open_access_log_handlers()
-    seen: set[int] = set()
-    count = 0
-    for handler in handlers:
-        if not isinstance(handler, logging.FileHandler) or id(handler) in seen:
-            continue
-        seen.add(id(handler))
-        handler.acquire()
-        try:
-            if handler.stream is None:  # delay=True and nothing written yet
-                continue
-            with contextlib.suppress(OSError):
-                handler.stream.close()
-            handler.stream = handler._open()
-            count += 1
-        except OSError:
-            log.exception("cannot reopen %s", handler.baseFilename)
-        finally:
-            handler.release()
-    return count

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from ..accesslog import reopen_log_files
 from ..config import PROCESS_DEFAULTS, Config, ConfigError
 from ..metrics import MetricsStore, Recorder, Snapshot
 from ..monitor import SAMPLE_INTERVAL, MonitorEndpoint, Readiness
@@ -44,7 +45,7 @@ from ..server import Server, make_tls_context
 from ..sockets import bind_all, close_listening, url_of
 from ..threads import WakePipe, handle_signals
 from ..wsgi import WSGIApp
-from .process import exit_reason, reopen_log_files, stop_timeout
+from .process import exit_reason, stop_timeout
 
 if TYPE_CHECKING:
     import ssl
