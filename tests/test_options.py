@@ -140,7 +140,7 @@ def test_table_covers_every_option_text_can_set() -> None:
         int: {parse_count, parse_size},
         float: {parse_seconds},
         bool: {parse_boolean},
-        str: {str, BY_FIELD["log_level"].parse},
+        str: {str, BY_FIELD["log_level"].parse, BY_FIELD["worker_class"].parse},
         tuple[str, ...]: {parse_addresses},
         str | int: {str},  # a file mode: Config reads the text as octal
     }

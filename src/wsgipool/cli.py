@@ -14,6 +14,7 @@ from typing import NoReturn
 from . import launch, settings
 from ._version import __version__
 from .config import COUNT_BOUNDS, Config, ConfigError
+from .integrations import gunicorn
 from .integrations.waitress import CLI_ADDRESS_FLAGS, bind_from_flags, pointer_for_flag
 from .loader import load_app
 from .options import BIND, BY_FIELD, OPTIONS, UNITS, Option, flag_name, parse_size
@@ -104,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="print every option's value and where it came from, then exit",
     )
     parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="read the settings of a gunicorn configuration file (Python) and its server "
+        "hooks, below the command line and the environment (default: ./gunicorn.conf.py "
+        "when there is one; see docs/migrating.md)",
+    )
+    parser.add_argument(
         "--log-config",
         metavar="FILE",
         help="configure logging from a logging.config.dictConfig file (.json or .toml) "
@@ -131,11 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
             help_text += f" (default: {default})".replace("%", "%%")
         if option.is_flag:
             parser.add_argument(
-                *option.flags, action="store_true", default=argparse.SUPPRESS, help=help_text
+                *option.flags,
+                dest=option.field,
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help=help_text,
             )
             continue
         parser.add_argument(
             *option.flags,
+            dest=option.field,
             metavar=option.metavar,
             type=option.convert,
             default=argparse.SUPPRESS,
@@ -196,8 +210,11 @@ def _add_waitress_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--call", action="store_true", help=hidden)
 
 
-def resolve_settings(args: argparse.Namespace) -> tuple[Config, str | None, settings.Resolved]:
-    """The Config and app from the command line, the environment and ./pyproject.toml."""
+def resolve_settings(
+    args: argparse.Namespace, gunicorn_file: gunicorn.GunicornFile | None = None
+) -> tuple[Config, str | None, settings.Resolved]:
+    """The Config and app from the command line, the environment, a gunicorn configuration
+    file and ./pyproject.toml."""
     given = {name: value for name, value in vars(args).items() if name in _SETTING_NAMES}
     if "bind" in given:
         given["bind"] = tuple(given["bind"])
@@ -208,7 +225,14 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Config, str | None, sett
         if "bind" in given:
             raise ConfigError("-b/--bind: give -b, or --listen/--host/--port, not both")
         given["bind"] = waitress_bind
-    resolved = settings.resolve(given, settings.environment(), Path.cwd(), extra_fields=("app",))
+    config_file = None
+    if gunicorn_file is not None:
+        config_file = settings.ConfigFile(
+            f"{gunicorn.SOURCE} {gunicorn_file.path}", gunicorn_file.values
+        )
+    resolved = settings.resolve(
+        given, settings.environment(), Path.cwd(), extra_fields=("app",), config_file=config_file
+    )
     values = dict(resolved.values)
     app = values.pop("app", None)
     if getattr(args, "call", False) and app is not None:
@@ -247,27 +271,38 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.chdir(args.chdir)
             except OSError as exc:
                 raise ConfigError(f"--chdir {args.chdir}: {exc.strerror}") from None
+        gunicorn_file = _read_gunicorn_file(args)
         # After --chdir: ./pyproject.toml is the project's.
-        config, app_spec, resolved = resolve_settings(args)
+        config, app_spec, resolved = resolve_settings(args, gunicorn_file)
+        warnings = (gunicorn_file.warning,) if gunicorn_file and gunicorn_file.warning else ()
         if args.print_config:
+            for warning in warnings:
+                print(f"wsgipool: warning: {warning}", file=sys.stderr)
             print(settings.config_report(resolved, config, app_spec))
             return 0
         if app_spec is None:
             raise ConfigError("no application: name one as APP (e.g. myapp:app)")
         # Like `python -m`, the current directory is importable.
         sys.path.insert(0, os.getcwd())
+        reload = args.reload or (gunicorn_file is not None and gunicorn_file.reload)
+        if gunicorn_file is not None:
+            # gunicorn's raw_env: the app sees these (and the processes it starts).
+            os.environ.update(gunicorn_file.environment)
         return launch.run(
             launch.Launch(
                 config,
                 functools.partial(load_app, app_spec),
                 app_name=app_spec,
-                reload=_reloading(args, argv, start_dir) if args.reload else None,
+                reload=_reloading(args, argv, start_dir, gunicorn_file) if reload else None,
                 debugger=launch.Debugging(allow_remote=args.debug_allow_remote)
                 if args.debug
                 else None,
                 log_config=args.log_config,
                 command=_command(argv),
                 directory=start_dir,
+                log_config_dict=gunicorn_file.logconfig_dict if gunicorn_file else None,
+                hooks=gunicorn.make_hooks(gunicorn_file, config) if gunicorn_file else None,
+                warnings=warnings,
             )
         )
     except ConfigError as exc:
@@ -279,8 +314,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _read_gunicorn_file(args: argparse.Namespace) -> gunicorn.GunicornFile | None:
+    """``-c FILE``, or ./gunicorn.conf.py, read; its ``chdir`` applied unless ``--chdir``
+    was given (the command line wins)."""
+    path = gunicorn.find_file(args.config, Path.cwd())
+    if path is None:
+        return None
+    gunicorn_file = gunicorn.read_file(path)
+    if gunicorn_file.chdir and not args.chdir:
+        try:
+            os.chdir(gunicorn_file.chdir)
+        except OSError as exc:
+            raise ConfigError(f"{path}: chdir {gunicorn_file.chdir}: {exc.strerror}") from None
+    return gunicorn_file
+
+
 def _reloading(
-    args: argparse.Namespace, argv: Sequence[str] | None, start_dir: str
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+    start_dir: str,
+    gunicorn_file: gunicorn.GunicornFile | None = None,
 ) -> launch.Reloading:
     """``--reload`` for this command line: each server process runs it again from the
     directory it was given in (it does its own ``--chdir``)."""
@@ -288,6 +341,7 @@ def _reloading(
         directories=tuple(args.reload_dir or ()),
         include=tuple(args.reload_include or ("*.py",)),
         exclude=tuple(args.reload_exclude or ()),
+        extra_files=gunicorn_file.reload_extra_files if gunicorn_file else (),
         command=_command(argv),
         directory=start_dir,
     )

@@ -28,6 +28,8 @@ _DURATIONS = (
     "send_timeout",
     "graceful_timeout",
 )
+# gunicorn's worker classes that mean what wsgipool does (threads); others are refused.
+WORKER_CLASSES = ("gthread", "sync")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # The largest request line and head: the head is held whole in memory while it is read, on
 # every connection. Sixteen times the default; gunicorn caps a request line at 8190 bytes.
@@ -71,6 +73,11 @@ PROCESS_DEFAULTS: dict[str, Any] = {
     "max_requests_jitter": 0,
     "preload": False,
     "umask": "",
+    "pidfile": "",
+    "user": "",
+    "group": "",
+    "error_log": "",
+    "capture_output": False,
 }
 # Options only Python code can set (objects, not text).
 PYTHON_ONLY_FIELDS = ("ssl_context",)
@@ -221,6 +228,17 @@ class Config:
     ready_max_queue_wait: float = 0.0
     # Python only: a ready ssl.SSLContext, instead of certfile and the rest.
     ssl_context: Any = None
+    # The stuck-request watchdog (issue 15): log a request with no progress for this long
+    # (0: off), and recycle the worker process that holds one this long (0: never).
+    stuck_threshold: float = 60.0
+    stuck_recycle: float = 0.0
+    # Production process options, with gunicorn's names as aliases (launch.py applies them).
+    worker_class: str = "gthread"  # accepted for gunicorn's sake: threads, always
+    error_log: str = ""  # "" or "-": stderr
+    capture_output: bool = False
+    pidfile: str = ""
+    user: str = ""
+    group: str = ""
     binds: tuple[BindAddress, ...] = field(init=False, repr=False, compare=False)
     limits: Limits = field(init=False, repr=False, compare=False)
     transfer: TransferLimits = field(init=False, repr=False, compare=False)
@@ -281,6 +299,9 @@ class Config:
                 raise ConfigError(f"{name}: {exc}") from None
         if not isinstance(self.proxy_protocol, bool):
             raise ConfigError(f"proxy_protocol: must be True or False, not {self.proxy_protocol!r}")
+        for name in ("stuck_threshold", "stuck_recycle"):
+            _require_seconds(name, getattr(self, name), zero_means="off")
+        self._check_process_options()
         object.__setattr__(self, "socket_mode", parse_mode(self.unix_socket_mode))
         object.__setattr__(self, "umask_value", parse_mode(self.umask, "umask"))
         self._check_tls()
@@ -305,6 +326,19 @@ class Config:
                 min_send_rate=self.min_send_rate,
             ),
         )
+
+    def _check_process_options(self) -> None:
+        _require_choice("worker_class", self.worker_class, WORKER_CLASSES)
+        for name in ("error_log", "pidfile", "user", "group"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name}: a string, not {getattr(self, name)!r}")
+        if not isinstance(self.capture_output, bool):
+            raise ConfigError(f"capture_output: must be True or False, not {self.capture_output!r}")
+        if self.capture_output and self.error_log in ("", "-"):
+            raise ConfigError("capture_output: needs error_log (a file to capture output into)")
+        # Known now, not after binding: a typo must not leave the server running as root.
+        user_id(self.user)
+        group_id(self.group)
 
     def process_options(self) -> list[str]:
         """The process options (``PROCESS_DEFAULTS``) set to something else than their
@@ -395,6 +429,35 @@ def _parse_metrics_bind(text: object) -> BindAddress | None:
     if address.kind not in ("tcp", "unix"):
         raise ConfigError(expected)
     return address
+
+
+def user_id(user: str) -> int | None:
+    """The uid ``user`` (a name or a number) stands for; None for ""; ``ConfigError`` when
+    there is no such user."""
+    if not user:
+        return None
+    if user.isascii() and user.isdigit():
+        return int(user)
+    import pwd
+
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise ConfigError(f"user: no such user: {user!r}") from None
+
+
+def group_id(group: str) -> int | None:
+    """The gid ``group`` (a name or a number) stands for; None for ""."""
+    if not group:
+        return None
+    if group.isascii() and group.isdigit():
+        return int(group)
+    import grp
+
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"group: no such group: {group!r}") from None
 
 
 def require_file(name: str, path: str) -> None:

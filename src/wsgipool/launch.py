@@ -6,9 +6,12 @@ the development modes asked for) and call ``run``, which:
 
 1. settles the development modes: the debugger needs a local address and one process, and
    shows tracebacks; ``--reload`` runs one server process;
-2. sets the process up: umask, logging, the open-file limit;
+2. sets the process up: umask, logging (the error log, captured output), the open-file
+   limit, the pid file;
 3. chooses how to serve: a reloader supervisor (which never imports the application), a
-   worker-process supervisor (``workers`` > 1 or ``max_requests``), or one ``Server`` here.
+   worker-process supervisor (``workers`` > 1 or ``max_requests``), or one ``Server`` here;
+   ``user`` and ``group`` take effect once the sockets are bound, before the application
+   is loaded. The server hooks (``hooks.ProcessHooks``) are called on the way.
 
 So an option means the same from every front end, and none is dropped on the way.
 """
@@ -19,15 +22,22 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import PROCESS_DEFAULTS, Config, ConfigError
+from .hooks import NO_HOOKS, ProcessHooks
 from .integrations.debugger import check_debug_bind, wrap_debugger
 from .server import Server
-from .supervisors.process import is_reloader_child, take_inherited_fds
+from .supervisors.process import (
+    PidFile,
+    capture_output,
+    drop_privileges,
+    is_reloader_child,
+    take_inherited_fds,
+)
 from .supervisors.reloader import run_with_reloader
 from .supervisors.restart import RestartOnHangup
 from .supervisors.workers import run_worker_processes
@@ -79,14 +89,37 @@ class Launch:
     # and the directory it ran in (None: here).
     command: tuple[str, ...] | None = None
     directory: str | None = None
+    log_config_dict: Mapping[str, Any] | None = None  # logging.config.dictConfig's, applied last
+    hooks: ProcessHooks | None = None  # gunicorn's server hooks (integrations/gunicorn.py)
+    warnings: tuple[str, ...] = ()  # logged once logging is set up (not on each reload)
 
 
 def run(launch: Launch) -> int:
     """Serve as ``launch`` asks until SIGINT or SIGTERM; the exit status. Raises
     ``ConfigError`` for anything that cannot start."""
     # Logging first: settling the modes may warn.
-    set_up_process(launch.config, launch.log_config)
+    set_up_process(launch.config, launch.log_config, launch.log_config_dict)
+    hooks = launch.hooks or NO_HOOKS
+    # The process that was started, not a reloader's server process: it owns the pid
+    # file and has the server's moments (on_starting, on_exit).
+    starting = not is_reloader_child()
+    if starting:
+        for warning in launch.warnings:
+            log.warning("%s", warning)
     config = settle_modes(launch)
+    pidfile = PidFile(config.pidfile) if starting and config.pidfile else None
+    try:
+        if starting:
+            hooks.starting()
+        return _serve(launch, config, hooks)
+    finally:
+        if starting:
+            hooks.exiting()
+        if pidfile is not None:
+            pidfile.remove()
+
+
+def _serve(launch: Launch, config: Config, hooks: ProcessHooks) -> int:
     if launch.reload is not None and not is_reloader_child():
         # This process only holds the sockets and restarts a server process: it never
         # imports the app, so an app that fails to import cannot stop it.
@@ -104,13 +137,24 @@ def run(launch: Launch) -> int:
     if uses_worker_processes(config):
         # The supervisor forks the worker processes; each loads the app (or, with preload,
         # the supervisor does once before forking).
-        return run_worker_processes(config, launch.load, launch.app_name)
+        return run_worker_processes(config, launch.load, launch.app_name, hooks)
     if is_reloader_child():
-        return serve_here(launch, config, lambda: take_inherited_fds(config.binds))
+        return serve_here(launch, config, hooks, take_inherited_fds(config.binds), reloading=True)
     # SIGHUP: finish in-flight requests, then run again with the same sockets (restart.py).
     restart = RestartOnHangup(config, launch.command, launch.directory)
     with restart.installed():
-        serve_here(launch, config, restart.bind, restart.serve, restart.socket_files)
+        # Bound here, not by the Server: when_ready comes before the app loads (as in
+        # gunicorn), and --user takes effect after binding (ports below 1024), before it.
+        listen_fds = restart.bind()
+        hooks.ready()
+        serve_here(
+            launch,
+            config,
+            hooks,
+            listen_fds,
+            serve=restart.serve,
+            socket_files=restart.socket_files,
+        )
     restart.run_again_if_asked()
     return 0
 
@@ -118,29 +162,38 @@ def run(launch: Launch) -> int:
 def serve_here(
     launch: Launch,
     config: Config,
-    listen_fds: Callable[[], list[int] | None],
+    hooks: ProcessHooks,
+    listen_fds: list[int] | None,
+    *,
+    reloading: bool = False,
     serve: Callable[[Server], None] = Server.serve_forever,
     socket_files: Sequence[str] = (),
 ) -> int:
-    """One server in this process, until it stops, on the descriptors ``listen_fds``
-    returns once the app is loaded (None: the server binds)."""
-    app = load_in_reloader(launch, config) if is_reloader_child() else launch.load()
+    """One server in this process, until it stops, on ``listen_fds`` (None: the server
+    binds); ``reloading``: a reloader's server process."""
+    drop_privileges(config)
+    app = load_in_reloader(launch, config) if reloading else launch.load()
     modes = []
-    if is_reloader_child():
+    if reloading:
         modes.append("reloading on changes")
     if launch.debugger is not None:
         app = wrap_debugger(app, evalex=launch.debugger.evalex)
         modes.append("interactive debugger ON: never expose this to others")
+    hooks.worker_ready()
     server = Server(
         app,
         # The process options are applied (umask) or mean nothing for one process.
         dataclasses.replace(config, **PROCESS_DEFAULTS),
         app_name=launch.app_name,
         modes=modes,
-        listen_fds=listen_fds(),
+        listen_fds=listen_fds,
         socket_files=socket_files,
+        request_hooks=hooks.request_hooks,
     )
-    serve(server)
+    try:
+        serve(server)
+    finally:
+        hooks.worker_exiting()
     return 0
 
 
@@ -203,24 +256,52 @@ def settle_modes(launch: Launch) -> Config:
     return config
 
 
-def set_up_process(config: Config, log_config: str | None = None) -> None:
-    """Umask first (log files and Unix sockets get it), then logging, then the limit on
-    open files."""
+def set_up_process(
+    config: Config,
+    log_config: str | None = None,
+    log_config_dict: Mapping[str, Any] | None = None,
+) -> None:
+    """Umask first (log files and Unix sockets get it), then logging (and the output
+    captured into the error log), then the limit on open files."""
     if config.umask_value is not None:
         os.umask(config.umask_value)
-    configure_logging(config.log_level, log_config)
+    configure_logging(config.log_level, log_config, config.error_log, log_config_dict)
+    if config.capture_output:
+        capture_output(config.error_log)
     raise_open_file_limit(config.max_connections)
 
 
-def configure_logging(level: str, config_file: str | None = None) -> None:
-    """Log to stderr, unless the program configured logging already; either way the
-    ``wsgipool`` loggers log at ``level``. ``config_file`` is applied on top."""
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
+def configure_logging(
+    level: str,
+    config_file: str | None = None,
+    error_log: str = "",
+    config_dict: Mapping[str, Any] | None = None,
+) -> None:
+    """Log to stderr (or to the ``error_log`` file), unless the program configured logging
+    already; either way the ``wsgipool`` loggers log at ``level``. ``config_file``, then
+    ``config_dict``, are applied on top."""
+    to_file = error_log not in ("", "-")
+    try:
+        logging.basicConfig(
+            level=level.upper(),
+            format=LOG_FORMAT,
+            datefmt=LOG_DATE_FORMAT,
+            filename=error_log if to_file else None,
+        )
+    except OSError as exc:
+        raise ConfigError(f"error_log: cannot open {error_log}: {exc.strerror}") from None
     logging.getLogger("wsgipool").setLevel(level.upper())
     if config_file:
         from .settings import apply_logging_config
 
         apply_logging_config(Path(config_file))
+    if config_dict:
+        from logging.config import dictConfig
+
+        try:
+            dictConfig(dict(config_dict))
+        except (ValueError, TypeError, AttributeError, ImportError) as exc:
+            raise ConfigError(f"logconfig_dict: {exc}") from None
 
 
 def raise_open_file_limit(max_connections: int) -> None:

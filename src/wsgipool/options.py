@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import LOG_LEVELS, ConfigError
+from .config import LOG_LEVELS, WORKER_CLASSES, ConfigError
 
 ENV_PREFIX = "WSGIPOOL_"
 
@@ -99,6 +99,18 @@ def parse_lowercase(text: str) -> str:
     return text.lower()
 
 
+def parse_worker_class(text: str) -> str:
+    """gunicorn's ``-k``: ``gthread`` or ``sync`` (what wsgipool does: threads); an
+    event-loop worker (gevent, eventlet, tornado, uvicorn's) is refused by name."""
+    name = text.strip()
+    if name not in WORKER_CLASSES:
+        raise InvalidValue(
+            f"{shown(text)} is not served here: wsgipool runs WSGI apps on threads "
+            "(gthread or sync; for an event loop, keep gunicorn or use an ASGI server)"
+        )
+    return name
+
+
 def _whole(digits: str, text: str) -> int:
     if len(digits.lstrip("0")) > _MAX_DIGITS:
         raise InvalidValue(f"{shown(text)} is too large")
@@ -127,7 +139,8 @@ def env_name(field: str) -> str:
 class Option:
     """One ``Config`` field as text sets it: its command-line flags and help, and the
     converter (``parse``, then a check against ``choices``) every source's text goes
-    through. A ``parse_boolean`` option is a flag on a command line."""
+    through. A ``parse_boolean`` option is a flag on a command line. ``aliases`` are more
+    command-line spellings of it (gunicorn's, for those who switch)."""
 
     field: str
     metavar: str | None
@@ -135,11 +148,12 @@ class Option:
     parse: Callable[[str], Any] = str
     short: str | None = None
     choices: tuple[str, ...] | None = None
+    aliases: tuple[str, ...] = ()
 
     @property
     def flags(self) -> list[str]:
         long = flag_name(self.field)
-        return [self.short, long] if self.short else [long]
+        return [self.short, long, *self.aliases] if self.short else [long, *self.aliases]
 
     @property
     def is_flag(self) -> bool:
@@ -199,14 +213,37 @@ OPTIONS = (
         "crossed the wire (its chunk framing included); larger gets 413",
         parse_size,
     ),
-    Option("max_request_line", "SIZE", "longest request line; longer gets 414", parse_size),
-    Option("max_header_size", "SIZE", "largest request head; larger gets 431", parse_size),
-    Option("max_header_count", "N", "most header fields in a request; more gets 431", parse_count),
+    Option(
+        "max_request_line",
+        "SIZE",
+        "longest request line; longer gets 414",
+        parse_size,
+        aliases=("--limit-request-line",),
+    ),
+    Option(
+        "max_header_size",
+        "SIZE",
+        "largest request head, every field together (gunicorn's --limit-request-field-size "
+        "limits each field); larger gets 431",
+        parse_size,
+        aliases=("--limit-request-field-size",),
+    ),
+    Option(
+        "max_header_count",
+        "N",
+        "most header fields in a request; more gets 431",
+        parse_count,
+        aliases=("--limit-request-fields",),
+    ),
     Option(
         "header_timeout", SECONDS, "a whole request head must arrive within this", parse_seconds
     ),
     Option(
-        "keepalive_timeout", SECONDS, "close keep-alive connections idle this long", parse_seconds
+        "keepalive_timeout",
+        SECONDS,
+        "close keep-alive connections idle this long",
+        parse_seconds,
+        aliases=("--keep-alive",),
     ),
     Option(
         "body_timeout", SECONDS, "longest wait for the next piece of a request body", parse_seconds
@@ -246,6 +283,7 @@ OPTIONS = (
         "access_log",
         "FILE",
         "write an access log line per request to FILE, or to stdout with '-' (default: off)",
+        aliases=("--access-logfile",),
     ),
     Option(
         "access_log_format",
@@ -253,6 +291,7 @@ OPTIONS = (
         "access log line, in gunicorn's atoms: %%(h)s remote address, %%(r)s request line, "
         "%%(s)s status, %%(b)s body bytes, %%(D)s microseconds, %%(w)s ms waited for a worker, "
         "%%({name}i)s request header, %%({name}o)s response header, %%({key}e)s environ",
+        aliases=("--access-logformat",),
     ),
     Option(
         "poller",
@@ -373,6 +412,65 @@ OPTIONS = (
         "/readyz answers 503 while requests wait longer than this for a worker thread "
         "(0: queue wait never makes it so)",
         parse_seconds,
+    ),
+    # The stuck-request watchdog (see docs/observability.md).
+    Option(
+        "stuck_threshold",
+        SECONDS,
+        "log a request that made no progress (no body bytes read or sent) for this long, "
+        "with its stack (0: off)",
+        parse_seconds,
+    ),
+    Option(
+        "stuck_recycle",
+        SECONDS,
+        "with worker processes, replace one holding a request stuck this long, after "
+        "logging it with its stack (0: never); gunicorn's --timeout, which kills instead",
+        parse_seconds,
+        aliases=("--timeout",),
+    ),
+    # Production process options, under gunicorn's names too (see docs/migrating.md).
+    Option(
+        "worker_class",
+        "CLASS",
+        "gthread or sync, accepted for gunicorn command lines: wsgipool always serves with "
+        "--threads threads per process; event-loop workers are refused",
+        parse_worker_class,
+        short="-k",
+    ),
+    Option(
+        "error_log",
+        "FILE",
+        "write the error log to FILE, or to stderr with '-' (default: stderr)",
+        aliases=("--error-logfile", "--log-file"),
+    ),
+    Option(
+        "capture_output",
+        None,
+        "send the process's stdout and stderr (print(), C extensions) to the --error-log file "
+        "(default: left as they are)",
+        parse_boolean,
+    ),
+    Option(
+        "pidfile",
+        "FILE",
+        "write the server's process id (the supervisor's, with worker processes) to FILE "
+        "at start and remove it at exit (default: none)",
+        aliases=("--pid",),
+    ),
+    Option(
+        "user",
+        "USER",
+        "after binding, before loading the app, run as USER (a name or uid; needs root) "
+        "(default: stay)",
+        short="-u",
+    ),
+    Option(
+        "group",
+        "GROUP",
+        "after binding, before loading the app, run as GROUP (a name or gid; needs root) "
+        "(default: USER's group with --user, else stay)",
+        short="-g",
     ),
 )
 # Every Config field that text can set (all but config.PYTHON_ONLY_FIELDS), by name.

@@ -16,6 +16,7 @@ from ._version import __version__
 from .accesslog import AccessLog, reopen_log_files
 from .config import Config, ConfigError
 from .connection import Connection
+from .hooks import RequestHooks
 from .listener import Listener
 from .metrics import Gauges, MetricsStore, Recorder, Snapshot
 from .monitor import MonitorEndpoint, Readiness, Ticker
@@ -52,7 +53,8 @@ class Server:
     ``recorder``, where a worker process records its metrics (its slot of the supervisor's
     store: the supervisor serves ``--metrics-bind``; without it, a server with
     ``metrics_bind`` keeps and serves its own);
-    ``socket_files``, the Unix socket files among them this server removes as it stops.
+    ``socket_files``, the Unix socket files among them this server removes as it stops;
+    ``request_hooks``, called around each request (gunicorn's pre_request, post_request).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class Server:
         listen_fds: Sequence[int] | None = None,
         recorder: Recorder | None = None,
         socket_files: Sequence[str] = (),
+        request_hooks: RequestHooks | None = None,
         **options: Any,
     ) -> None:
         if config is not None and options:
@@ -81,6 +84,7 @@ class Server:
         # issued resumes on another.
         self.tls_context = tls_context
         self._listen_fds = None if listen_fds is None else list(listen_fds)
+        self.request_hooks = request_hooks
         self.config = config if config is not None else Config.from_options(**options)
         if self.config.process_options():
             raise ConfigError(
@@ -154,6 +158,7 @@ class Server:
             draining=draining,
             access_log=self._access_log,
             recorder=recorder,
+            request_hooks=self.request_hooks,
         )
         tasks: TaskQueue[Connection] = TaskQueue(config.queue_limit)
         pool = WorkerPool(config.threads, tasks)

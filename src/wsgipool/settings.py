@@ -1,9 +1,12 @@
-"""Where each option's value comes from: command line, then environment, then pyproject.toml.
+"""Where each option's value comes from: command line, then environment, then a gunicorn
+configuration file, then pyproject.toml.
 
-Every ``Config`` option can be set as ``--threads 32``, as ``WSGIPOOL_THREADS=32``, or as
-``threads = 32`` under ``[tool.wsgipool]`` in the current directory's ``pyproject.toml``;
-the first of those that is present wins, and ``Config``'s default applies otherwise. The
-text of each goes through the option's converter in ``options.py``.
+Every ``Config`` option can be set as ``--threads 32``, as ``WSGIPOOL_THREADS=32``, as
+``threads = 32`` in a gunicorn configuration file (``-c gunicorn.conf.py``, or
+``./gunicorn.conf.py``: see ``integrations/gunicorn.py``), or as ``threads = 32`` under
+``[tool.wsgipool]`` in the current directory's ``pyproject.toml``; the first of those that
+is present wins, and ``Config``'s default applies otherwise. The text of each goes through
+the option's converter in ``options.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +81,15 @@ def _load_toml(text: str, path: Path) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True)
+class ConfigFile:
+    """A configuration file's values: option -> (how errors name it, the converted value),
+    and how ``--print-config`` names the file (``gunicorn config /srv/gunicorn.conf.py``)."""
+
+    source: str
+    values: Mapping[str, tuple[str, Any]]
+
+
 class Resolved:
     """The chosen value of each option and where it came from."""
 
@@ -118,12 +131,15 @@ def resolve(
     environ: Mapping[str, str],
     directory: Path,
     extra_fields: tuple[str, ...] = (),
+    config_file: ConfigFile | None = None,
 ) -> Resolved:
-    """Merge command-line ``given`` values over the environment over ``pyproject.toml``.
+    """Merge command-line ``given`` values over the environment over ``config_file`` over
+    ``pyproject.toml``.
 
-    Text from the environment or the file goes through its option's converter
-    (``options.convert``). ``extra_fields`` are settings that are not ``Config`` fields
-    (the app). Unknown ``[tool.wsgipool]`` keys and ``WSGIPOOL_`` variables are errors.
+    Text from the environment or the files goes through its option's converter
+    (``options.convert``; ``config_file``'s values come converted). ``extra_fields`` are
+    settings that are not ``Config`` fields (the app). Unknown ``[tool.wsgipool]`` keys and
+    ``WSGIPOOL_`` variables are errors.
     """
     known = [*extra_fields, *BY_FIELD]
     path = directory / PYPROJECT
@@ -150,6 +166,9 @@ def resolve(
             resolved.set(
                 field, convert(field, text, label), f"environment {env_name(field)}", label
             )
+        elif config_file is not None and field in config_file.values:
+            label, value = config_file.values[field]
+            resolved.set(field, value, config_file.source, label)
         elif field in table:
             key, value = table[field]
             label = f"{path}: {key} = {shown(value) if isinstance(value, str) else repr(value)}"

@@ -19,6 +19,7 @@ from urllib.parse import unquote_to_bytes
 from .accesslog import AccessLog, Atoms
 from .config import Config
 from .connection import RECV_SIZE, ClientDisconnected, Connection
+from .hooks import RequestHooks
 from .http.errors import ProtocolError
 from .http.parser import ChunkedBody, FixedLengthBody, Request
 from .http.response import (
@@ -631,8 +632,10 @@ class Gateway:
         draining: threading.Event | None = None,
         access_log: AccessLog | None = None,
         recorder: Recorder | None = None,
+        request_hooks: RequestHooks | None = None,
     ) -> None:
         self.app = app
+        self.request_hooks = request_hooks  # None: the hot path checks that once
         self.config = config
         # Metrics (--metrics-bind, or a worker process's slot): None records nothing.
         self.recorder = recorder
@@ -763,7 +766,11 @@ class Gateway:
             thread = threading.get_ident()
             self._in_flight[thread] = started
         result: Iterable[bytes] | None = None
+        hooks = self.request_hooks
+        hooked: object = None
         try:
+            if hooks is not None:
+                hooked = hooks.before(request, environ)
             if request.content_length is not None and request.content_length > max_body:
                 body.failure = 413
                 raise RequestBodyError(413, "request body larger than max_body_size")
@@ -801,6 +808,8 @@ class Gateway:
                     queue_wait,
                 )
             )
+        if hooks is not None and hooked is not None:
+            hooks.after(hooked, environ, response.sent_status or "-")
         if recorder is not None:
             self._record(recorder, request.method, scheme, response, started, queue_wait)
             del self._in_flight[thread]

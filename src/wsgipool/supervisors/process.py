@@ -1,6 +1,8 @@
 """Process helpers the reloader and the worker-process supervisor share: handing listening
 sockets to a child process, stopping a child (SIGTERM, then SIGKILL after a deadline),
-saying how a child ended, reopening log files.
+saying how a child ended, reopening log files; and what a production process sets up
+around them: its pid file, its output captured into the error log, the user and group it
+runs as.
 
 The self-pipe (``threads.WakePipe``) and the installing and restoring of signal handlers
 (``threads.handle_signals``) live in threads.py: a single-process ``Server`` uses them
@@ -14,10 +16,11 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from ..config import BindAddress, Config, ConfigError
+from ..config import BindAddress, Config, ConfigError, group_id, user_id
 from ..worker import STOP_MARGIN
 
 log = logging.getLogger("wsgipool.error")
@@ -129,3 +132,65 @@ def exit_reason(returncode: int, meanings: Mapping[int, str] | None = None) -> s
     if meanings and returncode in meanings:
         return meanings[returncode]
     return f"exited with status {returncode}"
+
+
+# --- the process around the server ---------------------------------------------------------
+
+
+class PidFile:
+    """``--pidfile``: this process's id in ``path`` from now on, removed by ``remove``
+    (unless another process has written its own there since)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)  # A later chdir must not move it.
+        self.pid = os.getpid()
+        try:
+            with open(self.path, "w", encoding="ascii") as file:
+                file.write(f"{self.pid}\n")
+        except OSError as exc:
+            raise ConfigError(f"pidfile: cannot write {path}: {exc.strerror}") from None
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            with open(self.path, encoding="ascii") as file:
+                if int(file.read().strip() or 0) != self.pid:
+                    return
+            os.unlink(self.path)
+
+
+def capture_output(error_log: str) -> None:
+    """``--capture-output``: the process's stdout and stderr (descriptors 1 and 2, so C
+    code and child processes too) go to the error log file."""
+    try:
+        fd = os.open(error_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"error_log: cannot open {error_log}: {exc.strerror}") from None
+    for stream, target in ((sys.stdout, 1), (sys.stderr, 2)):
+        with contextlib.suppress(Exception):
+            stream.flush()
+        os.dup2(fd, target)
+    os.close(fd)
+
+
+def drop_privileges(config: Config) -> None:
+    """``--user`` and ``--group``: run as them from now on (after binding, before loading
+    the application). The group defaults to the user's; supplementary groups are reduced
+    to it, so none of root's stays."""
+    uid, gid = user_id(config.user), group_id(config.group)
+    if uid is None and gid is None:
+        return
+    if gid is None and uid is not None:
+        import pwd
+
+        with contextlib.suppress(KeyError):
+            gid = pwd.getpwuid(uid).pw_gid
+    try:
+        if gid is not None and (gid != os.getgid() or os.geteuid() == 0):
+            if os.geteuid() == 0:
+                os.setgroups([gid])
+            os.setgid(gid)
+        if uid is not None and uid != os.getuid():
+            os.setuid(uid)
+    except OSError as exc:
+        who = f"user {config.user}" if config.user else f"group {config.group}"
+        raise ConfigError(f"cannot run as {who}: {exc.strerror} (it needs root)") from None

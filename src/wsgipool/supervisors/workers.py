@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..accesslog import reopen_log_files
 from ..config import PROCESS_DEFAULTS, Config, ConfigError
+from ..hooks import NO_HOOKS, ProcessHooks
 from ..metrics import MetricsStore, Recorder, Snapshot
 from ..monitor import SAMPLE_INTERVAL, MonitorEndpoint, Readiness
 from ..sdnotify import Notifier, status_text
@@ -45,7 +46,7 @@ from ..server import Server, make_tls_context
 from ..sockets import bind_all, close_listening, url_of
 from ..threads import WakePipe, handle_signals
 from ..wsgi import WSGIApp
-from .process import exit_reason, stop_timeout
+from .process import drop_privileges, exit_reason, stop_timeout
 
 if TYPE_CHECKING:
     import ssl
@@ -81,17 +82,22 @@ SUPERVISOR_SIGNALS = tuple(
 
 
 def run_worker_processes(
-    config: Config, load: Callable[[], WSGIApp], app_name: str = "the application"
+    config: Config,
+    load: Callable[[], WSGIApp],
+    app_name: str = "the application",
+    hooks: ProcessHooks = NO_HOOKS,
 ) -> int:
     """Serve with ``config.workers`` worker processes until TERM, INT or QUIT; return the
     exit status (0, or 1 when the first worker processes could not load the application).
 
     ``load`` imports the application: in each worker process after the fork, or once here
-    before forking with ``config.preload``. POSIX only (``os.fork``); main thread only.
+    before forking with ``config.preload``. ``hooks`` are called at each moment of the
+    supervisor's and the worker processes' lives. POSIX only (``os.fork``); main thread
+    only.
     """
     if not hasattr(os, "fork"):
         raise ConfigError("workers: worker processes need os.fork (POSIX)")
-    return WorkerProcessSupervisor(config, load, app_name).run()
+    return WorkerProcessSupervisor(config, load, app_name, hooks).run()
 
 
 @dataclass(eq=False)
@@ -132,8 +138,15 @@ class WorkerProcessSupervisor:
     """Forks ``config.workers`` worker processes and keeps that many running (see the
     module's docstring); ``run`` is its life, on the main thread."""
 
-    def __init__(self, config: Config, load: Callable[[], WSGIApp], app_name: str) -> None:
+    def __init__(
+        self,
+        config: Config,
+        load: Callable[[], WSGIApp],
+        app_name: str,
+        hooks: ProcessHooks = NO_HOOKS,
+    ) -> None:
         self._config = config
+        self._hooks = hooks
         self._load = load
         self._app_name = app_name
         self._app: WSGIApp | None = None
@@ -181,6 +194,7 @@ class WorkerProcessSupervisor:
                 self._app = self._load()
                 log.info("supervisor: preloaded %s", self._app_name)
             self._start_monitoring()
+            self._hooks.ready()
             restore = self._install_signal_handlers()
             self._selector.register(self._wake.read_fd, selectors.EVENT_READ, None)
             log.info(
@@ -262,6 +276,7 @@ class WorkerProcessSupervisor:
         elif signum == signal.SIGHUP:
             self._generation += 1
             log.info("supervisor: SIGHUP: starting %d new worker processes", self._target)
+            self._hooks.reloading()
             if self._config.certfile:
                 # Read the certificate files again: renewed ones take effect.
                 try:
@@ -271,9 +286,11 @@ class WorkerProcessSupervisor:
         elif signum == signal.SIGTTIN:
             self._target += 1
             log.info("supervisor: SIGTTIN: %d worker processes", self._target)
+            self._hooks.workers_changed(self._target, self._target - 1)
         elif signum == signal.SIGTTOU:
             if self._target > 1:
                 self._target -= 1
+                self._hooks.workers_changed(self._target, self._target + 1)
             log.info("supervisor: SIGTTOU: %d worker processes", self._target)
         elif signum == signal.SIGUSR1:
             count = reopen_log_files()
@@ -407,6 +424,7 @@ class WorkerProcessSupervisor:
             if process.ready_fd >= 0 and not process.ready:
                 self._read_ready(process)  # It may have become ready just before exiting.
             self._forget(process)
+            self._hooks.child_exited(pid)
             code = os.waitstatus_to_exitcode(status)
             self._count_exit(process, code)
             if self._stopping or process.retiring:
@@ -455,6 +473,7 @@ class WorkerProcessSupervisor:
             return None
         index = free_worker_index(process.index for process in self._current())
         slot = self._assign_slot(index)
+        worker = self._hooks.before_fork()
         try:
             pid = os.fork()
         except OSError as exc:
@@ -468,11 +487,13 @@ class WorkerProcessSupervisor:
             status = 1
             try:
                 os.close(ready_r)
-                status = self._become_worker_process(ready_w, slot)
+                status = self._become_worker_process(ready_w, slot, worker)
             except BaseException:
                 with contextlib.suppress(BaseException):
                     log.exception("worker process %d failed", os.getpid())
             finally:
+                with contextlib.suppress(BaseException):
+                    self._hooks.worker_exiting()
                 with contextlib.suppress(BaseException):
                     logging.shutdown()
                     sys.stdout.flush()
@@ -480,13 +501,14 @@ class WorkerProcessSupervisor:
                 os._exit(status)
         os.close(ready_w)
         os.set_blocking(ready_r, False)
+        self._hooks.after_fork(worker, pid)
         process = WorkerProcess(pid, ready_r, self._generation, index, slot)
         self._processes[pid] = process
         self._selector.register(ready_r, selectors.EVENT_READ, process)
         log.info("supervisor: started worker process %d", pid)
         return process
 
-    def _become_worker_process(self, ready_w: int, slot: int | None) -> int:
+    def _become_worker_process(self, ready_w: int, slot: int | None, worker: object) -> int:
         """In the forked child: drop the supervisor's state, then serve."""
         signal.set_wakeup_fd(-1)
         for signum in SUPERVISOR_SIGNALS:
@@ -507,6 +529,7 @@ class WorkerProcessSupervisor:
         for fd in fds:
             os.set_inheritable(fd, False)  # fd://N: not for the application's subprocesses
         supervisor_pid = os.getppid()
+        self._hooks.in_forked_child(worker)
         return _serve_as_worker_process(
             self._config,
             self._app,
@@ -517,6 +540,7 @@ class WorkerProcessSupervisor:
             self._tls_context,
             fds,
             recorder,
+            self._hooks,
         )
 
     # --- metrics and health --------------------------------------------------------------
@@ -627,6 +651,7 @@ def _serve_as_worker_process(
     tls_context: ssl.SSLContext | None,
     listen_fds: list[int],
     recorder: Recorder | None = None,
+    hooks: ProcessHooks = NO_HOOKS,
 ) -> int:
     """A worker process's life: load the app, serve, stop on a signal, a recycle or an
     orphaning. Returns the exit status."""
@@ -646,6 +671,8 @@ def _serve_as_worker_process(
     for ignored in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(ignored, signal.SIG_IGN)
 
+    # As gunicorn: the worker processes run as --user, the supervisor stays who it is.
+    drop_privileges(config)
     if app is None:
         try:
             app = load()
@@ -665,6 +692,7 @@ def _serve_as_worker_process(
             wake.wake()
 
         app = _CountingApp(app, limit, on_limit)
+    hooks.worker_ready()
     server = Server(
         app,
         # The process options are this supervisor's (max_requests: the counting app above).
@@ -674,6 +702,7 @@ def _serve_as_worker_process(
         tls_context=tls_context,
         listen_fds=listen_fds,
         recorder=recorder,
+        request_hooks=hooks.request_hooks,
     )
     server.start()
     try:
@@ -692,8 +721,11 @@ def _serve_as_worker_process(
             elif signum == signal.SIGQUIT:
                 force = True
                 stop = "SIGQUIT"
+                hooks.worker_interrupted()
             else:
                 stop = signal.Signals(signum).name
+                if signum == signal.SIGINT:
+                    hooks.worker_interrupted()
         if recycle.is_set() and not stop:
             stop = f"served {limit} requests (--max-requests)"
         if os.getppid() != supervisor_pid and not stop:

@@ -1,0 +1,313 @@
+"""gunicorn users' habits: a gunicorn configuration file with its server hooks, and
+gunicorn's flag names, on the real command (real processes, real requests)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import tempfile
+import textwrap
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers.process import Process
+from tests.helpers.waiting import wait_for
+from tests.test_cli import refused
+
+APP = """
+import os, sys
+
+def app(environ, start_response):
+    print("printed by the app", flush=True)
+    body = f"{os.getuid()} {os.environ.get('GREETING', '-')}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+"""
+
+# Each hook appends "name pid detail" to ./events.
+HOOKS = """
+import os
+
+def _event(name, detail=""):
+    with open("events", "a") as file:
+        file.write(f"{name} {os.getpid()} {detail}\\n")
+
+def on_starting(server):
+    _event("on_starting", server.cfg.workers)
+
+def when_ready(server):
+    _event("when_ready", server.pid)
+
+def pre_fork(server, worker):
+    _event("pre_fork", worker.age)
+
+def post_fork(server, worker):
+    _event("post_fork", worker.pid)
+
+def post_worker_init(worker):
+    _event("post_worker_init", worker.cfg.threads)
+
+def pre_request(worker, req):
+    _event("pre_request", f"{req.method} {req.path} {dict(req.headers)['X-HOOK']}")
+
+def post_request(worker, req, environ, resp):
+    _event("post_request", f"{environ['PATH_INFO']} {resp.status}")
+
+def worker_exit(server, worker):
+    _event("worker_exit", worker.pid)
+
+def child_exit(server, worker):
+    _event("child_exit", worker.pid)
+
+def on_exit(server):
+    _event("on_exit")
+"""
+
+
+def project(directory: Path, settings: str, *, hooks: bool = True) -> Path:
+    """An app and ./gunicorn.conf.py (with the hooks) in ``directory``."""
+    (directory / "app.py").write_text(APP)
+    text = textwrap.dedent(settings) + (HOOKS if hooks else "")
+    (directory / "gunicorn.conf.py").write_text(text)
+    return directory
+
+
+def events(directory: Path) -> list[list[str]]:
+    path = directory / "events"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [line.split(" ", 2) for line in lines]
+
+
+def names(directory: Path) -> list[str]:
+    return [event[0] for event in events(directory)]
+
+
+def get(port: int, path: str = "/") -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"X-Hook": "1"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def test_gunicorn_conf_py_with_workers_and_hooks_is_honoured(spawn: Any, tmp_path: Path) -> None:
+    """No arguments: ./gunicorn.conf.py names the app, the address, the processes and the
+    threads, and each hook runs at gunicorn's moment with gunicorn's arguments."""
+    project(
+        tmp_path,
+        """
+        wsgi_app = "app:app"
+        bind = "127.0.0.1:0"
+        workers = 2
+        threads = 3
+        """,
+    )
+    proc: Process = spawn([])
+    port = proc.listening_port()
+    proc.wait_workers(2)
+    assert "with 2 worker processes of 3 threads" in proc.log
+    assert get(port, "/first").endswith(" -")
+    wait_for(lambda: "post_request" in names(tmp_path), "post_request")
+    assert proc.stop() == 0
+    wait_for(lambda: "on_exit" in names(tmp_path), "on_exit")
+    seen = events(tmp_path)
+    supervisor = str(proc.pid)
+    by_name: dict[str, list[list[str]]] = {}
+    for event in seen:
+        by_name.setdefault(event[0], []).append(event)
+    assert by_name["on_starting"] == [["on_starting", supervisor, "2"]]
+    assert by_name["when_ready"] == [["when_ready", supervisor, supervisor]]
+    assert sorted(event[2] for event in by_name["pre_fork"]) == ["1", "2"]
+    assert all(event[1] == supervisor for event in by_name["pre_fork"])
+    workers = {event[1] for event in by_name["post_fork"]}
+    assert len(workers) == 2 and all(event[1] == event[2] for event in by_name["post_fork"])
+    assert {event[1] for event in by_name["post_worker_init"]} == workers
+    assert by_name["post_worker_init"][0][2] == "3"
+    assert by_name["pre_request"][0][1] in workers
+    assert by_name["pre_request"][0][2] == "GET /first 1"
+    assert by_name["post_request"][0][2] == "/first 200 OK"
+    assert {event[1] for event in by_name["worker_exit"]} == workers
+    assert {event[2] for event in by_name["child_exit"]} == workers
+    assert all(event[1] == supervisor for event in by_name["child_exit"])
+    order = names(tmp_path)
+    assert order.index("on_starting") < order.index("when_ready") < order.index("pre_fork")
+    assert order[-1] == "on_exit"
+
+
+def test_one_process_calls_the_hooks_in_gunicorns_order(spawn: Any, tmp_path: Path) -> None:
+    """-c FILE, one process: when_ready once listening, before the app loads."""
+    project(tmp_path, 'bind = "127.0.0.1:0"\n')
+    (tmp_path / "gunicorn.conf.py").rename(tmp_path / "prod.py")
+    proc: Process = spawn(["-c", "prod.py", "app:app"])
+    port = proc.listening_port()
+    get(port, "/x")
+    wait_for(lambda: "post_request" in names(tmp_path), "post_request")
+    assert proc.stop() == 0
+    assert names(tmp_path) == [
+        "on_starting",
+        "when_ready",
+        "post_worker_init",
+        "pre_request",
+        "post_request",
+        "worker_exit",
+        "on_exit",
+    ]
+    assert {event[1] for event in events(tmp_path)} == {str(proc.pid)}
+
+
+def test_settings_without_meaning_are_named_in_one_warning(spawn: Any, tmp_path: Path) -> None:
+    project(
+        tmp_path,
+        """
+        import multiprocessing
+        bind = ["127.0.0.1:9001", "unix:/tmp/x, y.sock"]
+        threads = 5
+        workers = multiprocessing.cpu_count() * 0 + 3
+        timeout = 45
+        keepalive = 7
+        umask = 0o027
+        spew = True
+        worker_connections = 1000
+        daemon = False
+        workrs = 4
+        def helper():
+            return 1
+        """,
+        hooks=False,
+    )
+    proc: Process = spawn(
+        ["--print-config", "app:app", "--threads", "6"], env={"WSGIPOOL_KEEPALIVE_TIMEOUT": "8"}
+    )
+    assert proc.wait() == 0
+    warnings = proc.log.strip().splitlines()
+    assert len(warnings) == 1, proc.log
+    assert (
+        "spew, worker_connections, workrs (not a gunicorn setting; did you mean workers?)"
+        in (warnings[0])
+    )
+    assert "daemon" not in warnings[0] and "helper" not in warnings[0]
+    report = dict(line.split(" = ", 1) for line in proc.stdout.splitlines())
+    source = f"  # gunicorn config {tmp_path / 'gunicorn.conf.py'}"
+    assert report["bind"] == "('127.0.0.1:9001', 'unix:/tmp/x, y.sock')" + source
+    assert report["workers"] == "3" + source
+    assert report["stuck_recycle"] == "45.0" + source
+    assert report["umask"] == "'027'" + source
+    # The command line and the environment win over the file.
+    assert report["threads"] == "6  # command line"
+    assert report["keepalive_timeout"] == "8.0  # environment WSGIPOOL_KEEPALIVE_TIMEOUT"
+
+
+ALIASES = {
+    ("--access-logfile", "-"): ("access_log", "'-'"),
+    ("--error-logfile", "e.log"): ("error_log", "'e.log'"),
+    ("--log-file", "e.log"): ("error_log", "'e.log'"),
+    ("--timeout", "30"): ("stuck_recycle", "30.0"),
+    ("-k", "sync"): ("worker_class", "'sync'"),
+    ("--worker-class", "gthread"): ("worker_class", "'gthread'"),
+    ("--pid", "app.pid"): ("pidfile", "'app.pid'"),
+    ("--user", "0"): ("user", "'0'"),
+    ("--group", "0"): ("group", "'0'"),
+    ("--limit-request-line", "4096"): ("max_request_line", "4096"),
+    ("--limit-request-fields", "50"): ("max_header_count", "50"),
+    ("--limit-request-field-size", "16K"): ("max_header_size", "16384"),
+    ("--keep-alive", "3"): ("keepalive_timeout", "3.0"),
+    ("--access-logformat", "%(h)s"): ("access_log_format", "'%(h)s'"),
+}
+
+
+@pytest.mark.parametrize("flag", list(ALIASES), ids=lambda flag: flag[0])
+def test_each_gunicorn_flag_sets_its_option(
+    spawn: Any, tmp_path: Path, flag: tuple[str, str]
+) -> None:
+    field, value = ALIASES[flag]
+    proc: Process = spawn(["--print-config", *flag, "app:app"])
+    assert proc.wait() == 0, proc.log
+    assert f"\n{field} = {value}  # command line" in proc.stdout
+
+
+def test_capture_output_needs_an_error_log_file(spawn: Any) -> None:
+    line = refused(spawn, ["--capture-output", "app:app"])
+    assert line.endswith("--capture-output: needs error_log (a file to capture output into)")
+
+
+def test_gunicorn_flags_serve(spawn: Any, tmp_path: Path) -> None:
+    """--access-logfile -, --error-logfile, --capture-output and --pid do what they say."""
+    (tmp_path / "app.py").write_text(APP)
+    args = ["-b", "127.0.0.1:0", "--access-logfile", "-", "--pid", "run/app.pid"]
+    args += ["--error-logfile", "error.log", "--capture-output", "app:app"]
+    (tmp_path / "run").mkdir()
+    proc: Process = spawn(args)
+    error_log = tmp_path / "error.log"
+    wait_for(lambda: error_log.exists() and "listening on" in error_log.read_text(), "listening")
+    pidfile = tmp_path / "run" / "app.pid"
+    assert pidfile.read_text() == f"{proc.pid}\n"
+    port = int(error_log.read_text().split("listening on http://127.0.0.1:")[1].split()[0])
+    get(port, "/logged")
+    # The access log goes to stdout, which --capture-output sends to the error log too.
+    wait_for(lambda: '"GET /logged HTTP/1.1" 200' in error_log.read_text(), "access line")
+    assert "printed by the app" in error_log.read_text()
+    assert proc.stop() == 0
+    assert not pidfile.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_user_takes_effect_before_the_app_loads(spawn: Any, workers: str) -> None:
+    """gunicorn's user and raw_env: the app runs as nobody with the environment set, on a
+    socket bound before."""
+    # Where nobody can read the app (pytest's directories are root's alone).
+    directory = Path(tempfile.mkdtemp(prefix="wsgipool-user-"))
+    directory.chmod(0o755)
+    project(
+        directory,
+        f"""
+        bind = "127.0.0.1:0"
+        user = "nobody"
+        raw_env = ["GREETING=hello"]
+        workers = {workers}
+        """,
+        hooks=False,
+    )
+    nobody = pwd.getpwnam("nobody").pw_uid
+    try:
+        proc: Process = spawn(["app:app"], cwd=directory)
+        assert get(proc.listening_port()) == f"{nobody} hello"
+        assert proc.stop() == 0
+    finally:
+        shutil.rmtree(directory)
+
+
+@pytest.mark.parametrize(
+    ("args", "setting", "expected"),
+    [
+        (["-k", "gevent"], "", "'gevent' is not served here"),
+        ([], 'worker_class = "eventlet"', "'eventlet' is not served here"),
+        ([], "workers = -1", "workers = -1: expected a whole number"),
+        ([], "bind = 8000 +", "SyntaxError"),
+        ([], "import no_such_module", "line 1: ModuleNotFoundError"),
+        (["-c", "missing.py"], "", "--config missing.py: no such file"),
+        ([], "--user", ""),
+    ],
+)
+def test_bad_gunicorn_settings_are_one_line(
+    spawn: Any, tmp_path: Path, args: list[str], setting: str, expected: str
+) -> None:
+    (tmp_path / "app.py").write_text(APP)
+    if setting == "--user":
+        args, expected = ["--user", "no-such-user-here"], "user: no such user"
+    elif setting:
+        (tmp_path / "gunicorn.conf.py").write_text(setting + "\n")
+    line = refused(spawn, [*args, "app:app"])
+    assert expected in line, line
+
+
+def test_a_stopped_supervisor_leaves_no_pid_file(spawn: Any, tmp_path: Path) -> None:
+    project(tmp_path, 'bind = "127.0.0.1:0"\nworkers = 2\npidfile = "app.pid"\n', hooks=False)
+    proc: Process = spawn(["app:app"])
+    proc.wait_workers(2)
+    assert (tmp_path / "app.pid").read_text().strip() == str(proc.pid)
+    assert proc.stop(signal.SIGINT) == 0
+    assert not (tmp_path / "app.pid").exists()
