@@ -158,6 +158,24 @@ def test_one_process_calls_the_hooks_in_gunicorns_order(spawn: Any, tmp_path: Pa
     assert {event[1] for event in events(tmp_path)} == {str(proc.pid)}
 
 
+def test_a_post_request_of_two_arguments_is_called(spawn: Any, tmp_path: Path) -> None:
+    """gunicorn takes post_request(worker, req) as well as its four arguments."""
+    project(
+        tmp_path,
+        """
+        bind = "127.0.0.1:0"
+        def post_request(worker, req):
+            open("events", "a").write(f"post_request {worker.pid} {req.path}\\n")
+        """,
+        hooks=False,
+    )
+    proc: Process = spawn(["app:app"])
+    get(proc.listening_port(), "/short")
+    wait_for(lambda: "post_request" in names(tmp_path), "post_request")
+    assert events(tmp_path) == [["post_request", str(proc.pid), "/short"]]
+    assert "gunicorn hook" not in proc.log
+
+
 def test_settings_without_meaning_are_named_in_one_warning(spawn: Any, tmp_path: Path) -> None:
     project(
         tmp_path,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import inspect
 import logging
 import os
 import sys
@@ -528,7 +529,8 @@ class _RequestHooks:
     def __init__(self, owner: GunicornHooks) -> None:
         self._owner = owner
         self._pre = owner._hooks.get("pre_request")
-        self._post = owner._hooks.get("post_request")
+        post = owner._hooks.get("post_request")
+        self._post = None if post is None else _four_arguments(post)
 
     def before(self, request: Request, environ: dict[str, Any]) -> object:
         worker = self._owner._serving_worker()
@@ -546,6 +548,20 @@ class _RequestHooks:
             self._post(self._owner._serving_worker(), token, environ, Resp(status))
         except Exception:
             log.exception("gunicorn hook post_request failed")
+
+
+def _four_arguments(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """post_request as gunicorn accepts it: (worker, req), (worker, req, environ) or
+    (worker, req, environ, resp)."""
+    try:
+        count = len(inspect.signature(hook).parameters)
+    except (TypeError, ValueError):
+        return hook
+    if count == 2:
+        return lambda worker, req, environ, resp: hook(worker, req)
+    if count == 3:
+        return lambda worker, req, environ, resp: hook(worker, req, environ)
+    return hook
 
 
 def make_hooks(file: GunicornFile, config: Config) -> GunicornHooks | None:
