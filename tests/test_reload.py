@@ -512,11 +512,11 @@ def test_missing_reload_dir_is_a_usage_error(tmp_path, capsys, monkeypatch):
 def test_moved_modules_keep_their_public_names():
     # wsgipool.reload and wsgipool.supervisor moved into wsgipool.supervisors; code that
     # imports the documented names from the old places keeps working.
-    from wsgipool import reload, supervisor
+    from wsgipool import accesslog, reload, supervisor
     from wsgipool.supervisors import process, reloader, workers
 
     assert reload.run_with_reloader is reloader.run_with_reloader
     assert reload.is_reloader_child is process.is_reloader_child
     assert reload.INHERITED_FDS_ENV == process.INHERITED_FDS_ENV
-    assert supervisor.reopen_log_files is process.reopen_log_files
+    assert supervisor.reopen_log_files is accesslog.reopen_log_files
     assert supervisor.run_supervisor is workers.run_worker_processes
