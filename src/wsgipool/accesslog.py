@@ -17,7 +17,10 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .scoreboard import InFlight, Timings
 
 # Apache's combined log format.
 COMBINED = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
@@ -65,6 +68,7 @@ class Atoms(Mapping[str, str]):
         sent: int,
         duration: float,
         queue_wait: float,
+        request: InFlight | None = None,
     ) -> None:
         self._environ = environ
         self._status = status
@@ -72,6 +76,8 @@ class Atoms(Mapping[str, str]):
         self._sent = sent
         self._duration = duration
         self._queue_wait = queue_wait
+        self._request = request  # the scoreboard's record: its timings
+        self._timings: Timings | None = None
 
     def __getitem__(self, key: str) -> str:
         # Every value is escaped here, once: the request decides most of them.
@@ -169,6 +175,37 @@ class Atoms(Mapping[str, str]):
     def _atom_w(self) -> str:
         """wsgipool's own: milliseconds the request waited in the queue for a worker."""
         return f"{self._queue_wait * 1000:.3f}"
+
+    # wsgipool's own, spelled out (gunicorn has none of them); see docs/configuration.md.
+
+    def _atom_queue_ms(self) -> str:
+        return self._atom_w()
+
+    def _atom_read_ms(self) -> str:
+        return self._milliseconds("read")
+
+    def _atom_app_ms(self) -> str:
+        return self._milliseconds("app")
+
+    def _atom_send_ms(self) -> str:
+        return self._milliseconds("send")
+
+    def _atom_request_id(self) -> str:
+        return str(self._environ.get("wsgipool.request_id") or "-")
+
+    def _atom_worker(self) -> str:
+        return str(self._environ.get("wsgipool.worker_index", "-"))
+
+    def _atom_thread(self) -> str:
+        return str(self._environ.get("wsgipool.thread_name") or "-")
+
+    def _milliseconds(self, part: str) -> str:
+        if self._request is None:
+            return "-"
+        if self._timings is None:
+            self._timings = self._request.timings()
+        seconds: float = getattr(self._timings, part)
+        return f"{seconds * 1000:.3f}"
 
 
 def check_format(access_format: str) -> None:

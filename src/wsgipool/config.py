@@ -31,6 +31,10 @@ _DURATIONS = (
 # gunicorn's worker classes that mean what wsgipool does (threads); others are refused.
 WORKER_CLASSES = ("gthread", "sync")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# --request-id: where wsgipool.request_id comes from (docs/observability.md).
+REQUEST_ID_MODES = ("trusted", "generate", "off")
+# A header name (RFC 9110's token), for --dump-headers.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # The largest request line and head: the head is held whole in memory while it is read, on
 # every connection. Sixteen times the default; gunicorn caps a request line at 8190 bytes.
 MAX_HEAD_SIZE = 1024**2
@@ -78,6 +82,7 @@ PROCESS_DEFAULTS: dict[str, Any] = {
     "group": "",
     "error_log": "",
     "capture_output": False,
+    "stuck_recycle": 0.0,
 }
 # Options only Python code can set (objects, not text).
 PYTHON_ONLY_FIELDS = ("ssl_context",)
@@ -226,12 +231,15 @@ class Config:
     # (0: queue wait never makes it so).
     metrics_bind: str = ""
     ready_max_queue_wait: float = 0.0
-    # Python only: a ready ssl.SSLContext, instead of certfile and the rest.
-    ssl_context: Any = None
-    # The stuck-request watchdog (issue 15): log a request with no progress for this long
-    # (0: off), and recycle the worker process that holds one this long (0: never).
+    # Operability (docs/observability.md): the stuck-request watchdog (0: off), the
+    # recycling of a worker process holding a stuck request (0: off), the request headers
+    # a dump may show (comma-separated names), and where request ids come from.
     stuck_threshold: float = 60.0
     stuck_recycle: float = 0.0
+    dump_headers: str = ""
+    request_id: str = "trusted"
+    # Python only: a ready ssl.SSLContext, instead of certfile and the rest.
+    ssl_context: Any = None
     # Production process options, with gunicorn's names as aliases (launch.py applies them).
     worker_class: str = "gthread"  # accepted for gunicorn's sake: threads, always
     error_log: str = ""  # "" or "-": stderr
@@ -249,6 +257,8 @@ class Config:
     umask_value: int | None = field(init=False, repr=False, compare=False)
     # Parsed metrics_bind (None: off).
     metrics_address: BindAddress | None = field(init=False, repr=False, compare=False)
+    # Parsed dump_headers: lower-case header names.
+    dump_header_names: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         bind = self.bind
@@ -299,14 +309,13 @@ class Config:
                 raise ConfigError(f"{name}: {exc}") from None
         if not isinstance(self.proxy_protocol, bool):
             raise ConfigError(f"proxy_protocol: must be True or False, not {self.proxy_protocol!r}")
-        for name in ("stuck_threshold", "stuck_recycle"):
-            _require_seconds(name, getattr(self, name), zero_means="off")
         self._check_process_options()
         object.__setattr__(self, "socket_mode", parse_mode(self.unix_socket_mode))
         object.__setattr__(self, "umask_value", parse_mode(self.umask, "umask"))
         self._check_tls()
         object.__setattr__(self, "metrics_address", _parse_metrics_bind(self.metrics_bind))
         _require_seconds("ready_max_queue_wait", self.ready_max_queue_wait, zero_means="off")
+        self._check_operability()
         object.__setattr__(
             self,
             "limits",
@@ -356,6 +365,20 @@ class Config:
     def scheme(self) -> str:
         """The scheme of the URLs the server listens on (logs, banners)."""
         return "https" if self.tls else "http"
+
+    def _check_operability(self) -> None:
+        _require_seconds("stuck_threshold", self.stuck_threshold, zero_means="off")
+        _require_seconds("stuck_recycle", self.stuck_recycle, zero_means="off")
+        _require_choice("request_id", self.request_id, REQUEST_ID_MODES)
+        if not isinstance(self.dump_headers, str):
+            raise ConfigError(
+                f"dump_headers: comma-separated header names, not {self.dump_headers!r}"
+            )
+        names = [name.strip() for name in self.dump_headers.split(",") if name.strip()]
+        for name in names:
+            if not _HEADER_NAME.fullmatch(name):
+                raise ConfigError(f"dump_headers: {name!r} is not a header name")
+        object.__setattr__(self, "dump_header_names", frozenset(name.lower() for name in names))
 
     def _check_tls(self) -> None:
         for name in TLS_FILE_OPTIONS:

@@ -229,7 +229,7 @@ def name_of(app: object) -> str:
 
 
 def uses_worker_processes(config: Config) -> bool:
-    return config.workers > 1 or config.max_requests > 0
+    return config.workers > 1 or config.max_requests > 0 or config.stuck_recycle > 0
 
 
 def settle_modes(launch: Launch) -> Config:
@@ -238,8 +238,10 @@ def settle_modes(launch: Launch) -> Config:
     if launch.reload is not None and uses_worker_processes(config):
         # Development: one server process, restarted on changes.
         if not is_reloader_child():
-            log.warning("reload runs one server process: ignoring workers and max_requests")
-        config = dataclasses.replace(config, workers=1, max_requests=0)
+            log.warning(
+                "reload runs one server process: ignoring workers, max_requests and stuck_recycle"
+            )
+        config = dataclasses.replace(config, workers=1, max_requests=0, stuck_recycle=0.0)
     if launch.debugger is not None:
         check_debug_bind(
             config,
@@ -249,7 +251,7 @@ def settle_modes(launch: Launch) -> Config:
         if uses_worker_processes(config):
             raise ConfigError(
                 "debugger: it needs a single server process (it keeps its state in "
-                "memory): drop workers and max_requests"
+                "memory): drop workers, max_requests and stuck_recycle"
             )
         # Whoever can use the debugger can run code; a traceback in a 500 is no more.
         config = dataclasses.replace(config, expose_tracebacks=True)

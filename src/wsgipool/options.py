@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import LOG_LEVELS, WORKER_CLASSES, ConfigError
+from .config import LOG_LEVELS, REQUEST_ID_MODES, WORKER_CLASSES, ConfigError
 
 ENV_PREFIX = "WSGIPOOL_"
 
@@ -418,16 +418,30 @@ OPTIONS = (
         "stuck_threshold",
         SECONDS,
         "log a request that made no progress (no body bytes read or sent) for this long, "
-        "with its stack (0: off)",
+        "once, as a WARNING with its thread's stack (0: off; see docs/observability.md)",
         parse_seconds,
     ),
     Option(
         "stuck_recycle",
         SECONDS,
-        "with worker processes, replace one holding a request stuck this long, after "
-        "logging it with its stack (0: never); gunicorn's --timeout, which kills instead",
+        "a worker process holding a request that made no progress for this long logs a "
+        "dump, is replaced, and drains: its other requests finish (0: off; starts the "
+        "supervisor even with --workers 1)",
         parse_seconds,
         aliases=("--timeout",),
+    ),
+    Option(
+        "dump_headers",
+        "NAMES",
+        "request headers the SIGUSR2 dump and stuck-request reports may show, "
+        "comma-separated, e.g. user-agent,x-forwarded-for (default: none)",
+    ),
+    Option(
+        "request_id",
+        "MODE",
+        "wsgipool.request_id: trusted (X-Request-ID from --forwarded-allow-ips peers), "
+        "generate (that, else a new one; sent back as X-Request-ID) or off",
+        choices=REQUEST_ID_MODES,
     ),
     # Production process options, under gunicorn's names too (see docs/migrating.md).
     Option(

@@ -75,14 +75,29 @@ class State(enum.Enum):
     SENDING = "sending"  # sending the response (iterating the application's result)
 
 
+class Timings(NamedTuple):
+    """Where a request's time went, in seconds (see ``InFlight.timings``)."""
+
+    read: float  # from the first bytes of its head to the head complete
+    queue: float  # from the head complete to a worker thread taking it
+    app: float  # from the worker taking it to the response head sent (time to first byte)
+    send: float  # from the response head sent to its last byte
+    total: float  # from the head complete to the last byte: queue + app + send
+
+
 class InFlight:
     """One request on a slot: what was asked, by whom, since when, and how it moves.
 
     The fields set by the constructor are never written again. ``bytes_in``,
     ``bytes_out``, ``progress`` (monotonic time of the last body bytes read or sent; the
-    start until then) and ``finished`` (monotonic time ``done`` was called; 0 before) are
-    written by the slot's thread only. ``number`` is the slot's request sequence: a reader
-    tells a new request on the same thread from the one it saw before by it.
+    start until then), ``head_sent`` (monotonic time the response head went out; 0 before)
+    and ``finished`` (monotonic time ``done`` was called; 0 before) are written by the
+    slot's thread only. ``number`` is the slot's request sequence: a reader tells a new
+    request on the same thread from the one it saw before by it.
+
+    The times, all monotonic: ``head_started`` (the first bytes of the head arrived; the
+    same as ``started`` when it came whole), ``started`` (the head was complete),
+    ``started + queue_wait`` (a worker thread took it), ``head_sent``, ``finished``.
     """
 
     __slots__ = (
@@ -90,6 +105,8 @@ class InFlight:
         "bytes_out",
         "client",
         "finished",
+        "head_sent",
+        "head_started",
         "headers",
         "method",
         "number",
@@ -112,6 +129,7 @@ class InFlight:
         headers: tuple[tuple[str, str], ...],
         started: float,
         started_wall: float,
+        head_started: float = 0.0,
     ) -> None:
         self.number = number
         self.method = method
@@ -122,9 +140,11 @@ class InFlight:
         self.headers = headers
         self.started = started
         self.started_wall = started_wall
+        self.head_started = head_started if 0 < head_started < started else started
         self.bytes_in = 0
         self.bytes_out = 0
         self.progress = started
+        self.head_sent = 0.0
         self.finished = 0.0
 
     def received(self, nbytes: int) -> None:
@@ -136,6 +156,22 @@ class InFlight:
         """``nbytes`` of the response were sent (the slot's thread only)."""
         self.bytes_out += nbytes
         self.progress = monotonic()
+
+    def timings(self, now: float | None = None) -> Timings:
+        """Where its time went; before it finished, up to ``now`` (default: the clock).
+        A part not reached yet counts 0 (``app`` runs on until the head is sent)."""
+        end = self.finished or (monotonic() if now is None else now)
+        taken = self.started + self.queue_wait
+        head_sent = self.head_sent
+        app = (head_sent or end) - taken
+        send = end - head_sent if head_sent else 0.0
+        return Timings(
+            self.started - self.head_started,
+            self.queue_wait,
+            max(0.0, app),
+            max(0.0, send),
+            max(0.0, end - self.started),
+        )
 
     @property
     def request_line(self) -> str:
@@ -194,13 +230,15 @@ class Slot:
         state: State = State.APP,
         started: float | None = None,
         started_wall: float | None = None,
+        head_started: float = 0.0,
     ) -> InFlight:
         """Publish a new request in ``state`` and return its record.
 
         ``path`` is cut at ``?``: a query string is never stored. Of ``headers`` (lower-case
         names, as the parser gives them) only the allowlisted ones are kept. ``started`` and
         ``started_wall`` default to now (monotonic and wall clock): pass the times the
-        caller already took to spare two clock reads.
+        caller already took to spare two clock reads; ``head_started`` is when the
+        head's first bytes arrived (0: it came whole, at ``started``).
         """
         if "?" in path:
             path = path.partition("?")[0]
@@ -220,9 +258,17 @@ class Slot:
             kept,
             monotonic() if started is None else started,
             time.time() if started_wall is None else started_wall,
+            head_started,
         )
         self.activity = (state, request)
         return request
+
+    def sending(self, now: float) -> None:
+        """The current request's response head went out at ``now`` (monotonic)."""
+        request = self.activity[1]
+        if request is not None:
+            request.head_sent = now
+        self.activity = (State.SENDING, request)
 
     def enter(self, state: State) -> None:
         """The current request moves to ``state`` (``State.APP``, ``State.SENDING``)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -16,14 +17,17 @@ from ._version import __version__
 from .accesslog import AccessLog, reopen_log_files
 from .config import Config, ConfigError
 from .connection import Connection
+from .dumps import format_in_flight, register_fault_dump
 from .hooks import RequestHooks
 from .listener import Listener
 from .metrics import Gauges, MetricsStore, Recorder, Snapshot
 from .monitor import MonitorEndpoint, Readiness, Ticker
+from .scoreboard import Scoreboard
 from .sdnotify import Notifier, status_text
 from .sockets import bind_all, close_listening, remove_socket_files, url_of
 from .taskqueue import TaskQueue
 from .threads import WakePipe, handle_signals
+from .watchdog import Watchdog
 from .worker import STOP_MARGIN, ConnectionHandler, WorkerPool
 from .wsgi import Gateway, WSGIApp
 
@@ -70,6 +74,7 @@ class Server:
         recorder: Recorder | None = None,
         socket_files: Sequence[str] = (),
         request_hooks: RequestHooks | None = None,
+        worker_index: int | None = None,
         **options: Any,
     ) -> None:
         if config is not None and options:
@@ -120,6 +125,13 @@ class Server:
         self._tasks: TaskQueue[Connection] | None = None
         self._gateway: Gateway | None = None
         self._listening = False
+        self.worker_index = worker_index
+        # What every worker thread is doing, and the thread that watches it and writes
+        # dumps (made now: a signal handler installed before start() may ask for a dump).
+        self.scoreboard = Scoreboard(self.config.dump_header_names)
+        self._watchdog = Watchdog(
+            self.scoreboard, self.config.stuck_threshold, on_dump=self.log_dump
+        )
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -159,9 +171,10 @@ class Server:
             access_log=self._access_log,
             recorder=recorder,
             request_hooks=self.request_hooks,
+            worker_index=self.worker_index or 0,
         )
         tasks: TaskQueue[Connection] = TaskQueue(config.queue_limit)
-        pool = WorkerPool(config.threads, tasks)
+        pool = WorkerPool(config.threads, tasks, scoreboard=self.scoreboard)
         on_shed = recorder.rejected if recorder is not None else None
         listener = Listener(self.sockets, config, tasks, draining, tls_context, on_shed)
         self._tasks, self._gateway = tasks, gateway
@@ -178,6 +191,7 @@ class Server:
                 "--threads, or raise the limits on threads and memory (ulimit -u, ulimit -v)"
             ) from None
         self._pool, self._listener = pool, listener
+        self._watchdog.start()
         # Remembered now: they stay readable after stop() closed the sockets.
         self._addresses = [sock.getsockname() for sock in self.sockets]
         self._urls = [url_of(sock, config.scheme) for sock in self.sockets]
@@ -235,6 +249,7 @@ class Server:
         # One still inside the application cannot be interrupted: a daemon thread, it is
         # left behind after STOP_MARGIN (or at once when forced).
         pool.stop(timeout=FORCED_STOP_WAIT if self._force_stop else STOP_MARGIN)
+        self._watchdog.stop()
         self._close_sockets()
         self._close_access_log()
         self._stop_monitoring()
@@ -294,6 +309,23 @@ class Server:
         """Whether a stop was asked for (a signal, ``request_stop``): until then the
         listening sockets are open."""
         return self._stop_requested
+
+    def request_dump(self) -> None:
+        """Ask for a dump of the in-flight requests with their stacks, logged by the
+        watchdog's thread (``log_dump``). Safe from a signal handler: it stores a number
+        and writes a byte."""
+        self._watchdog.request_dump()
+
+    def dump_in_flight(self) -> str:
+        """The in-flight requests, each with its thread's stack, redacted (see dumps.py)."""
+        return format_in_flight(
+            self.scoreboard, process_label="wsgipool", worker_index=self.worker_index
+        )
+
+    def log_dump(self) -> None:
+        """Log ``dump_in_flight`` to the error log, as a WARNING (it shows at every level
+        but error): an operator asked for it, or a worker process is being recycled."""
+        log.warning("in-flight requests: %s", self.dump_in_flight().rstrip("\n"))
 
     def __enter__(self) -> Server:
         self.start()
@@ -410,18 +442,29 @@ class Server:
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             # Plain stores and a wake-up only (threads.handle_signals): serve_forever logs,
-            # stops and reopens.
+            # stops, reopens; the watchdog's thread writes a dump.
             if signum == reopen:
                 self._reopen_requested = True
                 self._wake.wake()
+                return
+            if signum == DUMP_SIGNAL:
+                self.request_dump()
                 return
             second = signum == signal.SIGINT and self._stop_requested
             if second:
                 self._interrupted_twice = True
             self.request_stop(force=second)
 
-        signums = [signal.SIGINT, signal.SIGTERM] + ([reopen] if reopen is not None else [])
-        return handle_signals(signums, on_signal, self._wake)
+        signums: list[int] = [signal.SIGINT, signal.SIGTERM]
+        signums += [number for number in (reopen, DUMP_SIGNAL) if number]
+        restore = handle_signals(signums, on_signal, self._wake)
+        unregister = register_dump_signal()
+
+        def undo() -> None:
+            unregister()  # faulthandler first: it puts back the handler it chained to
+            restore()
+
+        return undo
 
     def _close_access_log(self) -> None:
         if self._access_log is not None:
@@ -431,6 +474,24 @@ class Server:
     def _close_sockets(self) -> None:
         # With the socket files this server created (not those of inherited sockets).
         close_listening(self.sockets, [] if self._keep_socket_files else self._unix_paths)
+
+
+# The signal that dumps the in-flight requests (0 where there is none: Windows).
+DUMP_SIGNAL: int = getattr(signal, "SIGUSR2", 0)
+
+
+def register_dump_signal() -> Callable[[], None]:
+    """After the Python handler for DUMP_SIGNAL is installed (on the main thread): have
+    faulthandler write every thread's stack to stderr on it too, from C, for a process
+    wedged in C code (see dumps.py). Returns the undo; does nothing off the main thread or
+    when stderr is no file (a captured stream)."""
+    if not DUMP_SIGNAL or threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    try:
+        return register_fault_dump(sys.stderr, DUMP_SIGNAL)
+    except (OSError, ValueError, AttributeError, RuntimeError) as exc:
+        log.debug("no faulthandler dump on SIGUSR2: %s", exc)
+        return lambda: None
 
 
 def make_tls_context(config: Config) -> ssl.SSLContext | None:

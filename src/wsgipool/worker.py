@@ -13,6 +13,7 @@ from .http.parser import parse_head
 from .http.proxy_protocol import parse_proxy_header
 from .http.response import RETRY_AFTER, error_response
 from .listener import Listener, next_deadline
+from .scoreboard import Scoreboard, Slot
 from .taskqueue import Load, TaskQueue
 from .threads import start_thread
 from .wsgi import Gateway, Outcome
@@ -38,15 +39,17 @@ class ConnectionHandler:
         self._listener = listener
         self._config = gateway.config
 
-    def __call__(self, conn: Connection, load: Load | None = None) -> None:
+    def __call__(
+        self, conn: Connection, load: Load | None = None, slot: Slot | None = None
+    ) -> None:
         try:
-            self._serve(conn, load)
+            self._serve(conn, load, slot)
         except BaseException:
             # Even SystemExit from an application must not cost the pool a thread.
             log.exception("unexpected error serving %s", conn.peer)
             self._close(conn)
 
-    def _serve(self, conn: Connection, load: Load | None) -> None:
+    def _serve(self, conn: Connection, load: Load | None, slot: Slot | None) -> None:
         if conn.proxy_header_expected and not self._take_proxy_header(conn):
             return
         if conn.handshake_pending and not self._handshake(conn):
@@ -74,6 +77,7 @@ class ConnectionHandler:
                     continue
                 head = bytes(buffer[:end])
                 del buffer[:end]
+                head_started = conn.head_started
                 conn.head_started = 0.0
                 conn.requests += 1
                 request = parse_head(head, limits)
@@ -98,7 +102,7 @@ class ConnectionHandler:
                 self._close(conn, linger=True)
                 return
             try:
-                outcome = gateway.handle(conn, request, queue_wait, load)
+                outcome = gateway.handle(conn, request, queue_wait, load, slot, head_started)
             except ClientDisconnected:
                 outcome = Outcome.CLOSE
             if outcome is not Outcome.KEEP_ALIVE:
@@ -169,10 +173,18 @@ class ConnectionHandler:
 
 
 class WorkerPool:
-    """``threads`` workers taking ready connections off one ``TaskQueue``."""
+    """``threads`` workers taking ready connections off one ``TaskQueue``; each keeps a
+    slot on ``scoreboard`` (one of its own when none is given)."""
 
-    def __init__(self, threads: int, tasks: TaskQueue[Connection], name: str = "wsgipool-worker"):
+    def __init__(
+        self,
+        threads: int,
+        tasks: TaskQueue[Connection],
+        name: str = "wsgipool-worker",
+        scoreboard: Scoreboard | None = None,
+    ):
         self._tasks = tasks
+        self.scoreboard = scoreboard if scoreboard is not None else Scoreboard()
         self._size = threads
         self._name = name
         self._threads: list[threading.Thread] = []
@@ -199,10 +211,16 @@ class WorkerPool:
         get = self._tasks.get
         wake_lock = threading.Lock()
         load = Load()  # What this worker measures for the queue (see taskqueue).
-        while True:
-            task = get(wake_lock, load)
-            if task is None:
-                return
-            conn, queued_at = task
-            conn.queued_at = queued_at
-            handler(conn, load)
+        slot = self.scoreboard.claim()
+        try:
+            while True:
+                task = get(wake_lock, load)
+                if task is None:
+                    return
+                conn, queued_at = task
+                conn.queued_at = queued_at
+                slot.reading()
+                handler(conn, load, slot)
+                slot.done()  # idle (a request the handler began is done already)
+        finally:
+            self.scoreboard.release(slot)

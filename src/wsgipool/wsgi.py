@@ -6,11 +6,13 @@ import contextlib
 import enum
 import logging
 import os
+import re
 import stat
 import sys
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Protocol
@@ -40,6 +42,7 @@ from .http.response import (
 )
 from .metrics import Recorder
 from .proxy import TrustedPeers, apply_forwarded
+from .scoreboard import InFlight, Slot
 from .taskqueue import Load, Sample
 
 log = logging.getLogger("wsgipool.error")
@@ -56,6 +59,11 @@ class StartResponse(Protocol):
 
 
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# An X-Request-ID taken from a proxy: visible ASCII, no quote or backslash, of a length a
+# log line can hold. Anything else is ignored (and, with --request-id generate, replaced).
+_REQUEST_ID = re.compile(r"[!#-\[\]-~]{1,200}")
 
 # An unread request body up to this size is read and dropped so the connection can be kept;
 # a larger one costs less to abandon with the connection.
@@ -149,6 +157,7 @@ class RequestBody:
         "_max_size",
         "_offset",
         "_pending",
+        "_record",
         "continue_sent",
         "failure",
     )
@@ -159,8 +168,11 @@ class RequestBody:
         decoder: FixedLengthBody | ChunkedBody | None,
         expect_continue: bool,
         max_size: int,
+        record: InFlight | None = None,
     ) -> None:
         self._conn = conn
+        # The scoreboard's record of this request: told of the body's progress.
+        self._record = record
         self._decoder = decoder
         self._expect_continue = expect_continue and decoder is not None
         self._max_size = max_size
@@ -221,6 +233,7 @@ class RequestBody:
                 self._count(decoder)
                 if not data:
                     break
+                self._received(len(data))
                 parts.append(data)
         except ProtocolError as exc:
             self.failure = exc.status  # The app's next read raises it again.
@@ -275,7 +288,12 @@ class RequestBody:
                 raise ClientDisconnected("client closed the connection mid-body")
         if isinstance(decoder, ChunkedBody):
             self._count(decoder)
+        self._received(len(data))
         return data
+
+    def _received(self, nbytes: int) -> None:
+        if nbytes and self._record is not None:
+            self._record.received(nbytes)
 
     def _count(self, decoder: ChunkedBody) -> None:
         """Refuse a chunked body once its bytes on the wire, framing included, pass the
@@ -424,8 +442,11 @@ class Response:
         "_fields",
         "_framing",
         "_head_only",
+        "_record",
         "_request",
+        "_request_id_header",
         "_sent",
+        "_slot",
         "_truncated",
         "draining",
         "headers",
@@ -436,9 +457,22 @@ class Response:
     )
 
     def __init__(
-        self, conn: Connection, request: Request, body: RequestBody, draining: threading.Event
+        self,
+        conn: Connection,
+        request: Request,
+        body: RequestBody,
+        draining: threading.Event,
+        slot: Slot | None = None,
+        record: InFlight | None = None,
+        request_id_header: tuple[str, str] | None = None,
     ):
         self._conn = conn
+        # The scoreboard's slot and record of this request: told of the head and the
+        # body bytes going out. ``request_id_header`` is added to the head, unless the
+        # application sets one (``--request-id generate``).
+        self._slot = slot
+        self._record = record
+        self._request_id_header = request_id_header
         self._request = request
         self._body = body
         self._head_only = request.method == "HEAD"
@@ -546,7 +580,11 @@ class Response:
         self._body.final_head_sent()
         if not self._head_only:
             self._sent = len(data) - data.index(b"\r\n\r\n") - 4
+        if self._slot is not None:
+            self._slot.sending(time.monotonic())
         self._conn.sendall(data)
+        if self._record is not None:
+            self._record.sent(self._sent)
 
     def _send_head(self, data: bytes, complete: bool) -> None:
         """Send the head, with ``data`` (the whole body when ``complete``) if any."""
@@ -554,6 +592,8 @@ class Response:
         if status is None:
             raise AssertionError("the application sent body data before calling start_response()")
         keep_alive = self.keep_alive and not self.draining.is_set() and self._body.can_keep_alive()
+        if self._request_id_header is not None:
+            self._add_request_id()
         head, framing, self._content_length, self.keep_alive = response_head(
             self._request,
             status,
@@ -566,10 +606,20 @@ class Response:
         self.headers_sent = True
         self.sent_status = status
         self._body.final_head_sent()
+        if self._slot is not None:
+            self._slot.sending(time.monotonic())
         if data and framing != NO_BODY:
             self._send_body(data, head)
         else:
             self._conn.sendall(head)
+
+    def _add_request_id(self) -> None:
+        """Add the request id header, unless the application set one."""
+        header = self._request_id_header
+        assert header is not None
+        name = header[0].lower()
+        if not any(key.lower() == name for key, _value in self.headers):
+            self.headers = [*self.headers, header]
 
     def _send_body(self, data: bytes, head: bytes = b"") -> None:
         framing = self._framing
@@ -600,6 +650,8 @@ class Response:
         self._conn.send_parts(parts)
         # Counted once sent: a send that failed part-way leaves the body incomplete.
         self._sent += len(data)
+        if self._record is not None:
+            self._record.sent(len(data))
 
     def send_file(self, filelike: Any, position: int, available: int, sendfile: str) -> None:
         """Send a file from its position as the whole body, within the Content-Length, as
@@ -617,7 +669,10 @@ class Response:
             return  # HEAD or a body-less status: nothing to send.
         remaining = min(available, (self._content_length or 0) - self._sent)
         # Fewer when the file is shorter than it was: finish() reports the shortfall.
-        self._sent += self._conn.sendfile(filelike.fileno(), position, remaining, sendfile)
+        sent = self._conn.sendfile(filelike.fileno(), position, remaining, sendfile)
+        self._sent += sent
+        if self._record is not None:
+            self._record.sent(sent)
 
 
 class Gateway:
@@ -633,6 +688,7 @@ class Gateway:
         access_log: AccessLog | None = None,
         recorder: Recorder | None = None,
         request_hooks: RequestHooks | None = None,
+        worker_index: int = 0,
     ) -> None:
         self.app = app
         self.request_hooks = request_hooks  # None: the hot path checks that once
@@ -643,6 +699,7 @@ class Gateway:
         # own key (a dict's own lock makes each store atomic, with or without the GIL);
         # the metrics sampler counts them.
         self._in_flight: dict[int, float] = {}
+        self._request_ids = config.request_id
         # Set when the server shuts down: responses from then on carry Connection: close.
         self.draining = draining if draining is not None else threading.Event()
         self.access_log = access_log  # The server's own: it opens and closes it.
@@ -657,6 +714,8 @@ class Gateway:
             "wsgi.run_once": False,
             "wsgi.input_terminated": True,
             "wsgi.file_wrapper": FileWrapper,
+            # The worker process's index (0: a single process); see docs/observability.md.
+            "wsgipool.worker_index": worker_index,
         }
         trust = config.forwarded_trust
         self._forwarded_trust = None if trust.empty else trust
@@ -735,13 +794,20 @@ class Gateway:
         request: Request,
         queue_wait: float = 0.0,
         load: Load | None = None,
+        slot: Slot | None = None,
+        head_started: float = 0.0,
     ) -> Outcome:
         """Serve one request; say whether and how the connection goes on.
 
         ``queue_wait`` is how long the request waited for a worker (seconds); the app
         sees it as ``environ["wsgipool.queue_wait"]``. ``load`` is the worker's, which now
-        and then measures a request for the pool (see ``taskqueue``).
+        and then measures a request for the pool (see ``taskqueue``). ``slot`` is the
+        worker thread's on the scoreboard (a throwaway one when None); ``head_started``
+        when the head's first bytes arrived (monotonic; 0: it came whole).
         """
+        # The worker took it now; its head was complete when it was queued.
+        taken = time.monotonic()
+        started = taken - queue_wait
         sample = Sample() if load is not None and load.sample_now() else None
         max_body = self.config.max_body_size
         decoder: FixedLengthBody | ChunkedBody | None
@@ -753,50 +819,80 @@ class Gateway:
             decoder = None
         conn.receiving.start()
         conn.sending.start()
-        body = RequestBody(conn, decoder, request.expect_continue, max_body)
         environ = self.make_environ(conn, request)
+        if slot is None:
+            slot = Slot(frozenset())
+        # Whether the peer is a trusted proxy (made by make_environ).
+        trusted = conn.gateway_state[1] is not None
+        request_id = None
+        if trusted or self._request_ids == "generate":
+            request_id = self._request_id(environ, trusted)
+        started_wall = time.time() - queue_wait
+        record = slot.begin(
+            request.method,
+            request.path,
+            self._client(conn, environ) if trusted else conn.peer,
+            queue_wait=queue_wait,
+            request_id=request_id,
+            headers=request.headers,
+            started=started,
+            started_wall=started_wall,
+            head_started=head_started,
+        )
+        body = RequestBody(conn, decoder, request.expect_continue, max_body, record)
         environ["wsgi.input"] = body
         environ["wsgipool.queue_wait"] = queue_wait
-        response = Response(conn, request, body, self.draining)
-        access_log = self.access_log
+        environ["wsgipool.request_start"] = started_wall
+        environ["wsgipool.thread_name"] = slot.thread_name
+        id_header = None
+        if request_id is not None:
+            environ["wsgipool.request_id"] = request_id
+            if self._request_ids == "generate":
+                id_header = (REQUEST_ID_HEADER, request_id)
+        response = Response(conn, request, body, self.draining, slot, record, id_header)
         recorder = self.recorder
-        started = time.monotonic() if access_log is not None or recorder is not None else 0.0
         if recorder is not None:
             scheme = environ["wsgi.url_scheme"]  # taken before the app can change it
             thread = threading.get_ident()
-            self._in_flight[thread] = started
+            self._in_flight[thread] = taken
         result: Iterable[bytes] | None = None
         hooks = self.request_hooks
         hooked: object = None
         try:
-            if hooks is not None:
-                hooked = hooks.before(request, environ)
-            if request.content_length is not None and request.content_length > max_body:
-                body.failure = 413
-                raise RequestBodyError(413, "request body larger than max_body_size")
-            if sample is None:
-                result = self.app(environ, response.start_response)
-            else:
-                sample.enter()
-                result = self.app(environ, response.start_response)
-                sample.leave()
-            self._send_result(conn, response, result, sample)
-            outcome = self._next_outcome(conn, response, body)
-        except ClientDisconnected as exc:
-            log.debug("client %s went away: %s", conn.peer, exc)
-            # Cut off part-way (a client too slow, not only one gone): a body delimited by
-            # the close must not end in an orderly one.
-            cut_short = response.close_delimited and not response.body_complete
-            outcome = Outcome.RESET if cut_short else Outcome.CLOSE
-        except BaseException as exc:
-            # Whatever the application raises (SystemExit and KeyboardInterrupt included:
-            # in a worker thread they can only come from the app) is its failure, never
-            # the worker's.
-            outcome = self._fail(conn, request, response, body, exc)
+            try:
+                if hooks is not None:
+                    hooked = hooks.before(request, environ)
+                if request.content_length is not None and request.content_length > max_body:
+                    body.failure = 413
+                    raise RequestBodyError(413, "request body larger than max_body_size")
+                if sample is None:
+                    result = self.app(environ, response.start_response)
+                else:
+                    sample.enter()
+                    result = self.app(environ, response.start_response)
+                    sample.leave()
+                self._send_result(conn, response, result, sample)
+                outcome = self._next_outcome(conn, response, body)
+            except ClientDisconnected as exc:
+                log.debug("client %s went away: %s", conn.peer, exc)
+                # Cut off part-way (a client too slow, not only one gone): a body delimited
+                # by the close must not end in an orderly one.
+                cut_short = response.close_delimited and not response.body_complete
+                outcome = Outcome.RESET if cut_short else Outcome.CLOSE
+            except BaseException as exc:
+                # Whatever the application raises (SystemExit and KeyboardInterrupt
+                # included: in a worker thread they can only come from the app) is its
+                # failure, never the worker's.
+                outcome = self._fail(conn, request, response, body, exc)
+            finally:
+                response.end()
+                if result is not None:
+                    self._close_result(result, request, sample)
         finally:
-            response.end()
-            if result is not None:
-                self._close_result(result, request, sample)
+            # The request is over (its record has its end time): the one place a
+            # per-request hook (metrics) reads its timings from.
+            slot.done()
+        access_log = self.access_log
         if access_log is not None:
             access_log.log(
                 Atoms(
@@ -804,36 +900,54 @@ class Gateway:
                     response.sent_status or "-",
                     response.headers,
                     response.body_sent,
-                    time.monotonic() - started,
+                    record.finished - taken,
                     queue_wait,
+                    record,
                 )
             )
         if hooks is not None and hooked is not None:
             hooks.after(hooked, environ, response.sent_status or "-")
         if recorder is not None:
-            self._record(recorder, request.method, scheme, response, started, queue_wait)
+            self._record(recorder, request.method, scheme, response, record)
             del self._in_flight[thread]
         if sample is not None and load is not None:
             sample.finish(load, conn.receiving.waited + conn.sending.waited)
         return outcome
 
+    def _request_id(self, environ: dict[str, Any], trusted: bool) -> str | None:
+        """The request's id: a trusted proxy's ``X-Request-ID`` when it is fit for a log
+        line (unless ``--request-id off``); with ``--request-id generate``, else a new one."""
+        if trusted and self._request_ids != "off":
+            given = environ.get("HTTP_X_REQUEST_ID")
+            if given is not None and _REQUEST_ID.fullmatch(given):
+                return str(given)
+        if self._request_ids == "generate":
+            return uuid.uuid4().hex
+        return None
+
+    @staticmethod
+    def _client(conn: Connection, environ: dict[str, Any]) -> object:
+        """Who the scoreboard names as the client of a trusted proxy's request: the
+        client it named (``--forwarded-allow-ips``), else the peer."""
+        peer = conn.peer
+        remote = environ.get("REMOTE_ADDR")
+        if remote and not (isinstance(peer, tuple) and peer and peer[0] == remote):
+            return remote
+        return peer
+
     @staticmethod
     def _record(
-        recorder: Recorder,
-        method: str,
-        scheme: str,
-        response: Response,
-        started: float,
-        queue_wait: float,
+        recorder: Recorder, method: str, scheme: str, response: Response, record: InFlight
     ) -> None:
         """Count one finished request in the metrics: its duration runs from its complete
-        head (it waited ``queue_wait`` of it for a worker thread) to its last byte, and the
-        thread was held from ``started``. A response that never got a status (the client
-        left first) counts under status _OTHER."""
-        busy = time.monotonic() - started
+        head to its last byte (the record's times: ``scoreboard.InFlight.timings``), and the
+        thread was held from taking it. A response that never got a status (the client left
+        first) counts under status _OTHER."""
+        timings = record.timings()
         status = response.sent_status
         code = int(status[:3]) if status and status[:3].isdigit() else 0
-        recorder.request_done(method, code, scheme, busy + queue_wait, queue_wait, busy)
+        busy = timings.total - timings.queue
+        recorder.request_done(method, code, scheme, timings.total, timings.queue, busy)
 
     def active_requests(self) -> int:
         """Requests inside ``handle`` now (counted only while recording metrics)."""

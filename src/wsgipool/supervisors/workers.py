@@ -14,7 +14,13 @@ worker process that the process writes to once it listens: no polling loop.
 
 Signals to the supervisor: TERM graceful stop; INT, QUIT quick stop; HUP rolling restart;
 TTIN, TTOU one worker process more or fewer; USR1 reopen log files (here and in every
-worker process). See docs/processes.md.
+worker process); USR2 passed on to every worker process, each of which logs its in-flight
+requests with their stacks. See docs/processes.md and docs/observability.md.
+
+Each worker process has an index, the lowest no living worker process holds: a worker
+process started after another exited (a crash, --max-requests) takes its index over. A
+worker process that retires itself while its replacement should start at once (a stuck
+request, ``--stuck-recycle``) says so on the pipe it reported ready on (``RETIRING``).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -42,9 +48,10 @@ from ..hooks import NO_HOOKS, ProcessHooks
 from ..metrics import MetricsStore, Recorder, Snapshot
 from ..monitor import SAMPLE_INTERVAL, MonitorEndpoint, Readiness
 from ..sdnotify import Notifier, status_text
-from ..server import Server, make_tls_context
+from ..server import DUMP_SIGNAL, Server, make_tls_context, register_dump_signal
 from ..sockets import bind_all, close_listening, url_of
 from ..threads import WakePipe, handle_signals
+from ..watchdog import scan, scan_interval
 from ..wsgi import WSGIApp
 from .process import drop_privileges, exit_reason, stop_timeout
 
@@ -75,10 +82,15 @@ SUPERVISOR_SIGNALS = tuple(
         "SIGTTIN",
         "SIGTTOU",
         "SIGUSR1",
+        "SIGUSR2",
         "SIGCHLD",
     )
     if hasattr(signal, name)
 )
+# What a worker process writes on its ready pipe: it listens; it retires itself now and
+# drains (the supervisor starts its replacement at once and SIGKILLs it if it overstays).
+READY = b"r"
+RETIRING = b"x"
 
 
 def run_worker_processes(
@@ -107,7 +119,7 @@ class WorkerProcess:
     pid: int
     ready_fd: int  # read end of the pipe the process writes to once it listens; -1: closed
     generation: int
-    index: int = 0  # its worker index (metrics' worker label): see free_worker_index
+    index: int  # the worker index (see the module docstring; metrics' worker label)
     slot: int | None = None  # its slot of the metrics store (None: none)
     ready: bool = False
     retiring: bool = False  # sent SIGTERM (or SIGQUIT): no longer counted
@@ -115,17 +127,6 @@ class WorkerProcess:
     # not replaced, as after TTOU or when stopping).
     restart_reason: str = ""
     kill_at: float = 0.0  # SIGKILL when still running then (0: not planned)
-
-
-def free_worker_index(in_use: Iterable[int]) -> int:
-    """The worker index of a new worker process: the lowest that no current one has, so a
-    replacement takes its predecessor's (and a rolling restart's new process the old
-    one's)."""
-    taken = set(in_use)
-    index = 0
-    while index in taken:
-        index += 1
-    return index
 
 
 def metrics_slots(workers: int) -> int:
@@ -263,6 +264,15 @@ class WorkerProcessSupervisor:
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
             return  # _reap runs every turn
+        if signum == getattr(signal, "SIGUSR2", None):
+            # Also while stopping: a drain that hangs is when a dump is wanted most.
+            log.info(
+                "supervisor: SIGUSR2: asking %d worker process(es) for their in-flight requests",
+                len(self._processes),
+            )
+            for process in self._processes.values():
+                self._send(process, signum)
+            return
         if signum == signal.SIGTERM:
             if not self._stopping:
                 log.info("supervisor: SIGTERM: stopping the worker processes gracefully")
@@ -400,6 +410,14 @@ class WorkerProcessSupervisor:
                     self._notifier.notify("READY=1")
                 self._ever_ready = True
                 log.debug("supervisor: worker process %d is listening", process.pid)
+            if RETIRING in data and not process.retiring:
+                # It drains itself; counted no more, so _maintain starts its replacement.
+                log.warning(
+                    "supervisor: worker process %d is retiring itself; starting its replacement",
+                    process.pid,
+                )
+                process.retiring = True
+                process.kill_at = time.monotonic() + stop_timeout(self._config)
             return
         self._forget(process)  # End of file: the process has exited (or is exiting).
 
@@ -465,13 +483,19 @@ class WorkerProcessSupervisor:
             else:
                 process.generation = self._generation
 
+    def _free_index(self) -> int:
+        """The lowest worker index no living worker process holds: a replacement started
+        after its predecessor exited takes its index (and its metrics ``worker`` label)."""
+        taken = {process.index for process in self._processes.values()}
+        return next(index for index in range(len(taken) + 1) if index not in taken)
+
     def _spawn(self) -> WorkerProcess | None:
+        index = self._free_index()
         try:
             ready_r, ready_w = os.pipe()
         except OSError as exc:
             log.error("supervisor: cannot start a worker process: %s", exc)
             return None
-        index = free_worker_index(process.index for process in self._current())
         slot = self._assign_slot(index)
         worker = self._hooks.before_fork()
         try:
@@ -487,7 +511,7 @@ class WorkerProcessSupervisor:
             status = 1
             try:
                 os.close(ready_r)
-                status = self._become_worker_process(ready_w, slot, worker)
+                status = self._become_worker_process(ready_w, index, slot, worker)
             except BaseException:
                 with contextlib.suppress(BaseException):
                     log.exception("worker process %d failed", os.getpid())
@@ -505,14 +529,19 @@ class WorkerProcessSupervisor:
         process = WorkerProcess(pid, ready_r, self._generation, index, slot)
         self._processes[pid] = process
         self._selector.register(ready_r, selectors.EVENT_READ, process)
-        log.info("supervisor: started worker process %d", pid)
+        log.info("supervisor: started worker process %d (worker %d)", pid, index)
         return process
 
-    def _become_worker_process(self, ready_w: int, slot: int | None, worker: object) -> int:
+    def _become_worker_process(
+        self, ready_w: int, index: int, slot: int | None, worker: object
+    ) -> int:
         """In the forked child: drop the supervisor's state, then serve."""
         signal.set_wakeup_fd(-1)
         for signum in SUPERVISOR_SIGNALS:
-            signal.signal(signum, signal.SIG_DFL)
+            # USR1 and USR2 (passed on to every worker process, maybe this new one before
+            # it handles them) would end it by default: ignored until it does.
+            passed_on = signum in (signal.SIGUSR1, getattr(signal, "SIGUSR2", None))
+            signal.signal(signum, signal.SIG_IGN if passed_on else signal.SIG_DFL)
         self._selector.close()
         self._wake.close()
         if self._monitor is not None:
@@ -541,6 +570,7 @@ class WorkerProcessSupervisor:
             fds,
             recorder,
             self._hooks,
+            index,
         )
 
     # --- metrics and health --------------------------------------------------------------
@@ -652,21 +682,30 @@ def _serve_as_worker_process(
     listen_fds: list[int],
     recorder: Recorder | None = None,
     hooks: ProcessHooks = NO_HOOKS,
+    index: int = 0,
 ) -> int:
-    """A worker process's life: load the app, serve, stop on a signal, a recycle or an
-    orphaning. Returns the exit status."""
+    """A worker process's life: load the app, serve, stop on a signal, a recycle, a stuck
+    request (``--stuck-recycle``) or an orphaning. Returns the exit status. ``ready_w``
+    is its end of the pipe to the supervisor (READY, RETIRING), open while it lives."""
     wake = WakePipe()
     pending: collections.deque[int] = collections.deque()
     server: Server | None = None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        # Plain stores and a wake-up only (threads.handle_signals); request_stop is such.
+        # Plain stores and a wake-up only (threads.handle_signals); request_stop and
+        # request_dump are such.
+        if signum == DUMP_SIGNAL:
+            if server is not None:
+                server.request_dump()
+            return
         pending.append(signum)
         if signum == signal.SIGQUIT and server is not None:
             server.request_stop(force=True)  # noticed even while stop() is waiting
         wake.wake()
 
-    handle_signals((signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1), on_signal, wake)
+    signums = [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1]
+    handle_signals([*signums, *([DUMP_SIGNAL] if DUMP_SIGNAL else [])], on_signal, wake)
+    register_dump_signal()  # after the handler, for the process's life (see dumps.py)
     # Meant for the supervisor; a terminal's hang-up or job control must not stop us.
     for ignored in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(ignored, signal.SIG_IGN)
@@ -703,17 +742,17 @@ def _serve_as_worker_process(
         listen_fds=listen_fds,
         recorder=recorder,
         request_hooks=hooks.request_hooks,
+        worker_index=index,
     )
     server.start()
-    try:
-        os.write(ready_w, b"r")
-    finally:
-        os.close(ready_w)
+    os.write(ready_w, READY)
 
     force = False
     stop = ""
+    stuck_after = config.stuck_recycle
+    wait = min(IDLE_WAKE, scan_interval(stuck_after)) if stuck_after else IDLE_WAKE
     while not stop:
-        wake.wait(IDLE_WAKE)
+        wake.wait(wait)
         while pending:
             signum = pending.popleft()
             if signum == signal.SIGUSR1:
@@ -728,6 +767,8 @@ def _serve_as_worker_process(
                     hooks.worker_interrupted()
         if recycle.is_set() and not stop:
             stop = f"served {limit} requests (--max-requests)"
+        if stuck_after and not stop and _holds_stuck_request(server, stuck_after):
+            stop = _retire_for_stuck_request(server, ready_w, stuck_after)
         if os.getppid() != supervisor_pid and not stop:
             stop = "the supervisor has gone"
     log.info("worker process %d: stopping: %s", os.getpid(), stop)
@@ -743,3 +784,18 @@ def _status_line(snapshot: Snapshot, config: Config) -> str:
     busy = sum(reading.gauges.active_requests for reading in snapshot.workers.values())
     queued = sum(reading.gauges.queue_length for reading in snapshot.workers.values())
     return status_text(busy, processes * config.threads, queued, workers=processes)
+
+
+def _holds_stuck_request(server: Server, stuck_after: float) -> bool:
+    """Whether a request of ``server`` made no progress for ``stuck_after`` seconds."""
+    return bool(scan(server.scoreboard.read(), time.monotonic(), stuck_after, {}).stuck)
+
+
+def _retire_for_stuck_request(server: Server, ready_w: int, stuck_after: float) -> str:
+    """``--stuck-recycle``: log the dump, have the supervisor start the replacement, stop
+    accepting (the other requests finish within the graceful timeout); the reason."""
+    server.log_dump()
+    with contextlib.suppress(OSError):
+        os.write(ready_w, RETIRING)
+    server.drain()
+    return f"a request made no progress for {stuck_after:g}s (--stuck-recycle)"
