@@ -108,6 +108,12 @@ INVALID: list[tuple[str, Any]] = [
     ("log_level", "loud"),
     ("poller", "kqueue"),
     ("sendfile", "maybe"),
+    ("stuck_threshold", -1),
+    ("stuck_threshold", "60"),
+    ("stuck_recycle", -0.5),
+    ("request_id", "always"),
+    ("dump_headers", "user agent"),
+    ("dump_headers", ["user-agent"]),
 ]
 
 
@@ -279,6 +285,16 @@ def test_invalid_bind(bind: Any) -> None:
     with pytest.raises(ConfigError) as info:
         Config(bind=bind)
     assert "bind" in str(info.value)
+
+
+def test_dump_headers_are_names_in_any_case() -> None:
+    config = Config(dump_headers=" User-Agent, x-forwarded-for ,")
+    assert config.dump_header_names == frozenset({"user-agent", "x-forwarded-for"})
+
+
+def test_stuck_recycle_is_a_process_option() -> None:
+    with pytest.raises(ConfigError, match="stuck_recycle: options of the whole process"):
+        Server(lambda environ, start_response: [], stuck_recycle=30.0)
 
 
 def test_from_options() -> None:

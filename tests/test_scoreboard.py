@@ -19,7 +19,7 @@ import pytest
 
 from tests.helpers.waiting import wait_for
 from wsgipool.dumps import format_in_flight, register_fault_dump, thread_hex, thread_stack
-from wsgipool.scoreboard import InFlight, Scoreboard, Slot, State
+from wsgipool.scoreboard import InFlight, Scoreboard, Slot, State, Timings
 from wsgipool.threads import WakePipe, handle_signals
 from wsgipool.watchdog import FinishedRequest, StuckRequest, Watchdog, scan
 
@@ -461,3 +461,19 @@ def test_sigusr2_gives_faulthandler_s_dump_then_the_request_dump() -> None:
     assert f"(thread {thread_hex(ident)})" in dumps[0]
     assert ", in held_in_app" in dumps[0]
     main_wake.close()
+
+
+def test_timings_split_a_request_into_read_queue_app_and_send() -> None:
+    slot = Scoreboard().claim()
+    request = slot.begin("GET", "/", None, queue_wait=0.5, started=10.0, head_started=9.75)
+    assert slot.view().state is State.APP
+    assert request.timings(now=11.0) == Timings(0.25, 0.5, 0.5, 0.0, 1.0)  # app runs on
+    slot.sending(12.0)
+    assert slot.view().state is State.SENDING
+    slot.done(now=15.0)
+    assert request.timings() == Timings(0.25, 0.5, 1.5, 3.0, 5.0)
+
+
+def test_a_head_that_came_whole_took_no_time_to_read() -> None:
+    request = Scoreboard().claim().begin("GET", "/", None, started=10.0)
+    assert request.timings(now=10.0).read == 0.0
