@@ -9,6 +9,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from .hooks import RequestHooks
 from .listener import Listener
 from .metrics import Gauges, MetricsStore, Recorder, Snapshot
 from .monitor import MonitorEndpoint, Readiness, Ticker
-from .scoreboard import Scoreboard
+from .scoreboard import Scoreboard, State
 from .sdnotify import Notifier, status_text
 from .sockets import bind_all, close_listening, remove_socket_files, url_of
 from .taskqueue import TaskQueue
@@ -390,23 +391,33 @@ class Server:
             self._monitor = None
 
     def _gauges(self) -> Gauges:
-        """What this process is doing now. The threads on a request count as ``app``
-        (head read, in the application, or sending) until the scoreboard tells them apart."""
-        tasks, gateway, listener = self._tasks, self._gateway, self._listener
-        if tasks is None or gateway is None or listener is None:
+        """What this process is doing now, read from the scoreboard (no lock the worker
+        threads hold) and the queue."""
+        tasks, listener = self._tasks, self._listener
+        if tasks is None or listener is None:
             return Gauges(queue_limit=self.config.queue_limit, threads_idle=self.config.threads)
-        threads = self.config.threads
-        busy = min(threads, gateway.active_requests())
+        now = time.monotonic()
+        views = self.scoreboard.read()
+        states = Counter(view.state for view in views)
+        threshold = self.config.stuck_threshold
+        stuck = sum(
+            1
+            for view in views
+            if threshold > 0 and view.request is not None and now - view.last_progress > threshold
+        )
         active, idle = listener.connection_states()
         return Gauges(
-            active_requests=busy,
+            active_requests=sum(1 for view in views if view.request is not None),
             queue_length=len(tasks),
             queue_limit=self.config.queue_limit,
-            threads_idle=threads - busy,
-            threads_app=busy,
+            stuck_requests=stuck,
+            threads_idle=states[State.IDLE],
+            threads_reading=states[State.READING] + states[State.QUEUED],
+            threads_app=states[State.APP],
+            threads_sending=states[State.SENDING],
             connections_active=active,
             connections_idle=idle,
-            queue_oldest_wait_us=int(tasks.oldest_wait(time.monotonic()) * 1e6),
+            queue_oldest_wait_us=int(tasks.oldest_wait(now) * 1e6),
         )
 
     def _sample(self) -> None:

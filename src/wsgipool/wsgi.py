@@ -695,10 +695,6 @@ class Gateway:
         self.config = config
         # Metrics (--metrics-bind, or a worker process's slot): None records nothing.
         self.recorder = recorder
-        # The threads inside ``handle`` now, by thread id, each adding and removing its
-        # own key (a dict's own lock makes each store atomic, with or without the GIL);
-        # the metrics sampler counts them.
-        self._in_flight: dict[int, float] = {}
         self._request_ids = config.request_id
         # Set when the server shuts down: responses from then on carry Connection: close.
         self.draining = draining if draining is not None else threading.Event()
@@ -853,8 +849,6 @@ class Gateway:
         recorder = self.recorder
         if recorder is not None:
             scheme = environ["wsgi.url_scheme"]  # taken before the app can change it
-            thread = threading.get_ident()
-            self._in_flight[thread] = taken
         result: Iterable[bytes] | None = None
         hooks = self.request_hooks
         hooked: object = None
@@ -909,7 +903,6 @@ class Gateway:
             hooks.after(hooked, environ, response.sent_status or "-")
         if recorder is not None:
             self._record(recorder, request.method, scheme, response, record)
-            del self._in_flight[thread]
         if sample is not None and load is not None:
             sample.finish(load, conn.receiving.waited + conn.sending.waited)
         return outcome
@@ -948,10 +941,6 @@ class Gateway:
         code = int(status[:3]) if status and status[:3].isdigit() else 0
         busy = timings.total - timings.queue
         recorder.request_done(method, code, scheme, timings.total, timings.queue, busy)
-
-    def active_requests(self) -> int:
-        """Requests inside ``handle`` now (counted only while recording metrics)."""
-        return len(self._in_flight)
 
     @staticmethod
     def _next_outcome(conn: Connection, response: Response, body: RequestBody) -> Outcome:
