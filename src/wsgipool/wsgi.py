@@ -933,14 +933,14 @@ class Gateway:
         recorder: Recorder, method: str, scheme: str, response: Response, record: InFlight
     ) -> None:
         """Count one finished request in the metrics: its duration runs from its complete
-        head to its last byte (the record's times: ``scoreboard.InFlight.timings``), and the
-        thread was held from taking it. A response that never got a status (the client left
-        first) counts under status _OTHER."""
-        timings = record.timings()
+        head to its last byte (the times of ``scoreboard.InFlight``), and the thread was
+        held from taking it. A response that never got a status (the client left first)
+        counts under status _OTHER."""
+        total = record.finished - record.started
+        queue_wait = record.queue_wait
         status = response.sent_status
         code = int(status[:3]) if status and status[:3].isdigit() else 0
-        busy = timings.total - timings.queue
-        recorder.request_done(method, code, scheme, timings.total, timings.queue, busy)
+        recorder.request_done(method, code, scheme, total, queue_wait, total - queue_wait)
 
     @staticmethod
     def _next_outcome(conn: Connection, response: Response, body: RequestBody) -> Outcome:
