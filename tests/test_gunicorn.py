@@ -7,6 +7,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import tempfile
 import textwrap
 import urllib.request
@@ -329,3 +330,49 @@ def test_a_stopped_supervisor_leaves_no_pid_file(spawn: Any, tmp_path: Path) -> 
     assert (tmp_path / "app.pid").read_text().strip() == str(proc.pid)
     assert proc.stop(signal.SIGINT) == 0
     assert not (tmp_path / "app.pid").exists()
+
+
+STUCK_APP = """
+import time
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/stuck":
+        time.sleep(60)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+"""
+
+
+def test_timeout_dumps_recycles_and_calls_worker_abort(spawn: Any, tmp_path: Path) -> None:
+    """gunicorn's ``timeout`` is --stuck-recycle: the stuck request is logged with its stack,
+    ``worker_abort`` runs in the worker process (gunicorn calls it on its timeout's
+    SIGABRT), and a replacement serves; nothing is killed mid-request by the server."""
+    (tmp_path / "app.py").write_text(STUCK_APP)
+    (tmp_path / "gunicorn.conf.py").write_text(
+        textwrap.dedent(
+            """
+            wsgi_app = "app:app"
+            bind = "127.0.0.1:0"
+            workers = 1
+            timeout = 1
+            graceful_timeout = 2
+
+            def worker_abort(worker):
+                with open("aborted", "a") as file:
+                    file.write(f"{worker.pid}\\n")
+            """
+        )
+    )
+    proc: Process = spawn([])
+    port = proc.listening_port()
+    (first,) = proc.wait_workers(1)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as stuck:
+        stuck.sendall(b"GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n")
+        aborted = tmp_path / "aborted"
+        wait_for(lambda: aborted.exists() and aborted.read_text().strip() != "", "worker_abort")
+        assert aborted.read_text().split() == [str(first)]
+        log = proc.log
+        assert "in-flight requests: wsgipool pid" in log
+        proc.wait_workers(1, besides={first})
+        assert get(port, "/") == "ok"
+    assert proc.stop() == 0

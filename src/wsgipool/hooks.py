@@ -60,6 +60,10 @@ class ProcessHooks:
     def worker_interrupted(self) -> None:
         """In a worker process: SIGINT or SIGQUIT, a quick stop."""
 
+    def worker_aborting(self) -> None:
+        """In a worker process: a request is stuck past ``--stuck-recycle`` (gunicorn's
+        timeout), so it is being replaced; called after the dump is logged."""
+
     def worker_exiting(self) -> None:
         """In the serving process, as it exits."""
 

@@ -508,6 +508,9 @@ class GunicornHooks(ProcessHooks):
         worker.alive = False
         self._call("worker_int", worker)
 
+    def worker_aborting(self) -> None:
+        self._call("worker_abort", self._serving_worker())
+
     def worker_exiting(self) -> None:
         worker = self._serving_worker()
         worker.alive = False

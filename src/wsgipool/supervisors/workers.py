@@ -769,6 +769,7 @@ def _serve_as_worker_process(
             stop = f"served {limit} requests (--max-requests)"
         if stuck_after and not stop and _holds_stuck_request(server, stuck_after):
             stop = _retire_for_stuck_request(server, ready_w, stuck_after)
+            hooks.worker_aborting()
         if os.getppid() != supervisor_pid and not stop:
             stop = "the supervisor has gone"
     log.info("worker process %d: stopping: %s", os.getpid(), stop)
