@@ -16,7 +16,6 @@ import stat
 import sys
 import textwrap
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,12 @@ import pytest
 import requests
 
 import wsgipool
-from tests.helpers.process import LISTENING, Process, assert_clean_exit
+from tests.helpers.process import (
+    LISTENING,
+    assert_clean_exit,
+    assert_one_line_error,
+    refused,
+)
 from wsgipool import Config
 from wsgipool.cli import build_parser, config_from_args
 
@@ -39,27 +43,6 @@ def in_apps(app: str, *options: str) -> list[str]:
 def serve_args(app: str, *options: str) -> list[str]:
     """wsgipool APP --chdir tests/apps -b 127.0.0.1:0 -t 2 OPTIONS."""
     return in_apps(app, "-b", "127.0.0.1:0", "-t", "2", *options)
-
-
-def assert_one_line_error(proc: Process, stderr: str | None) -> str:
-    """Exit code 2, exactly one line on stderr, no traceback. Returns that line."""
-    assert stderr is not None, f"started serving instead of refusing: {proc.log!r}"
-    rc = proc.popen.returncode
-    assert rc == 2, f"exit code {rc}; stderr: {stderr!r}"
-    assert "Traceback" not in stderr, stderr
-    assert stderr.strip(), "nothing on stderr"
-    assert stderr.strip().count("\n") == 0, f"more than one line: {stderr!r}"
-    assert stderr.startswith("wsgipool: "), stderr
-    assert proc.stdout == "", proc.stdout
-    return stderr.strip()
-
-
-def refused(spawn: Any, args: Sequence[str], **kwargs: Any) -> str:
-    proc = spawn(args, **kwargs)
-    stderr = proc.wait_for_exit_or_listening()
-    if stderr is None:
-        proc.send(signal.SIGKILL)
-    return assert_one_line_error(proc, stderr)
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):

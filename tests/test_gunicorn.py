@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.process import Process
+from tests.helpers.process import Process, refused
 from tests.helpers.waiting import wait_for
-from tests.test_cli import refused
 
 APP = """
 import os, sys

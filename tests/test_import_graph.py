@@ -136,3 +136,26 @@ def test_framework_glue_does_not_import_the_command_line():
 
 def test_the_tarjan_reader_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_test_modules_share_helpers_not_each_other():
+    """Tests, the fuzz target and the benchmarks share tests/helpers/: no test module
+    imports another test module or conftest (one copy of each helper, one place)."""
+    root = PACKAGE.parent.parent
+    offenders = []
+    for path in [
+        *root.glob("tests/**/*.py"),
+        *root.glob("fuzz/*.py"),
+        *root.glob("benchmarks/*.py"),
+    ]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                last = name.rpartition(".")[2]
+                if last == "conftest" or last.startswith("test_"):
+                    offenders.append(f"{path.relative_to(root)} imports {name}")
+    assert offenders == []

@@ -334,6 +334,28 @@ class Process:
             self._stdout_file.close()
 
 
+def assert_one_line_error(proc: Process, stderr: str | None) -> str:
+    """Exit code 2, exactly one line on stderr, no traceback. Returns that line."""
+    assert stderr is not None, f"started serving instead of refusing: {proc.log!r}"
+    rc = proc.popen.returncode
+    assert rc == 2, f"exit code {rc}; stderr: {stderr!r}"
+    assert "Traceback" not in stderr, stderr
+    assert stderr.strip(), "nothing on stderr"
+    assert stderr.strip().count("\n") == 0, f"more than one line: {stderr!r}"
+    assert stderr.startswith("wsgipool: "), stderr
+    assert proc.stdout == "", proc.stdout
+    return stderr.strip()
+
+
+def refused(spawn: Callable[..., Process], args: Sequence[str], **kwargs: object) -> str:
+    """Start ``args`` with the ``spawn`` fixture and check that it refuses: one line, exit 2."""
+    proc = spawn(args, **kwargs)
+    stderr = proc.wait_for_exit_or_listening()
+    if stderr is None:
+        proc.send(signal.SIGKILL)
+    return assert_one_line_error(proc, stderr)
+
+
 def assert_clean_exit(process: Process, status: int) -> None:
     """``status`` (its exit status) is 0, and no traceback was logged."""
     assert status == 0, f"exit status {status}; log: {process.log!r}"
