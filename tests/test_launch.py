@@ -60,48 +60,14 @@ def python(code: str) -> list[str]:
 
 def front_end_command(front_end: str, port: int) -> list[str]:
     log = "access_log='access.log'"
+    # The process options as the command line and flask serve spell them.
+    flags = ["-b", f"127.0.0.1:{port}", "--workers", "2", "--max-requests", "4"]
+    flags += ["--max-requests-jitter", "1", "--preload", "--umask", "077"]
+    flags += ["--access-log", "access.log"]
     if front_end == "cli":
-        return [
-            sys.executable,
-            "-m",
-            "wsgipool",
-            "pidapp:app",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--max-requests",
-            "4",
-            "--max-requests-jitter",
-            "1",
-            "--preload",
-            "--umask",
-            "077",
-            "--access-log",
-            "access.log",
-        ]
+        return [sys.executable, "-m", "wsgipool", "pidapp:app", *flags]
     if front_end == "flask":
-        return [
-            sys.executable,
-            "-m",
-            "flask",
-            "--app",
-            "flaskpid",
-            "serve",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--max-requests",
-            "4",
-            "--max-requests-jitter",
-            "1",
-            "--preload",
-            "--umask",
-            "077",
-            "--access-log",
-            "access.log",
-        ]
+        return [sys.executable, "-m", "flask", "--app", "flaskpid", "serve", *flags]
     if front_end == "serve":
         return python(
             f"""

@@ -3,7 +3,6 @@ completes, the port keeps answering, and the new code is served, by the same pro
 
 from __future__ import annotations
 
-import http.client
 import signal
 import sys
 import textwrap
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.http import get_text as get
 from tests.helpers.process import Process
 from tests.helpers.waiting import DEADLINE
 
@@ -40,16 +40,6 @@ from wsgipool import serve
 
 serve(app.app, host="127.0.0.1", port=0)
 """
-
-
-def get(port: int, path: str = "/") -> tuple[int, str]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        connection.close()
 
 
 class InThread:

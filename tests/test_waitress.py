@@ -7,7 +7,6 @@ they say they listen, and the one-line error of a keyword wsgipool refuses.
 
 from __future__ import annotations
 
-import http.client
 import sys
 import textwrap
 from collections.abc import Callable
@@ -16,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.http import get_text as get
 from tests.helpers.net import free_port
 from tests.helpers.process import Process
-from tests.helpers.waiting import DEADLINE
 from wsgipool import ConfigError
 from wsgipool.integrations.waitress import config_from_keywords
 
@@ -39,16 +38,6 @@ serve(app, KEYWORDS)
 def serving(spawn: Callable[..., Process], keywords: str) -> Process:
     code = textwrap.dedent(SERVE).replace("KEYWORDS", keywords)
     return spawn(command=[sys.executable, "-c", code])
-
-
-def get(port: int, path: str = "/") -> tuple[int, str]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        connection.close()
 
 
 @pytest.mark.parametrize(

@@ -3,11 +3,13 @@ exactly as framed (RFC 9112 6.3), so a test sees every byte the server sent."""
 
 from __future__ import annotations
 
+import http.client
 import re
 import socket
 from typing import Any
 
 from tests.helpers.net import HOST
+from tests.helpers.waiting import DEADLINE
 
 
 def read_until_close(sock: socket.socket) -> bytes:
@@ -262,3 +264,14 @@ def probe(port: int, host: str = HOST, timeout: float = 5.0) -> int | None:
         return None
     match = re.match(rb"HTTP/1\.[01] (\d{3})", status_line)
     return int(match.group(1)) if match else None
+
+
+def get_text(port: int, path: str = "/") -> tuple[int, str]:
+    """One GET on a new connection to 127.0.0.1:``port``: (status, body as text)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
