@@ -247,6 +247,8 @@ class Config:
     pidfile: str = ""
     user: str = ""
     group: str = ""
+    # Control (docs/observability.md): the Unix socket `wsgipool ctl` talks to ("": none).
+    control_socket: str = ""
     binds: tuple[BindAddress, ...] = field(init=False, repr=False, compare=False)
     limits: Limits = field(init=False, repr=False, compare=False)
     transfer: TransferLimits = field(init=False, repr=False, compare=False)
@@ -374,6 +376,8 @@ class Config:
             raise ConfigError(
                 f"dump_headers: comma-separated header names, not {self.dump_headers!r}"
             )
+        if not isinstance(self.control_socket, str):
+            raise ConfigError(f"control_socket: a file path, not {self.control_socket!r}")
         names = [name.strip() for name in self.dump_headers.split(",") if name.strip()]
         for name in names:
             if not _HEADER_NAME.fullmatch(name):

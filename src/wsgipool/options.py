@@ -486,6 +486,13 @@ OPTIONS = (
         "(default: USER's group with --user, else stay)",
         short="-g",
     ),
+    # Control (docs/observability.md).
+    Option(
+        "control_socket",
+        "PATH",
+        "listen on this Unix socket (mode 0600) for `wsgipool ctl`: stats, in-flight "
+        "requests, stacks, worker processes, drain, reopen-logs (default: off)",
+    ),
 )
 # Every Config field that text can set (all but config.PYTHON_ONLY_FIELDS), by name.
 BY_FIELD: Mapping[str, Option] = {option.field: option for option in (BIND, *OPTIONS)}

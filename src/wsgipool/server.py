@@ -18,6 +18,7 @@ from ._version import __version__
 from .accesslog import AccessLog, reopen_log_files
 from .config import Config, ConfigError
 from .connection import Connection
+from .control import ControlEndpoint, ProcessControl
 from .dumps import format_in_flight, register_fault_dump
 from .hooks import RequestHooks
 from .listener import Listener
@@ -123,6 +124,7 @@ class Server:
         self._readiness = Readiness(self.config.ready_max_queue_wait)
         self._notifier: Notifier | None = None
         self._tickers: list[Ticker] = []
+        self._control: ControlEndpoint | None = None  # --control-socket
         self._tasks: TaskQueue[Connection] | None = None
         self._gateway: Gateway | None = None
         self._listening = False
@@ -158,7 +160,9 @@ class Server:
             raise
         try:
             self._start_monitoring()
+            self._start_control()
         except Exception:
+            self._stop_monitoring()
             self._close_sockets()
             self._close_access_log()
             raise
@@ -193,6 +197,8 @@ class Server:
             ) from None
         self._pool, self._listener = pool, listener
         self._watchdog.start()
+        if self._control is not None:
+            self._control.start()
         # Remembered now: they stay readable after stop() closed the sockets.
         self._addresses = [sock.getsockname() for sock in self.sockets]
         self._urls = [url_of(sock, config.scheme) for sock in self.sockets]
@@ -382,6 +388,25 @@ class Server:
             )
             self._monitor.start()
 
+    def _start_control(self) -> None:
+        """With ``control_socket``: bind it (served from ``start`` on, on its own thread)."""
+        if not self.config.control_socket:
+            return
+        control = ProcessControl(
+            self.scoreboard,
+            self.worker_index,
+            self._gauges,
+            self.drain,
+            lambda: self._listener is not None and self._listener.draining,
+            self.config.threads,
+        )
+        self._control = ControlEndpoint.bind(self.config.control_socket, control.answer)
+
+    @property
+    def control_socket(self) -> str | None:
+        """The path of this server's control socket, or None."""
+        return self.config.control_socket if self._control is not None else None
+
     def _stop_monitoring(self) -> None:
         for ticker in self._tickers:
             ticker.stop()
@@ -389,6 +414,9 @@ class Server:
         if self._monitor is not None:
             self._monitor.close()
             self._monitor = None
+        if self._control is not None:
+            self._control.close()
+            self._control = None
 
     def _gauges(self) -> Gauges:
         """What this process is doing now, read from the scoreboard (no lock the worker

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..accesslog import reopen_log_files
 from ..config import PROCESS_DEFAULTS, Config, ConfigError
+from ..control import FANOUT_TIMEOUT, ControlEndpoint, ask_all, worker_socket
 from ..hooks import NO_HOOKS, ProcessHooks
 from ..metrics import MetricsStore, Recorder, Snapshot
 from ..monitor import SAMPLE_INTERVAL, MonitorEndpoint, Readiness
@@ -127,6 +128,7 @@ class WorkerProcess:
     # not replaced, as after TTOU or when stopping).
     restart_reason: str = ""
     kill_at: float = 0.0  # SIGKILL when still running then (0: not planned)
+    started: float = dataclasses.field(default_factory=time.monotonic)
 
 
 def metrics_slots(workers: int) -> int:
@@ -170,6 +172,9 @@ class WorkerProcessSupervisor:
         self._readiness = Readiness(config.ready_max_queue_wait)
         self._notifier: Notifier | None = None
         self._next_status = 0.0
+        # --control-socket: served from the loop; see _control_answer.
+        self._control: ControlEndpoint | None = None
+        self._draining = False  # `wsgipool ctl drain`: no longer listening
 
     # --- the supervisor's life -----------------------------------------------------------
 
@@ -195,6 +200,7 @@ class WorkerProcessSupervisor:
                 self._app = self._load()
                 log.info("supervisor: preloaded %s", self._app_name)
             self._start_monitoring()
+            self._start_control()
             self._hooks.ready()
             restore = self._install_signal_handlers()
             self._selector.register(self._wake.read_fd, selectors.EVENT_READ, None)
@@ -217,7 +223,7 @@ class WorkerProcessSupervisor:
     def _loop(self) -> int:
         while True:
             now = time.monotonic()
-            if not self._stopping:
+            if not self._stopping and not self._draining:
                 self._maintain(now)
             for key, _events in self._selector.select(self._timeout(time.monotonic())):
                 if key.data is None:
@@ -228,6 +234,8 @@ class WorkerProcessSupervisor:
                 # Answered here, between two turns of the loop: a scrape is a copy of
                 # shared memory, never a question to a worker process.
                 self._monitor.serve(0.0)
+            if self._control is not None:
+                self._control.serve(0.0)
             self._reap()
             self._notify_status(time.monotonic())
             while self._signals:
@@ -247,8 +255,9 @@ class WorkerProcessSupervisor:
                 wake = min(wake, process.kill_at)
         if not self._stopping and self._next_spawn > now and self._short_of_processes():
             wake = min(wake, self._next_spawn)
-        if self._monitor is not None:
-            wake = min(wake, self._monitor.next_deadline() or wake)
+        for endpoint in (self._monitor, self._control):
+            if endpoint is not None:
+                wake = min(wake, endpoint.next_deadline() or wake)
         return max(0.0, wake - now)
 
     # --- signals -------------------------------------------------------------------------
@@ -546,6 +555,8 @@ class WorkerProcessSupervisor:
         self._wake.close()
         if self._monitor is not None:
             self._monitor.close_after_fork()
+        if self._control is not None:
+            self._control.close_after_fork()
         if self._notifier is not None:
             self._notifier.close()
         # This process is its slot's one writer from now on.
@@ -594,10 +605,68 @@ class WorkerProcessSupervisor:
         if self._monitor is not None:
             self._monitor.close()
             self._monitor = None
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         if self._notifier is not None:
             self._notifier.close()
             self._notifier = None
         # The store stays mapped: a snapshot may still be taken (tests, embedding).
+
+    # --- the control socket -------------------------------------------------------------
+
+    def _start_control(self) -> None:
+        """Before any fork: the control socket, served from the loop (no thread here)."""
+        path = self._config.control_socket
+        if not path:
+            return
+        self._control = ControlEndpoint.bind(path, self._control_answer)
+        self._selector.register(self._control.fileno(), selectors.EVENT_READ, self._control)
+        log.info("supervisor: control socket at %s", path)
+
+    def _control_answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Pass ``request`` on to every worker process at once (``workers``: asked for
+        their stats, joined to this supervisor's records of them); at most FANOUT_TIMEOUT."""
+        command = request["command"]
+        supervisor: dict[str, Any] = {"pid": os.getpid()}
+        if command == "drain":
+            self._drain()
+            supervisor["draining"] = True
+        elif command == "reopen-logs":
+            supervisor["reopened"] = reopen_log_files()
+        processes = sorted(self._processes.values(), key=lambda process: process.index)
+        asked = {**request, "command": "stats" if command == "workers" else command}
+        paths = [worker_socket(self._config.control_socket, p.index) for p in processes]
+        answers = ask_all(paths, asked, FANOUT_TIMEOUT)
+        entries = []
+        for process, answer in zip(processes, answers, strict=True):
+            part = answer["processes"][0] if answer.get("ok") else {"error": answer.get("error")}
+            entry: dict[str, Any] = {"pid": process.pid, "worker": process.index}
+            if command == "workers":
+                entry["age"] = round(time.monotonic() - process.started, 3)
+                entry["state"] = self._state_of(process)
+                entry["requests"] = part.get("requests")
+                if "error" in part:
+                    entry["error"] = part["error"]
+            else:
+                entry.update(part)
+            entries.append(entry)
+        return {"ok": True, "processes": entries, "supervisor": supervisor}
+
+    def _state_of(self, process: WorkerProcess) -> str:
+        if process.retiring:
+            return "retiring"
+        if not process.ready:
+            return "starting"
+        return "draining" if self._draining else "serving"
+
+    def _drain(self) -> None:
+        """``ctl drain``: stop listening (here and, told next, in every worker process),
+        start no worker process, until a stop signal."""
+        if not self._draining:
+            log.info("supervisor: draining: no longer accepting connections")
+        self._draining = True
+        close_listening(self._sockets, self._unix_paths)
 
     def _assign_slot(self, index: int) -> int | None:
         if self._store is None:
@@ -632,7 +701,7 @@ class WorkerProcessSupervisor:
             store.worker_restart(reason)
 
     def _not_ready(self) -> str | None:
-        if self._stopping:
+        if self._stopping or self._draining:
             phase = "draining"
         elif not any(process.ready for process in self._current()):
             phase = "starting" if not self._ever_ready else "no worker process is listening"
@@ -735,7 +804,13 @@ def _serve_as_worker_process(
     server = Server(
         app,
         # The process options are this supervisor's (max_requests: the counting app above).
-        dataclasses.replace(config, **PROCESS_DEFAULTS),
+        dataclasses.replace(
+            config,
+            **PROCESS_DEFAULTS,
+            control_socket=worker_socket(config.control_socket, index)
+            if config.control_socket
+            else "",
+        ),
         app_name=app_name,
         multiprocess=config.workers > 1,
         tls_context=tls_context,

@@ -1,0 +1,436 @@
+"""The control socket (``--control-socket PATH``): ``wsgipool ctl`` asks a running server.
+
+A Unix socket, mode 0600 (only the server's user gets in), off by default. The protocol is
+one JSON line in (``{"command": "requests", "stacks": true}``), one JSON document out,
+then the server closes the connection. Every answer has ``ok`` and either ``error`` or
+``processes``: one entry per server process (``pid``, ``worker``: the worker index or
+None, and what that process answered, or ``error``).
+
+Nothing here runs application code or waits on a worker thread: a process answers from
+its scoreboard (read without locks), its gauges and thread stacks (``dumps.py``, redacted
+as the SIGUSR2 dump). A ``ControlEndpoint`` serves every exchange from one selector,
+never blocking: on a thread of its own in a server process (``start``), or from the
+worker-process supervisor's ``select`` loop (``fileno``, ``serve``).
+
+Under ``--workers`` the supervisor listens on PATH and each worker process on a private
+socket beside it (``worker_socket``: PATH.worker-N). The supervisor passes a command on
+to every worker process at once (``ask_all``) and waits at most ``FANOUT_TIMEOUT`` for
+them; a worker process that has not answered by then is reported as such. That wait
+happens on the supervisor's loop: signals and child exits wait for it too, at most that
+long.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .accesslog import reopen_log_files
+from .config import BindAddress
+from .dumps import format_in_flight, thread_frames, thread_hex, thread_stack
+from .metrics import Gauges
+from .scoreboard import Scoreboard, format_client, in_flight
+from .sockets import BindError, bind_socket, remove_socket_files
+from .threads import WakePipe, start_thread
+
+log = logging.getLogger("wsgipool.error")
+
+# The commands a process answers (``workers`` is the supervisor's, or answered as one).
+COMMANDS = ("stats", "requests", "threads", "workers", "drain", "reopen-logs")
+SOCKET_MODE = 0o600
+# How long the supervisor waits for its worker processes' answers.
+FANOUT_TIMEOUT = 2.0
+# A whole exchange (request line in, answer out) gets this long, then it is closed.
+EXCHANGE_TIMEOUT = 10.0
+MAX_EXCHANGES = 16
+MAX_REQUEST = 4096
+RECV_SIZE = 65536
+NO_ANSWER = "no answer in time"
+
+Request = dict[str, Any]
+Answer = dict[str, Any]
+
+
+def worker_socket(path: str, index: int) -> str:
+    """The private control socket of worker process ``index`` under ``--workers``."""
+    return f"{path}.worker-{index}"
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def check_request(request: object) -> str | None:
+    """Why ``request`` is not a control request, or None."""
+    if not isinstance(request, dict):
+        return "a control request is a JSON object"
+    command = request.get("command")
+    if command not in COMMANDS:
+        return f"unknown command {command!r}: try {', '.join(COMMANDS)}"
+    return None
+
+
+# --- what one server process answers ---------------------------------------------------------
+
+
+class ProcessControl:
+    """Answers a command for one server process, from its scoreboard and gauges."""
+
+    def __init__(
+        self,
+        scoreboard: Scoreboard,
+        worker_index: int | None,
+        gauges: Callable[[], Gauges],
+        drain: Callable[[], None],
+        draining: Callable[[], bool],
+        threads: int,
+    ) -> None:
+        self._scoreboard = scoreboard
+        self._worker_index = worker_index
+        self._gauges = gauges
+        self._drain = drain
+        self._draining = draining
+        self._threads = threads
+        self._started = time.monotonic()
+
+    def answer(self, request: Request) -> Answer:
+        """The whole answer (``ok``, ``processes``: this one), or ``ok`` false and why."""
+        problem = check_request(request)
+        if problem is not None:
+            return {"ok": False, "error": problem}
+        command = request["command"]
+        part = getattr(self, "_command_" + command.replace("-", "_"))(request)
+        return {"ok": True, "processes": [{**self._identity(), **part}]}
+
+    def _identity(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "worker": self._worker_index}
+
+    def requests_served(self) -> int:
+        return sum(slot.requests for slot in self._scoreboard.slots)
+
+    def _command_stats(self, request: Request) -> Answer:
+        return {
+            "uptime": round(time.monotonic() - self._started, 3),
+            "threads": self._threads,
+            "requests": self.requests_served(),
+            "draining": self._draining(),
+            "gauges": dataclasses.asdict(self._gauges()),
+        }
+
+    def _command_workers(self, request: Request) -> Answer:
+        return {
+            "age": round(time.monotonic() - self._started, 3),
+            "requests": self.requests_served(),
+            "state": "draining" if self._draining() else "serving",
+        }
+
+    def _command_requests(self, request: Request) -> Answer:
+        """The in-flight requests, redacted as the SIGUSR2 dump (dumps.py): the dump's own
+        text, and the same fields one by one."""
+        stacks = bool(request.get("stacks"))
+        views = self._scoreboard.read()
+        frames = thread_frames() if stacks else {}
+        now = time.monotonic()
+        items = []
+        for view in in_flight(views):
+            record = view.request
+            assert record is not None
+            stack = thread_stack(view.ident, frames) if stacks else None
+            item: dict[str, Any] = {
+                "request_line": record.request_line,
+                "client": format_client(record.client),
+                "state": view.state.value,
+                "thread": view.thread_name,
+                "thread_id": thread_hex(view.ident),
+                "elapsed": round(now - record.started, 3),
+                "queue_wait": round(record.queue_wait, 3),
+                "bytes_in": view.bytes_in,
+                "bytes_out": view.bytes_out,
+                "request_id": record.request_id,
+                "headers": [list(header) for header in record.headers],
+            }
+            if stacks:
+                item["stack"] = stack
+            items.append(item)
+        frames = {}  # a frame holds its locals alive: let go now
+        text = format_in_flight(
+            self._scoreboard, process_label="wsgipool", worker_index=self._worker_index
+        )
+        if not stacks:
+            text = "".join(
+                line
+                for line in text.splitlines(keepends=True)
+                if not line.startswith(" ") or line.startswith("    header ")
+            )
+        return {"requests": items, "text": text}
+
+    def _command_threads(self, request: Request) -> Answer:
+        """Every thread of the process with its stack (file, line, function, source line)."""
+        frames = thread_frames()
+        threads = [
+            {
+                "name": thread.name,
+                "thread_id": thread_hex(thread.ident or 0),
+                "stack": thread_stack(thread.ident or 0, frames),
+            }
+            for thread in threading.enumerate()
+        ]
+        return {"threads": threads}
+
+    def _command_drain(self, request: Request) -> Answer:
+        if not self._draining():
+            log.info("control socket: draining: no longer accepting connections")
+        self._drain()
+        return {"draining": True}
+
+    def _command_reopen_logs(self, request: Request) -> Answer:
+        return {"reopened": reopen_log_files()}
+
+
+# --- asking control sockets ------------------------------------------------------------------
+
+
+def ask_all(paths: Sequence[str], request: Request, timeout: float) -> list[Answer]:
+    """Send ``request`` to every control socket of ``paths`` at once; each one's answer,
+    or ``{"ok": False, "error": ...}`` (cannot connect, ``NO_ANSWER`` after ``timeout``).
+    Waits at most ``timeout`` in all, whoever does not answer."""
+    answers: list[Answer] = [{"ok": False, "error": NO_ANSWER} for _ in paths]
+    selector = selectors.DefaultSelector()
+    inboxes: dict[int, bytearray] = {}
+    line = encode(request)
+    try:
+        for number, path in enumerate(paths):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                sock.connect(path)
+                sock.send(line)  # a short line: it fits the socket's buffer whole
+            except OSError as exc:
+                sock.close()
+                answers[number] = {"ok": False, "error": _reason(path, exc)}
+                continue
+            inboxes[number] = bytearray()
+            selector.register(sock, selectors.EVENT_READ, number)
+        deadline = time.monotonic() + timeout
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for key, _events in selector.select(remaining):
+                number = key.data
+                peer = key.fileobj
+                assert isinstance(peer, socket.socket)  # what was registered
+                try:
+                    data = peer.recv(RECV_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if data:
+                    inboxes[number] += data
+                    continue
+                selector.unregister(peer)
+                peer.close()
+                answers[number] = _decode(inboxes[number])
+    finally:
+        for key in list(selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        selector.close()
+    return answers
+
+
+def _reason(path: str, exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"no control socket at {path}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"nothing listens on {path} (connection refused)"
+    if isinstance(exc, BlockingIOError):
+        return f"{path} is too busy to accept"
+    return f"cannot connect to {path}: {exc.strerror or exc}"
+
+
+def _decode(data: bytes | bytearray) -> Answer:
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        return {"ok": False, "error": "the answer was cut short"}
+    if not isinstance(answer, dict):
+        return {"ok": False, "error": "the answer is not a JSON object"}
+    return answer
+
+
+# --- serving a control socket ----------------------------------------------------------------
+
+
+class ControlEndpoint:
+    """Serves control requests on ``sock`` (a listening Unix socket) with ``answer``."""
+
+    def __init__(self, sock: socket.socket, answer: Callable[[Request], Answer]) -> None:
+        self.sock = sock
+        self._answer = answer
+        sock.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(sock, selectors.EVENT_READ, None)
+        self._exchanges: dict[int, _Exchange] = {}
+        self._wake: WakePipe | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._path = ""
+
+    @classmethod
+    def bind(cls, path: str, answer: Callable[[Request], Answer]) -> ControlEndpoint:
+        """Listen on ``path``, mode 0600 (``BindError``, naming the option, if it cannot)."""
+        try:
+            sock = bind_socket(BindAddress("unix", path=path), MAX_EXCHANGES, SOCKET_MODE)
+        except BindError as exc:
+            raise BindError(f"control_socket: {exc}") from None
+        endpoint = cls(sock, answer)
+        endpoint._path = os.path.abspath(path)
+        return endpoint
+
+    def start(self) -> None:
+        """Serve on a thread of its own until ``close``."""
+        self._wake = WakePipe()
+        self._selector.register(self._wake.read_fd, selectors.EVENT_READ, self._wake)
+        self._thread = start_thread(self._run, "wsgipool-control")
+
+    def _run(self) -> None:
+        try:
+            while not self._closing:
+                deadline = self.next_deadline()
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                self.serve(timeout)
+        except BaseException:
+            log.critical("control socket failed", exc_info=True)
+            raise
+
+    def fileno(self) -> int:
+        """A descriptor that is readable when ``serve`` has work."""
+        return self._selector.fileno()  # type: ignore[no-any-return,unused-ignore]
+
+    def serve(self, timeout: float | None = 0.0) -> None:
+        """Handle what is ready (waiting up to ``timeout``), and close overdue exchanges."""
+        for key, _events in self._selector.select(timeout):
+            if key.data is None:
+                self._accept()
+            elif isinstance(key.data, WakePipe):
+                key.data.drain()
+            else:
+                self._step(key.data)
+        now = time.monotonic()
+        for exchange in [e for e in self._exchanges.values() if e.deadline <= now]:
+            self._finish(exchange)
+
+    def next_deadline(self) -> float | None:
+        return min((e.deadline for e in self._exchanges.values()), default=None)
+
+    def close(self) -> None:
+        """Stop serving: close the socket, every exchange, and remove the socket file."""
+        self._closing = True
+        if self._wake is not None and self._thread is not None:
+            self._wake.wake()
+            self._thread.join()
+            self._wake.close()
+        self.close_after_fork()
+        remove_socket_files([self._path] if self._path else [])
+
+    def close_after_fork(self) -> None:
+        """In a forked child: let go of the descriptors, leaving the socket file alone."""
+        for exchange in list(self._exchanges.values()):
+            self._finish(exchange)
+        self._selector.close()
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # out of descriptors, and the like: the next turn tries again
+            if len(self._exchanges) >= MAX_EXCHANGES:
+                sock.close()
+                continue
+            sock.setblocking(False)
+            exchange = _Exchange(sock, time.monotonic() + EXCHANGE_TIMEOUT)
+            self._exchanges[exchange.fd] = exchange
+            self._selector.register(sock, selectors.EVENT_READ, exchange)
+
+    def _step(self, exchange: _Exchange) -> None:
+        try:
+            if exchange.outbox is None:
+                self._read(exchange)
+            if exchange.outbox is not None:
+                self._write(exchange)
+        except OSError:
+            self._finish(exchange)
+
+    def _read(self, exchange: _Exchange) -> None:
+        data = exchange.sock.recv(MAX_REQUEST)
+        if not data:
+            self._finish(exchange)
+            return
+        exchange.inbox += data
+        if b"\n" not in exchange.inbox:
+            if len(exchange.inbox) > MAX_REQUEST:
+                self._reply(exchange, {"ok": False, "error": "request line too long"})
+            return
+        try:
+            request = json.loads(exchange.inbox.partition(b"\n")[0])
+        except ValueError:
+            self._reply(exchange, {"ok": False, "error": "a control request is one JSON line"})
+            return
+        problem = check_request(request)
+        if problem is not None:
+            self._reply(exchange, {"ok": False, "error": problem})
+            return
+        try:
+            answer = self._answer(request)
+        except Exception:
+            log.exception("control socket: cannot answer %r", request.get("command"))
+            answer = {"ok": False, "error": "internal error (see the error log)"}
+        self._reply(exchange, answer)
+
+    def _reply(self, exchange: _Exchange, answer: Answer) -> None:
+        exchange.outbox = memoryview(encode(answer))
+        self._selector.modify(exchange.sock, selectors.EVENT_WRITE, exchange)
+
+    def _write(self, exchange: _Exchange) -> None:
+        outbox = exchange.outbox
+        assert outbox is not None
+        try:
+            sent = exchange.sock.send(outbox)
+        except BlockingIOError:
+            return
+        exchange.outbox = outbox[sent:]
+        if not exchange.outbox:
+            self._finish(exchange)
+
+    def _finish(self, exchange: _Exchange) -> None:
+        if self._exchanges.pop(exchange.fd, None) is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(exchange.sock)
+        exchange.sock.close()
+
+
+class _Exchange:
+    """One connection to the control socket: its request line, then its answer."""
+
+    __slots__ = ("deadline", "fd", "inbox", "outbox", "sock")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.deadline = deadline
+        self.inbox = bytearray()
+        self.outbox: memoryview | None = None

@@ -1,0 +1,270 @@
+"""The control socket (``--control-socket``) and ``wsgipool ctl`` (issue 15, item 5), seen
+from outside: real servers, one process and ``--workers 2``, asked by the real command.
+
+The application blocks inside a function with a name the stacks must show, holding
+secrets in its request (query string, Authorization, a local) that no answer may show.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import stat
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers.net import HOST
+from tests.helpers.process import Process
+from tests.helpers.waiting import DEADLINE, wait_for
+
+APP = """
+import os
+import sys
+import time
+
+
+def hold_the_line_forever(environ):
+    secret_local = "local-value-" + "s3cr3t"
+    print(f"entered {environ['PATH_INFO']}", file=sys.stderr, flush=True)
+    while not os.path.exists("released"):  # in its working directory: the test's
+        time.sleep(0.01)
+    return secret_local
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"].startswith("/stuck"):
+        hold_the_line_forever(environ)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+"""
+
+SECRETS = ("qs-s3cr3t", "auth-s3cr3t", "local-value-s3cr3t")
+
+Start = Callable[..., tuple[Process, int, str]]
+Ctl = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def start(spawn: Callable[..., Process], tmp_path: Path) -> Start:
+    """``start(ARGS)``: the app served with a control socket; the process, its port, the
+    socket's path."""
+    (tmp_path / "held.py").write_text(APP)
+    path = str(tmp_path / "control.sock")
+
+    def run(*args: str) -> tuple[Process, int, str]:
+        process = spawn(["held:app", "-b", f"{HOST}:0", "--control-socket", path, *args])
+        return process, process.listening_port(), path
+
+    return run
+
+
+@pytest.fixture
+def ctl(spawn: Callable[..., Process]) -> Ctl:
+    """``ctl(ARGS)``: run ``wsgipool ctl ARGS`` to its end; its status, stdout and stderr."""
+
+    def run(*args: str, env: dict[str, str | None] | None = None) -> tuple[int, str, str]:
+        process = spawn(["ctl", *args], env=env)
+        status = process.wait()
+        return status, process.stdout, process.log
+
+    return run
+
+
+def ctl_json(ctl: Ctl, path: str, *args: str) -> dict[str, Any]:
+    status, out, err = ctl("--socket", path, *args, "--json")
+    assert status == 0, err
+    answer = json.loads(out)
+    assert answer["ok"] is True
+    return answer  # type: ignore[no-any-return]
+
+
+class Request(threading.Thread):
+    """One request in a thread of its own; ``status`` once it answered."""
+
+    def __init__(self, port: int, target: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(daemon=True)
+        self.port, self.target, self.headers = port, target, headers or {}
+        self.status = 0
+        self.start()
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=DEADLINE * 2)
+        try:
+            conn.request("GET", self.target, headers=self.headers)
+            response = conn.getresponse()
+            response.read()
+            self.status = response.status
+        except OSError:
+            self.status = -1
+        finally:
+            conn.close()
+
+    def answered(self) -> int:
+        self.join(DEADLINE)
+        return self.status
+
+
+def test_one_process_answers_every_command(start: Start, ctl: Ctl) -> None:
+    server, port, path = start("--threads", "4")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert Request(port, "/").answered() == 200
+
+    status, out, err = ctl("--socket", path, "stats")
+    assert status == 0, err
+    assert out.startswith(f"pid {server.pid}: up ")
+    assert "1 requests" in out and "4 threads" in out
+    stats = ctl_json(ctl, path, "stats")["processes"]
+    assert [(entry["pid"], entry["worker"], entry["requests"]) for entry in stats] == [
+        (server.pid, None, 1)
+    ]
+
+    status, out, _ = ctl("--socket", path, "workers")
+    assert status == 0
+    assert out.splitlines()[0].split() == ["WORKER", "PID", "STATE", "AGE", "REQUESTS"]
+    assert out.splitlines()[1].split()[:3] == ["-", str(server.pid), "serving"]
+
+    status, out, _ = ctl("--socket", path, "threads")
+    assert status == 0
+    assert "Thread MainThread" in out and "Thread wsgipool-control" in out
+
+    status, out, _ = ctl("--socket", path, "reopen-logs")
+    assert (status, out) == (0, f"pid {server.pid}: reopened 0 log file(s)\n")
+
+    status, out, _ = ctl("--socket", path, "drain")
+    assert (status, out) == (0, f"pid {server.pid}: draining: no longer accepting connections\n")
+    server.wait_log("control socket: draining")
+    wait_for(lambda: refused(port), "the listening socket to close")
+    assert ctl_json(ctl, path, "stats")["processes"][0]["draining"] is True
+    assert server.stop() == 0
+    assert not os.path.exists(path)  # removed as the server stopped
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=DEADLINE).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_a_saturated_pool_still_answers_with_redacted_stacks(
+    start: Start, ctl: Ctl, tmp_path: Path
+) -> None:
+    server, port, path = start("--threads", "2", "--stuck-threshold", "0")
+    secret = {"Authorization": "Bearer auth-s3cr3t"}
+    held = [Request(port, f"/stuck/{n}?token=qs-s3cr3t", secret) for n in range(2)]
+    server.wait_log("entered /stuck/0")
+    server.wait_log("entered /stuck/1")
+    queued = Request(port, "/queued")  # no worker thread is free for it
+
+    status, out, err = ctl("--socket", path, "requests", "--stacks")
+    assert status == 0, err
+    assert "2 requests in flight" in out
+    assert "GET /stuck/0 from 127.0.0.1:" in out and "GET /stuck/1 from 127.0.0.1:" in out
+    assert out.count("in hold_the_line_forever") == 2
+    # The source line, whichever of the loop's two lines the thread is on.
+    assert "time.sleep(0.01)" in out or 'while not os.path.exists("released")' in out
+    status, plain, _ = ctl("--socket", path, "requests")
+    assert "GET /stuck/0 from" in plain and "hold_the_line_forever" not in plain
+    answer = ctl_json(ctl, path, "requests", "--stacks")
+    requests = answer["processes"][0]["requests"]
+    assert sorted(item["request_line"] for item in requests) == ["GET /stuck/0", "GET /stuck/1"]
+    assert all("hold_the_line_forever" in item["stack"] for item in requests)
+    assert ctl_json(ctl, path, "stats")["processes"][0]["gauges"]["threads_app"] == 2
+    for secret_text in SECRETS:
+        assert secret_text not in out + plain + json.dumps(answer)
+
+    (tmp_path / "released").touch()
+    assert [request.answered() for request in (*held, queued)] == [200, 200, 200]
+
+
+def test_every_worker_process_answers_and_a_stopped_one_is_named(start: Start, ctl: Ctl) -> None:
+    server, port, path = start("--workers", "2", "--threads", "2")
+    workers = server.wait_workers(2)
+    wait_for(
+        lambda: all(os.path.exists(f"{path}.worker-{index}") for index in (0, 1)),
+        "the worker processes' control sockets",
+    )
+    for private in (path, f"{path}.worker-0", f"{path}.worker-1"):
+        assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
+
+    stats = ctl_json(ctl, path, "stats")["processes"]
+    assert {entry["pid"] for entry in stats} == workers
+    assert [entry["worker"] for entry in stats] == [0, 1]
+    status, out, _ = ctl("--socket", path, "workers")
+    assert status == 0
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert {(row[0], int(row[1]), row[2]) for row in rows} == {
+        (str(entry["worker"]), entry["pid"], "serving") for entry in stats
+    }
+    status, out, _ = ctl("--socket", path, "reopen-logs")
+    assert status == 0
+    assert out.startswith(f"supervisor (pid {server.pid}): reopened")
+    assert out.count("reopened 0 log file(s)") >= 2
+
+    stopped = stats[0]["pid"]
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        status, out, err = ctl("--socket", path, "stats")
+        assert status == 1, err
+        assert f"worker 0 (pid {stopped}): no answer in time" in out
+        assert f"worker 1 (pid {stats[1]['pid']}): up " in out
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    wait_for(
+        lambda: len(ctl_json(ctl, path, "stats")["processes"]) == 2,
+        "both worker processes to answer again",
+    )
+
+    status, out, _ = ctl("--socket", path, "drain")
+    assert status == 0
+    assert out.count("draining: no longer accepting connections") == 3
+    wait_for(lambda: refused(port), "every listening socket to close")
+    workers_now = ctl_json(ctl, path, "workers")["processes"]
+    assert {entry["state"] for entry in workers_now} == {"draining"}
+    assert server.stop() == 0
+    assert not any(name.startswith("control.sock") for name in os.listdir(Path(path).parent))
+
+
+def test_errors_are_one_line_and_exit_2(ctl: Ctl, tmp_path: Path) -> None:
+    missing = str(tmp_path / "nothing.sock")
+    status, out, err = ctl("--socket", missing, "stats")
+    assert (status, out) == (2, "")
+    assert err == f"wsgipool ctl: error: no control socket at {missing}\n"
+
+    dead = tmp_path / "dead.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(dead))
+    listener.close()  # the file stays, nothing listens
+    status, _, err = ctl("--socket", str(dead), "stats")
+    assert status == 2
+    assert err == f"wsgipool ctl: error: nothing listens on {dead} (connection refused)\n"
+
+    status, _, err = ctl("--socket", missing, "restart")
+    assert status == 2 and err.count("\n") == 1 and "invalid choice: 'restart'" in err
+    status, _, err = ctl("stats", env={"WSGIPOOL_CONTROL_SOCKET": None})
+    assert status == 2
+    assert "no control socket: pass --socket PATH or set WSGIPOOL_CONTROL_SOCKET" in err
+    status, _, err = ctl("--socket", missing, "stats", "--stacks")
+    assert (status, err.count("\n")) == (2, 1)
+
+
+def test_a_control_socket_that_cannot_be_bound_is_one_line_and_exit_2(
+    spawn: Callable[..., Process], tmp_path: Path
+) -> None:
+    (tmp_path / "held.py").write_text(APP)
+    path = tmp_path / "missing-directory" / "control.sock"
+    for extra in ((), ("--workers", "2")):
+        server = spawn(["held:app", "-b", f"{HOST}:0", "--control-socket", str(path), *extra])
+        assert server.wait() == 2
+        assert server.log == (
+            f"wsgipool: error: --control-socket: cannot listen on unix:{path}: "
+            "No such file or directory\n"
+        )
