@@ -268,3 +268,21 @@ def test_a_control_socket_that_cannot_be_bound_is_one_line_and_exit_2(
             f"wsgipool: error: --control-socket: cannot listen on unix:{path}: "
             "No such file or directory\n"
         )
+
+
+def test_a_killed_worker_process_leaves_no_socket_file(
+    start: Start, ctl: Ctl, tmp_path: Path
+) -> None:
+    server, port, path = start("--workers", "2", "--threads", "2", "--graceful-timeout", "60")
+    server.wait_workers(2)
+    held = Request(port, "/stuck/held")
+    server.wait_log("entered /stuck/held")
+    holder = next(
+        entry for entry in ctl_json(ctl, path, "requests")["processes"] if entry.get("requests")
+    )
+    server.send(signal.SIGTERM)  # the other worker process exits; this one waits
+    server.wait_log(f"worker process {holder['pid']}: stopping: SIGTERM")
+    os.kill(holder["pid"], signal.SIGKILL)  # it never removes its own socket file
+    assert server.wait() == 0
+    assert held.answered() == -1
+    assert sorted(os.listdir(tmp_path)) == ["held.py"]

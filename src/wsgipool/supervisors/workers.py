@@ -50,7 +50,7 @@ from ..metrics import MetricsStore, Recorder, Snapshot
 from ..monitor import SAMPLE_INTERVAL, MonitorEndpoint, Readiness
 from ..sdnotify import Notifier, status_text
 from ..server import DUMP_SIGNAL, Server, make_tls_context, register_dump_signal
-from ..sockets import bind_all, close_listening, url_of
+from ..sockets import bind_all, close_listening, remove_socket_files, url_of
 from ..threads import WakePipe, handle_signals
 from ..watchdog import scan, scan_interval
 from ..wsgi import WSGIApp
@@ -403,7 +403,9 @@ class WorkerProcessSupervisor:
         for pid in list(self._processes):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-            self._forget(self._processes.pop(pid))
+            process = self._processes.pop(pid)
+            self._forget(process)
+            self._remove_control_socket(process)
 
     def _read_ready(self, process: WorkerProcess) -> None:
         try:
@@ -451,6 +453,7 @@ class WorkerProcessSupervisor:
             if process.ready_fd >= 0 and not process.ready:
                 self._read_ready(process)  # It may have become ready just before exiting.
             self._forget(process)
+            self._remove_control_socket(process)
             self._hooks.child_exited(pid)
             code = os.waitstatus_to_exitcode(status)
             self._count_exit(process, code)
@@ -652,6 +655,12 @@ class WorkerProcessSupervisor:
                 entry.update(part)
             entries.append(entry)
         return {"ok": True, "processes": entries, "supervisor": supervisor}
+
+    def _remove_control_socket(self, process: WorkerProcess) -> None:
+        """A reaped worker process's control socket file: it removes it as it stops, but
+        not when killed. Its index is free only now, so no successor has bound the path."""
+        if self._config.control_socket:
+            remove_socket_files([worker_socket(self._config.control_socket, process.index)])
 
     def _state_of(self, process: WorkerProcess) -> str:
         if process.retiring:
