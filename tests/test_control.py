@@ -286,3 +286,63 @@ def test_a_killed_worker_process_leaves_no_socket_file(
     assert server.wait() == 0
     assert held.answered() == -1
     assert sorted(os.listdir(tmp_path)) == ["held.py"]
+
+
+def pool_threads(ctl: Ctl, path: str) -> list[int]:
+    """Each process's worker threads, as its scoreboard has them (threads by state)."""
+    gauges = [entry["gauges"] for entry in ctl_json(ctl, path, "stats")["processes"]]
+    states = ("threads_idle", "threads_reading", "threads_app", "threads_sending")
+    return [sum(reading[state] for state in states) for reading in gauges]
+
+
+def test_threads_n_resizes_the_pool_live(start: Start, ctl: Ctl, tmp_path: Path) -> None:
+    server, port, path = start("--threads", "1", "--stuck-threshold", "0")
+    held = Request(port, "/stuck/held")
+    server.wait_log("entered /stuck/held")
+    waiting = Request(port, "/")  # the one worker thread is held: it waits in the queue
+    wait_for(
+        lambda: ctl_json(ctl, path, "stats")["processes"][0]["gauges"]["queue_length"] == 1,
+        "the second request to be queued",
+    )
+
+    status, out, err = ctl("--socket", path, "threads", "2")
+    assert (status, out) == (0, f"pid {server.pid}: 2 worker threads (were 1)\n"), err
+    assert waiting.answered() == 200  # served by the new thread, the first still held
+    assert held.is_alive()
+    assert ctl_json(ctl, path, "stats")["processes"][0]["threads"] == 2
+
+    status, out, _ = ctl("--socket", path, "threads", "1")
+    assert (status, out) == (0, f"pid {server.pid}: 1 worker threads (were 2)\n")
+    wait_for(lambda: pool_threads(ctl, path) == [1], "the pool to shrink to one thread")
+    (tmp_path / "released").touch()
+    assert held.answered() == 200
+    assert Request(port, "/").answered() == 200
+    assert pool_threads(ctl, path) == [1]
+
+    status, _, err = ctl("--socket", path, "threads", "0")
+    assert (status, err) == (
+        2,
+        "wsgipool ctl: error: threads: a whole number from 1 to 4096, not 0\n",
+    )
+
+
+def test_threads_n_under_workers_holds_for_replacements(start: Start, ctl: Ctl) -> None:
+    server, _port, path = start("--workers", "2", "--threads", "2")
+    workers = server.wait_workers(2)
+    status, out, err = ctl("--socket", path, "threads", "3")
+    assert status == 0, err
+    assert f"supervisor (pid {server.pid}): worker processes started from now on get 3" in out
+    assert out.count("3 worker threads (were 2)") == 2
+    wait_for(lambda: pool_threads(ctl, path) == [3, 3], "both pools to grow")
+
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    replacement = server.wait_workers(2, besides={victim})
+    assert len(replacement) == 2
+
+    def threads_now() -> list[int | None]:
+        # A worker process not answering yet is None (its line has an error instead).
+        _status, out, _ = ctl("--socket", path, "stats", "--json")
+        return [entry.get("threads") for entry in json.loads(out)["processes"]]
+
+    wait_for(lambda: threads_now() == [3, 3], "the replacement to answer with 3 threads")

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .accesslog import reopen_log_files
-from .config import BindAddress
+from .config import COUNT_BOUNDS, BindAddress
 from .dumps import format_in_flight, thread_frames, thread_hex, thread_stack
 from .metrics import Gauges
 from .scoreboard import Scoreboard, format_client, in_flight
@@ -76,6 +76,13 @@ def check_request(request: object) -> str | None:
     command = request.get("command")
     if command not in COMMANDS:
         return f"unknown command {command!r}: try {', '.join(COMMANDS)}"
+    count = request.get("count")
+    if count is not None:
+        low, high = COUNT_BOUNDS["threads"]
+        if command != "threads":
+            return "a count goes with threads only"
+        if type(count) is not int or not low <= count <= (high or count):
+            return f"threads: a whole number from {low} to {high}, not {count!r}"
     return None
 
 
@@ -92,7 +99,8 @@ class ProcessControl:
         gauges: Callable[[], Gauges],
         drain: Callable[[], None],
         draining: Callable[[], bool],
-        threads: int,
+        threads: Callable[[], int],
+        resize: Callable[[int], None],
     ) -> None:
         self._scoreboard = scoreboard
         self._worker_index = worker_index
@@ -100,6 +108,7 @@ class ProcessControl:
         self._drain = drain
         self._draining = draining
         self._threads = threads
+        self._resize = resize
         self._started = time.monotonic()
 
     def answer(self, request: Request) -> Answer:
@@ -120,7 +129,7 @@ class ProcessControl:
     def _command_stats(self, request: Request) -> Answer:
         return {
             "uptime": round(time.monotonic() - self._started, 3),
-            "threads": self._threads,
+            "threads": self._threads(),
             "requests": self.requests_served(),
             "draining": self._draining(),
             "gauges": dataclasses.asdict(self._gauges()),
@@ -174,7 +183,18 @@ class ProcessControl:
         return {"requests": items, "text": text}
 
     def _command_threads(self, request: Request) -> Answer:
-        """Every thread of the process with its stack (file, line, function, source line)."""
+        """Every thread of the process with its stack (file, line, function, source line);
+        with a ``count``, resize the pool to that many worker threads instead."""
+        count = request.get("count")
+        if count is not None:
+            before = self._threads()
+            try:
+                self._resize(count)
+            except RuntimeError as exc:  # "can't start new thread"
+                return {"error": f"cannot start more threads ({exc}); {self._threads()} now"}
+            if count != before:
+                log.info("control socket: %d worker threads (were %d)", count, before)
+            return {"resized": [before, self._threads()]}
         frames = thread_frames()
         threads = [
             {

@@ -38,9 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
         "command",
         metavar="COMMAND",
         choices=COMMANDS,
-        help="stats, requests (in flight), threads (every stack), workers, drain (stop "
-        "accepting; a stop signal ends the process) or reopen-logs",
+        help="stats, requests (in flight), threads (every stack), threads N (resize the "
+        "pool of worker threads of every process), workers, drain (stop accepting; a stop "
+        "signal ends the process) or reopen-logs",
     )
+    parser.add_argument("count", metavar="N", nargs="?", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
         "--socket",
         metavar="PATH",
@@ -61,9 +63,13 @@ def main(argv: Sequence[str]) -> int:
         parser.error(f"no control socket: pass --socket PATH or set {SOCKET_VARIABLE}")
     if args.stacks and args.command != "requests":
         parser.error("--stacks goes with requests")
+    if args.count is not None and args.command != "threads":
+        parser.error(f"{args.command} takes no number (threads N resizes the pool)")
     request: dict[str, Any] = {"command": args.command}
     if args.stacks:
         request["stacks"] = True
+    if args.count is not None:
+        request["count"] = args.count
     answer = ask_all([args.socket], request, CLIENT_TIMEOUT)[0]
     if not answer.get("ok"):
         print(f"wsgipool ctl: error: {answer.get('error')}", file=sys.stderr)
@@ -84,6 +90,11 @@ def render(command: str, answer: Answer) -> str:
     supervisor = answer.get("supervisor")
     if supervisor is not None and command in ("drain", "reopen-logs"):
         lines.append(f"supervisor (pid {supervisor['pid']}): {_done(command, supervisor)}\n")
+    if supervisor is not None and "threads" in supervisor:
+        lines.append(
+            f"supervisor (pid {supervisor['pid']}): worker processes started from now on "
+            f"get {supervisor['threads']} threads\n"
+        )
     for entry in answer["processes"]:
         if "error" in entry:
             lines.append(f"{_who(entry)}: {entry['error']}\n")
@@ -126,6 +137,9 @@ def _requests(entry: dict[str, Any]) -> str:
 
 
 def _threads(entry: dict[str, Any]) -> str:
+    if "resized" in entry:
+        before, now = entry["resized"]
+        return f"{_who(entry)}: {now} worker threads (were {before})\n"
     lines = [f"{_who(entry)}: {len(entry['threads'])} threads\n"]
     for thread in entry["threads"]:
         lines.append(f"  Thread {printable(thread['name'])} ({thread['thread_id']}):\n")

@@ -363,6 +363,20 @@ class Server:
         return url_of(self._monitor.sock) if self._monitor is not None else None
 
     @property
+    def threads(self) -> int:
+        """How many worker threads the pool has (``resize_threads`` changes it)."""
+        return self._pool.size if self._pool else self.config.threads
+
+    def resize_threads(self, threads: int) -> None:
+        """Grow the pool of worker threads to ``threads`` now, or shrink it: the surplus
+        leave as they finish their connection. From one thread at a time; after
+        ``start``. ``RuntimeError`` if a thread cannot be started (the pool keeps those
+        that could)."""
+        if self._pool is None:
+            raise RuntimeError("the server has not started")
+        self._pool.resize(threads)
+
+    @property
     def connection_count(self) -> int:
         return self._listener.connection_count() if self._listener else 0
 
@@ -398,7 +412,8 @@ class Server:
             self._gauges,
             self.drain,
             lambda: self._listener is not None and self._listener.draining,
-            self.config.threads,
+            lambda: self.threads,
+            self.resize_threads,
         )
         self._control = ControlEndpoint.bind(self.config.control_socket, control.answer)
 
@@ -457,7 +472,7 @@ class Server:
 
     def _status(self) -> str:
         gauges = self._gauges()
-        return status_text(gauges.active_requests, self.config.threads, gauges.queue_length)
+        return status_text(gauges.active_requests, self.threads, gauges.queue_length)
 
     def _scrape(self) -> Snapshot:
         """The metrics now, gauges sampled for this scrape (single process)."""

@@ -150,6 +150,8 @@ class TaskQueue(Generic[T]):
         self._sleepers: list[threading.Lock] = []
         self._workers = 0
         self._awake = 0
+        # Workers asked to leave the pool (retire_workers): the next ones to call get.
+        self._leaving = 0
         self._last_take = time.monotonic()
         self._closed = False
         # The samples so far (aged), and the target they give.
@@ -217,6 +219,12 @@ class TaskQueue(Generic[T]):
             with self._lock:
                 if load is not None and load.samples:
                     self._absorb(load)
+                if self._leaving:
+                    # This worker leaves the pool (retire_workers), as on close.
+                    self._leaving -= 1
+                    self._workers -= 1
+                    self._awake -= 1
+                    return None
                 if self._awake > max(self._target, self._kept) and not self._closed:
                     pass  # Retire: sleep though work may wait.
                 elif self._items:
@@ -241,6 +249,19 @@ class TaskQueue(Generic[T]):
         with self._lock:
             self._workers += 1
             self._awake += 1
+
+    def unregister_worker(self) -> None:
+        """Undo ``register_worker`` for a worker that could not be started."""
+        with self._lock:
+            self._workers -= 1
+            self._awake -= 1
+
+    def retire_workers(self, count: int) -> None:
+        """Have the next ``count`` workers that call ``get`` get None (they leave the
+        pool): sleeping ones are woken for it, busy ones leave when they are done."""
+        with self._lock:
+            self._leaving += count
+            self._wake(len(self._sleepers))
 
     def wake_stalled(self, now: float, producer_busy: float = 0.0) -> float | None:
         """While work is queued: wake workers up to the target; wake one more if queued

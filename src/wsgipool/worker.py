@@ -188,13 +188,42 @@ class WorkerPool:
         self._size = threads
         self._name = name
         self._threads: list[threading.Thread] = []
+        self._started = 0  # threads started so far: the next one's number
         self._handler: ConnectionHandler | None = None
 
     def start(self, handler: ConnectionHandler) -> None:
         self._handler = handler
-        for index in range(self._size):
-            self._tasks.register_worker()
-            self._threads.append(start_thread(self._work, f"{self._name}-{index}"))
+        for _ in range(self._size):
+            self._add_thread()
+
+    def _add_thread(self) -> None:
+        self._tasks.register_worker()
+        name = f"{self._name}-{self._started}"
+        try:
+            self._threads.append(start_thread(self._work, name))
+        except RuntimeError:  # "can't start new thread"
+            self._tasks.unregister_worker()
+            raise
+        self._started += 1
+
+    @property
+    def size(self) -> int:
+        """How many worker threads the pool has, or will have once those asked to leave
+        (``resize``) have finished their connection."""
+        return self._size
+
+    def resize(self, threads: int) -> None:
+        """Grow the pool to ``threads`` at once (``RuntimeError`` if a thread cannot be
+        started), or shrink it: the surplus threads leave as they are done with their
+        connection. Call it from one thread at a time (the control socket's)."""
+        if threads > self._size:
+            self._threads = [thread for thread in self._threads if thread.is_alive()]
+            while self._size < threads:
+                self._add_thread()
+                self._size += 1
+        elif threads < self._size:
+            self._tasks.retire_workers(self._size - threads)
+            self._size = threads
 
     def alive(self) -> int:
         return sum(thread.is_alive() for thread in self._threads)

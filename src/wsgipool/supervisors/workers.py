@@ -637,6 +637,10 @@ class WorkerProcessSupervisor:
             supervisor["draining"] = True
         elif command == "reopen-logs":
             supervisor["reopened"] = reopen_log_files()
+        elif command == "threads" and request.get("count") is not None:
+            # Worker processes started from now on (replacements, SIGHUP) get as many.
+            self._config = dataclasses.replace(self._config, threads=request["count"])
+            supervisor["threads"] = request["count"]
         processes = sorted(self._processes.values(), key=lambda process: process.index)
         asked = {**request, "command": "stats" if command == "workers" else command}
         paths = [worker_socket(self._config.control_socket, p.index) for p in processes]
