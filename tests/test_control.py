@@ -346,3 +346,32 @@ def test_threads_n_under_workers_holds_for_replacements(start: Start, ctl: Ctl) 
         return [entry.get("threads") for entry in json.loads(out)["processes"]]
 
     wait_for(lambda: threads_now() == [3, 3], "the replacement to answer with 3 threads")
+
+
+def test_top_once_shows_totals_processes_and_busy_threads(
+    start: Start, spawn: Callable[..., Process], tmp_path: Path
+) -> None:
+    server, port, path = start("--workers", "2", "--threads", "2", "--stuck-threshold", "0")
+    server.wait_workers(2)
+    assert Request(port, "/").answered() == 200
+    held = Request(port, "/stuck/top?token=qs-s3cr3t")
+    server.wait_log("entered /stuck/top")
+    top = spawn(["top", "--socket", path, "--once"])
+    assert top.wait() == 0, top.log
+    lines = top.stdout.splitlines()
+    assert lines[0].startswith("requests/s -   in flight 1   queue 0/")
+    assert "queue wait p50 " in lines[0] and "ms p99 " in lines[0]  # one request finished
+    processes = [line.split() for line in lines[3:5]]
+    assert [(row[0], row[2], row[-1]) for row in processes] == [
+        ("0", "2", "serving"),
+        ("1", "2", "serving"),
+    ]
+    busy = [line for line in lines if "GET /stuck/top from 127.0.0.1:" in line]
+    assert len(busy) == 1 and " app " in busy[0]
+    assert "qs-s3cr3t" not in top.stdout
+    (tmp_path / "released").touch()
+    assert held.answered() == 200
+
+    missing = spawn(["top", "--socket", str(tmp_path / "nothing.sock"), "--once"])
+    assert missing.wait() == 2
+    assert missing.log == f"wsgipool top: error: no control socket at {tmp_path}/nothing.sock\n"

@@ -258,12 +258,16 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
+    # `wsgipool ctl ...` and `wsgipool top` ask a running server; only the exact words:
+    # an application named ctl is still served as `wsgipool ctl:app`.
     if arguments[:1] == ["ctl"]:
-        # `wsgipool ctl ...` asks a running server; only the exact word: an application
-        # named ctl is still served as `wsgipool ctl:app`.
         from . import ctl  # Only here: serving never needs it.
 
         return ctl.main(arguments[1:])
+    if arguments[:1] == ["top"]:
+        from . import top
+
+        return top.main(arguments[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.reload and (args.reload_dir or args.reload_include or args.reload_exclude):

@@ -37,7 +37,7 @@ from typing import Any
 from .accesslog import reopen_log_files
 from .config import COUNT_BOUNDS, BindAddress
 from .dumps import format_in_flight, thread_frames, thread_hex, thread_stack
-from .metrics import Gauges
+from .metrics import Gauges, Snapshot
 from .scoreboard import Scoreboard, format_client, in_flight
 from .sockets import BindError, bind_socket, remove_socket_files
 from .threads import WakePipe, start_thread
@@ -101,6 +101,7 @@ class ProcessControl:
         draining: Callable[[], bool],
         threads: Callable[[], int],
         resize: Callable[[int], None],
+        totals: Callable[[], Snapshot] | None = None,
     ) -> None:
         self._scoreboard = scoreboard
         self._worker_index = worker_index
@@ -109,6 +110,7 @@ class ProcessControl:
         self._draining = draining
         self._threads = threads
         self._resize = resize
+        self._totals = totals
         self._started = time.monotonic()
 
     def answer(self, request: Request) -> Answer:
@@ -118,7 +120,10 @@ class ProcessControl:
             return {"ok": False, "error": problem}
         command = request["command"]
         part = getattr(self, "_command_" + command.replace("-", "_"))(request)
-        return {"ok": True, "processes": [{**self._identity(), **part}]}
+        answer: Answer = {"ok": True, "processes": [{**self._identity(), **part}]}
+        if command == "stats" and self._totals is not None:
+            answer["totals"] = totals_of(self._totals())
+        return answer
 
     def _identity(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "worker": self._worker_index}
@@ -214,6 +219,17 @@ class ProcessControl:
 
     def _command_reopen_logs(self, request: Request) -> Answer:
         return {"reopened": reopen_log_files()}
+
+
+def totals_of(snapshot: Snapshot) -> dict[str, Any]:
+    """What ``stats`` adds from a metrics store: requests finished, refused for a full
+    queue, and the queue wait histogram's counts per bucket (metrics.BUCKET_BOUNDS, +Inf
+    last), so a client can take quantiles over any interval."""
+    return {
+        "requests": snapshot.requests,
+        "rejected": snapshot.rejected,
+        "queue_wait_counts": list(snapshot.queue_wait.counts),
+    }
 
 
 # --- asking control sockets ------------------------------------------------------------------

@@ -390,9 +390,11 @@ class Server:
     def _start_monitoring(self) -> None:
         """With ``metrics_bind`` (and no supervisor's recorder), keep metrics in a store of
         this process's own and serve them; readiness says "starting" until listening. With
-        systemd's notify socket, count busy threads for its STATUS line."""
+        systemd's notify socket, count busy threads for its STATUS line; with
+        ``control_socket``, keep the totals ``ctl stats`` and ``top`` show."""
         address = self.config.metrics_address
-        if self._recorder is not None or (address is None and self._notifier is None):
+        wanted = address is not None or self._notifier is not None or self.config.control_socket
+        if self._recorder is not None or not wanted:
             return
         self._store = store = MetricsStore()
         self._recorder = store.recorder(store.assign(0))
@@ -414,6 +416,7 @@ class Server:
             lambda: self._listener is not None and self._listener.draining,
             lambda: self.threads,
             self.resize_threads,
+            self._totals if self._store is not None else None,
         )
         self._control = ControlEndpoint.bind(self.config.control_socket, control.answer)
 
@@ -479,6 +482,10 @@ class Server:
         assert self._store is not None and self._recorder is not None
         self._recorder.publish(self._gauges())
         return self._store.snapshot()
+
+    def _totals(self) -> Snapshot:
+        assert self._store is not None
+        return self._store.snapshot(process_stats=False)
 
     def _not_ready(self) -> str | None:
         if self._stopped or (self._listener is not None and self._listener.draining):

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..accesslog import reopen_log_files
 from ..config import PROCESS_DEFAULTS, Config, ConfigError
-from ..control import FANOUT_TIMEOUT, ControlEndpoint, ask_all, worker_socket
+from ..control import FANOUT_TIMEOUT, ControlEndpoint, ask_all, totals_of, worker_socket
 from ..hooks import NO_HOOKS, ProcessHooks
 from ..metrics import MetricsStore, Recorder, Snapshot
 from ..monitor import SAMPLE_INTERVAL, MonitorEndpoint, Readiness
@@ -590,11 +590,11 @@ class WorkerProcessSupervisor:
     # --- metrics and health --------------------------------------------------------------
 
     def _start_monitoring(self) -> None:
-        """Before any fork: the shared metrics store (with --metrics-bind, or for systemd's
-        STATUS line) and the monitoring endpoint, served from the loop (no thread here)."""
+        """Before any fork: the shared metrics store (with --metrics-bind, for systemd's
+        STATUS line, or for the totals of --control-socket's stats) and the monitoring endpoint, served from the loop (no thread here)."""
         self._notifier = Notifier.from_environ()
         address = self._config.metrics_address
-        if address is None and self._notifier is None:
+        if address is None and self._notifier is None and not self._config.control_socket:
             return
         self._store = MetricsStore(slots=metrics_slots(self._config.workers))
         if address is not None:
@@ -658,7 +658,10 @@ class WorkerProcessSupervisor:
             else:
                 entry.update(part)
             entries.append(entry)
-        return {"ok": True, "processes": entries, "supervisor": supervisor}
+        whole: dict[str, Any] = {"ok": True, "processes": entries, "supervisor": supervisor}
+        if command == "stats" and self._store is not None:
+            whole["totals"] = totals_of(self._store.snapshot(process_stats=False))
+        return whole
 
     def _remove_control_socket(self, process: WorkerProcess) -> None:
         """A reaped worker process's control socket file: it removes it as it stops, but
