@@ -375,3 +375,18 @@ def test_top_once_shows_totals_processes_and_busy_threads(
     missing = spawn(["top", "--socket", str(tmp_path / "nothing.sock"), "--once"])
     assert missing.wait() == 2
     assert missing.log == f"wsgipool top: error: no control socket at {tmp_path}/nothing.sock\n"
+
+
+def test_a_control_socket_too_long_for_the_worker_sockets_is_refused_at_once(
+    spawn: Callable[..., Process], tmp_path: Path
+) -> None:
+    (tmp_path / "held.py").write_text(APP)
+    # Short enough to bind itself, too long with .worker-N appended (Linux: 107 bytes).
+    stem = str(tmp_path / "c")
+    path = stem + "x" * (100 - len(os.fsencode(stem)))
+    server = spawn(["held:app", "-b", f"{HOST}:0", "--control-socket", path, "--workers", "2"])
+    assert server.wait() == 2
+    lines = server.log.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"wsgipool: error: --control-socket: {path} is too long for ")
+    assert sorted(os.listdir(tmp_path)) == ["held.py"]

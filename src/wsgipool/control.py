@@ -29,13 +29,14 @@ import logging
 import os
 import selectors
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .accesslog import reopen_log_files
-from .config import COUNT_BOUNDS, BindAddress
+from .config import COUNT_BOUNDS, BindAddress, ConfigError
 from .dumps import format_in_flight, thread_frames, thread_hex, thread_stack
 from .metrics import Gauges, Snapshot
 from .scoreboard import Scoreboard, format_client, in_flight
@@ -60,9 +61,24 @@ Request = dict[str, Any]
 Answer = dict[str, Any]
 
 
+# The longest path a Unix socket can be bound at (sun_path, less its final NUL).
+MAX_SOCKET_PATH = 107 if sys.platform.startswith("linux") else 103
+
+
 def worker_socket(path: str, index: int) -> str:
     """The private control socket of worker process ``index`` under ``--workers``."""
     return f"{path}.worker-{index}"
+
+
+def check_worker_sockets(path: str) -> None:
+    """``ConfigError`` when the worker processes' sockets beside ``path`` could not be
+    bound for their length: found now, not as every worker process fails to start."""
+    longest = worker_socket(os.path.abspath(path), 9999)
+    if len(os.fsencode(longest)) > MAX_SOCKET_PATH:
+        raise ConfigError(
+            f"control_socket: {path} is too long for the worker processes' sockets beside it "
+            f"({path}.worker-N): keep it under {MAX_SOCKET_PATH - len('.worker-9999')} bytes"
+        )
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -44,7 +44,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..accesslog import reopen_log_files
 from ..config import PROCESS_DEFAULTS, Config, ConfigError
-from ..control import FANOUT_TIMEOUT, ControlEndpoint, ask_all, totals_of, worker_socket
+from ..control import (
+    FANOUT_TIMEOUT,
+    ControlEndpoint,
+    ask_all,
+    check_worker_sockets,
+    totals_of,
+    worker_socket,
+)
 from ..hooks import NO_HOOKS, ProcessHooks
 from ..metrics import MetricsStore, Recorder, Snapshot
 from ..monitor import SAMPLE_INTERVAL, MonitorEndpoint, Readiness
@@ -623,6 +630,7 @@ class WorkerProcessSupervisor:
         path = self._config.control_socket
         if not path:
             return
+        check_worker_sockets(path)
         self._control = ControlEndpoint.bind(path, self._control_answer)
         self._selector.register(self._control.fileno(), selectors.EVENT_READ, self._control)
         log.info("supervisor: control socket at %s", path)
