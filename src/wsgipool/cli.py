@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Every option can also be set in the environment (--queue-limit as "
         "WSGIPOOL_QUEUE_LIMIT) or under [tool.wsgipool] in ./pyproject.toml "
         "(queue_limit = 64); the command line wins over the environment, which wins over "
-        "the file.",
+        "the file. To ask a running server started with --control-socket: wsgipool ctl "
+        "--help, wsgipool top --help.",
         formatter_class=_HelpFormatter,
         # Abbreviations would make an option's meaning depend on which others exist.
         allow_abbrev=False,

@@ -42,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         "pool of worker threads of every process), workers, drain (stop accepting; a stop "
         "signal ends the process) or reopen-logs",
     )
-    parser.add_argument("count", metavar="N", nargs="?", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "count",
+        metavar="N",
+        nargs="?",
+        type=int,
+        help="with threads: resize every process's pool to N worker threads",
+    )
     parser.add_argument(
         "--socket",
         metavar="PATH",
