@@ -14,10 +14,9 @@ worker-process supervisor's ``select`` loop (``fileno``, ``serve``).
 
 Under ``--workers`` the supervisor listens on PATH and each worker process on a private
 socket beside it (``worker_socket``: PATH.worker-N). The supervisor passes a command on
-to every worker process at once (``ask_all``) and waits at most ``FANOUT_TIMEOUT`` for
-them; a worker process that has not answered by then is reported as such. That wait
-happens on the supervisor's loop: signals and child exits wait for it too, at most that
-long.
+to every worker process at once and gives them ``FANOUT_TIMEOUT``; a worker process
+that has not answered by then is reported as such. Their answers are a ``Gathering``
+the endpoint drives from its own selector, so the supervisor's loop never waits on them.
 """
 
 from __future__ import annotations
@@ -251,16 +250,34 @@ def totals_of(snapshot: Snapshot) -> dict[str, Any]:
 # --- asking control sockets ------------------------------------------------------------------
 
 
-def ask_all(paths: Sequence[str], request: Request, timeout: float) -> list[Answer]:
-    """Send ``request`` to every control socket of ``paths`` at once; each one's answer,
-    or ``{"ok": False, "error": ...}`` (cannot connect, ``NO_ANSWER`` after ``timeout``).
-    Waits at most ``timeout`` in all, whoever does not answer."""
-    answers: list[Answer] = [{"ok": False, "error": NO_ANSWER} for _ in paths]
-    selector = selectors.DefaultSelector()
-    inboxes: dict[int, bytearray] = {}
-    line = encode(request)
-    try:
-        for number, path in enumerate(paths):
+class Gathering:
+    """``request`` sent to every control socket of ``paths`` at once, and their answers
+    as they come: each one's answer, or ``{"ok": False, "error": ...}`` (cannot connect;
+    ``NO_ANSWER`` once ``timeout`` has passed). ``combine`` makes the answers one.
+
+    Driven by a selector: ``start`` registers a socket per path that connected (data:
+    this gathering), ``read`` takes what one has sent, ``done`` says when every one has
+    answered or the time is up, and ``close`` lets go of the rest. ``ask_all`` drives one
+    to its end; a ``ControlEndpoint`` drives one from its own selector, never waiting.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        request: Request,
+        timeout: float,
+        combine: Callable[[list[Answer]], Answer] = lambda answers: answers[0],
+    ) -> None:
+        self.paths = list(paths)
+        self.request = request
+        self.combine = combine
+        self.answers: list[Answer] = [{"ok": False, "error": NO_ANSWER} for _ in paths]
+        self.deadline = time.monotonic() + timeout
+        self._peers: dict[socket.socket, tuple[int, bytearray]] = {}
+
+    def start(self, selector: selectors.BaseSelector) -> None:
+        line = encode(self.request)
+        for number, path in enumerate(self.paths):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.setblocking(False)
             try:
@@ -268,36 +285,65 @@ def ask_all(paths: Sequence[str], request: Request, timeout: float) -> list[Answ
                 sock.send(line)  # a short line: it fits the socket's buffer whole
             except OSError as exc:
                 sock.close()
-                answers[number] = {"ok": False, "error": _reason(path, exc)}
+                self.answers[number] = {"ok": False, "error": _reason(path, exc)}
                 continue
-            inboxes[number] = bytearray()
-            selector.register(sock, selectors.EVENT_READ, number)
-        deadline = time.monotonic() + timeout
-        while selector.get_map():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            for key, _events in selector.select(remaining):
-                number = key.data
-                peer = key.fileobj
-                assert isinstance(peer, socket.socket)  # what was registered
-                try:
-                    data = peer.recv(RECV_SIZE)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if data:
-                    inboxes[number] += data
-                    continue
-                selector.unregister(peer)
-                peer.close()
-                answers[number] = _decode(inboxes[number])
-    finally:
-        for key in list(selector.get_map().values()):
-            key.fileobj.close()  # type: ignore[union-attr]
-        selector.close()
-    return answers
+            self._peers[sock] = (number, bytearray())
+            selector.register(sock, selectors.EVENT_READ, self)
+
+    def read(self, sock: socket.socket, selector: selectors.BaseSelector) -> None:
+        """Take what ``sock`` sent; at its end, its answer is complete."""
+        number, inbox = self._peers[sock]
+        try:
+            data = sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            inbox += data
+            return
+        self._drop(sock, selector)
+        self.answers[number] = _decode(inbox)
+
+    def done(self, now: float) -> bool:
+        return not self._peers or now >= self.deadline
+
+    def close(self, selector: selectors.BaseSelector) -> None:
+        """Stop waiting: the peers that have not answered stay ``NO_ANSWER``."""
+        for sock in list(self._peers):
+            self._drop(sock, selector)
+
+    def close_after_fork(self) -> None:
+        """In a forked child: close the sockets without touching the selector."""
+        for sock in self._peers:
+            sock.close()
+        self._peers.clear()
+
+    def result(self) -> Answer:
+        return self.combine(self.answers)
+
+    def _drop(self, sock: socket.socket, selector: selectors.BaseSelector) -> None:
+        del self._peers[sock]
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            selector.unregister(sock)
+        sock.close()
+
+
+def ask_all(paths: Sequence[str], request: Request, timeout: float) -> list[Answer]:
+    """Send ``request`` to every control socket of ``paths`` at once and wait, at most
+    ``timeout`` in all, for their answers (see ``Gathering``)."""
+    gathering = Gathering(paths, request, timeout)
+    with selectors.DefaultSelector() as selector:
+        gathering.start(selector)
+        try:
+            while not gathering.done(time.monotonic()):
+                remaining = max(0.0, gathering.deadline - time.monotonic())
+                for key, _events in selector.select(remaining):
+                    assert isinstance(key.fileobj, socket.socket)  # what start registered
+                    gathering.read(key.fileobj, selector)
+        finally:
+            gathering.close(selector)
+    return gathering.answers
 
 
 def _reason(path: str, exc: OSError) -> str:
@@ -324,9 +370,13 @@ def _decode(data: bytes | bytearray) -> Answer:
 
 
 class ControlEndpoint:
-    """Serves control requests on ``sock`` (a listening Unix socket) with ``answer``."""
+    """Serves control requests on ``sock`` (a listening Unix socket) with ``answer``: an
+    answer, or a ``Gathering`` of other control sockets' answers, which the endpoint
+    drives from its own selector and sends back once done."""
 
-    def __init__(self, sock: socket.socket, answer: Callable[[Request], Answer]) -> None:
+    def __init__(
+        self, sock: socket.socket, answer: Callable[[Request], Answer | Gathering]
+    ) -> None:
         self.sock = sock
         self._answer = answer
         sock.setblocking(False)
@@ -339,7 +389,7 @@ class ControlEndpoint:
         self._path = ""
 
     @classmethod
-    def bind(cls, path: str, answer: Callable[[Request], Answer]) -> ControlEndpoint:
+    def bind(cls, path: str, answer: Callable[[Request], Answer | Gathering]) -> ControlEndpoint:
         """Listen on ``path``, mode 0600 (``BindError``, naming the option, if it cannot)."""
         try:
             sock = bind_socket(BindAddress("unix", path=path), MAX_EXCHANGES, SOCKET_MODE)
@@ -376,14 +426,30 @@ class ControlEndpoint:
                 self._accept()
             elif isinstance(key.data, WakePipe):
                 key.data.drain()
+            elif isinstance(key.data, Gathering):
+                assert isinstance(key.fileobj, socket.socket)  # what start registered
+                key.data.read(key.fileobj, self._selector)
             else:
                 self._step(key.data)
         now = time.monotonic()
-        for exchange in [e for e in self._exchanges.values() if e.deadline <= now]:
-            self._finish(exchange)
+        for exchange in list(self._exchanges.values()):
+            gathering = exchange.gathering
+            if gathering is not None and gathering.done(now):
+                exchange.gathering = None
+                gathering.close(self._selector)
+                self._reply(exchange, gathering.result())
+            elif exchange.deadline <= now:
+                self._finish(exchange)
 
     def next_deadline(self) -> float | None:
-        return min((e.deadline for e in self._exchanges.values()), default=None)
+        """When ``serve`` must run again: an exchange overdue, or a gathering's time up."""
+        return min(
+            (
+                min(e.deadline, e.gathering.deadline) if e.gathering else e.deadline
+                for e in self._exchanges.values()
+            ),
+            default=None,
+        )
 
     def close(self) -> None:
         """Stop serving: close the socket, every exchange, and remove the socket file."""
@@ -392,13 +458,20 @@ class ControlEndpoint:
             self._wake.wake()
             self._thread.join()
             self._wake.close()
-        self.close_after_fork()
+        for exchange in list(self._exchanges.values()):
+            self._finish(exchange)
+        self._selector.close()
+        self.sock.close()
         remove_socket_files([self._path] if self._path else [])
 
     def close_after_fork(self) -> None:
-        """In a forked child: let go of the descriptors, leaving the socket file alone."""
-        for exchange in list(self._exchanges.values()):
-            self._finish(exchange)
+        """In a forked child: let go of the descriptors, leaving the socket file alone
+        and the selector's registrations too (an epoll set is shared with the parent)."""
+        for exchange in self._exchanges.values():
+            if exchange.gathering is not None:
+                exchange.gathering.close_after_fork()
+            exchange.sock.close()
+        self._exchanges.clear()
         self._selector.close()
         self.sock.close()
 
@@ -448,6 +521,13 @@ class ControlEndpoint:
             return
         try:
             answer = self._answer(request)
+            if isinstance(answer, Gathering):
+                # Answered once the others have (serve): meanwhile this client waits,
+                # nobody else does.
+                self._selector.unregister(exchange.sock)
+                exchange.gathering = answer
+                answer.start(self._selector)
+                return
         except Exception:
             log.exception("control socket: cannot answer %r", request.get("command"))
             answer = {"ok": False, "error": "internal error (see the error log)"}
@@ -455,7 +535,10 @@ class ControlEndpoint:
 
     def _reply(self, exchange: _Exchange, answer: Answer) -> None:
         exchange.outbox = memoryview(encode(answer))
-        self._selector.modify(exchange.sock, selectors.EVENT_WRITE, exchange)
+        try:
+            self._selector.modify(exchange.sock, selectors.EVENT_WRITE, exchange)
+        except KeyError:  # unregistered while gathering
+            self._selector.register(exchange.sock, selectors.EVENT_WRITE, exchange)
 
     def _write(self, exchange: _Exchange) -> None:
         outbox = exchange.outbox
@@ -469,6 +552,9 @@ class ControlEndpoint:
             self._finish(exchange)
 
     def _finish(self, exchange: _Exchange) -> None:
+        if exchange.gathering is not None:
+            exchange.gathering.close(self._selector)
+            exchange.gathering = None
         if self._exchanges.pop(exchange.fd, None) is not None:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self._selector.unregister(exchange.sock)
@@ -478,7 +564,7 @@ class ControlEndpoint:
 class _Exchange:
     """One connection to the control socket: its request line, then its answer."""
 
-    __slots__ = ("deadline", "fd", "inbox", "outbox", "sock")
+    __slots__ = ("deadline", "fd", "gathering", "inbox", "outbox", "sock")
 
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
@@ -486,3 +572,4 @@ class _Exchange:
         self.deadline = deadline
         self.inbox = bytearray()
         self.outbox: memoryview | None = None
+        self.gathering: Gathering | None = None  # the answers it waits for

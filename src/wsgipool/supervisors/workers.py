@@ -47,7 +47,7 @@ from ..config import PROCESS_DEFAULTS, Config, ConfigError
 from ..control import (
     FANOUT_TIMEOUT,
     ControlEndpoint,
-    ask_all,
+    Gathering,
     check_worker_sockets,
     totals_of,
     worker_socket,
@@ -635,9 +635,10 @@ class WorkerProcessSupervisor:
         self._selector.register(self._control.fileno(), selectors.EVENT_READ, self._control)
         log.info("supervisor: control socket at %s", path)
 
-    def _control_answer(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _control_answer(self, request: dict[str, Any]) -> Gathering:
         """Pass ``request`` on to every worker process at once (``workers``: asked for
-        their stats, joined to this supervisor's records of them); at most FANOUT_TIMEOUT."""
+        their stats, joined to this supervisor's records of them); the endpoint gathers
+        their answers from this loop's selector, at most FANOUT_TIMEOUT, never waiting."""
         command = request["command"]
         supervisor: dict[str, Any] = {"pid": os.getpid()}
         if command == "drain":
@@ -652,24 +653,34 @@ class WorkerProcessSupervisor:
         processes = sorted(self._processes.values(), key=lambda process: process.index)
         asked = {**request, "command": "stats" if command == "workers" else command}
         paths = [worker_socket(self._config.control_socket, p.index) for p in processes]
-        answers = ask_all(paths, asked, FANOUT_TIMEOUT)
-        entries = []
-        for process, answer in zip(processes, answers, strict=True):
-            part = answer["processes"][0] if answer.get("ok") else {"error": answer.get("error")}
-            entry: dict[str, Any] = {"pid": process.pid, "worker": process.index}
-            if command == "workers":
-                entry["age"] = round(time.monotonic() - process.started, 3)
-                entry["state"] = self._state_of(process)
-                entry["requests"] = part.get("requests")
-                if "error" in part:
-                    entry["error"] = part["error"]
-            else:
-                entry.update(part)
-            entries.append(entry)
-        whole: dict[str, Any] = {"ok": True, "processes": entries, "supervisor": supervisor}
-        if command == "stats" and self._store is not None:
-            whole["totals"] = totals_of(self._store.snapshot(process_stats=False))
-        return whole
+
+        def combine(answers: list[dict[str, Any]]) -> dict[str, Any]:
+            entries = [
+                self._control_entry(command, process, answer)
+                for process, answer in zip(processes, answers, strict=True)
+            ]
+            whole: dict[str, Any] = {"ok": True, "processes": entries, "supervisor": supervisor}
+            if command == "stats" and self._store is not None:
+                whole["totals"] = totals_of(self._store.snapshot(process_stats=False))
+            return whole
+
+        return Gathering(paths, asked, FANOUT_TIMEOUT, combine)
+
+    def _control_entry(
+        self, command: str, process: WorkerProcess, answer: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One worker process's line of the answer to ``command``."""
+        part = answer["processes"][0] if answer.get("ok") else {"error": answer.get("error")}
+        entry: dict[str, Any] = {"pid": process.pid, "worker": process.index}
+        if command != "workers":
+            entry.update(part)
+            return entry
+        entry["age"] = round(time.monotonic() - process.started, 3)
+        entry["state"] = self._state_of(process)
+        entry["requests"] = part.get("requests")
+        if "error" in part:
+            entry["error"] = part["error"]
+        return entry
 
     def _remove_control_socket(self, process: WorkerProcess) -> None:
         """A reaped worker process's control socket file: it removes it as it stops, but
