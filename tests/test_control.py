@@ -314,10 +314,13 @@ def test_threads_n_resizes_the_pool_live(start: Start, ctl: Ctl, tmp_path: Path)
     status, out, _ = ctl("--socket", path, "threads", "1")
     assert (status, out) == (0, f"pid {server.pid}: 1 worker threads (were 2)\n")
     wait_for(lambda: pool_threads(ctl, path) == [1], "the pool to shrink to one thread")
+    # The thread that left (the idle one) took its count with it no more.
+    assert ctl_json(ctl, path, "stats")["processes"][0]["requests"] == 2
     (tmp_path / "released").touch()
     assert held.answered() == 200
     assert Request(port, "/").answered() == 200
     assert pool_threads(ctl, path) == [1]
+    assert ctl_json(ctl, path, "stats")["processes"][0]["requests"] == 3
 
     status, _, err = ctl("--socket", path, "threads", "0")
     assert (status, err) == (

@@ -144,7 +144,7 @@ class ProcessControl:
         return {"pid": os.getpid(), "worker": self._worker_index}
 
     def requests_served(self) -> int:
-        return sum(slot.requests for slot in self._scoreboard.slots)
+        return self._scoreboard.requests_begun()
 
     def _command_stats(self, request: Request) -> Answer:
         return {

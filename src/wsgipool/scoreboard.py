@@ -307,7 +307,11 @@ class Scoreboard:
     def __init__(self, header_allowlist: Iterable[str] = ()) -> None:
         self.header_allowlist = frozenset(name.strip().lower() for name in header_allowlist)
         self._slots: tuple[Slot, ...] = ()
-        self._registry = threading.Lock()  # claim/release only; readers never take it
+        # Taken by claim/release and requests_begun, never across other code: read()
+        # takes no lock at all.
+        self._registry = threading.Lock()
+        # Requests begun on slots since released (their threads left the pool).
+        self.released_requests = 0
 
     def claim(self) -> Slot:
         """A slot for the calling thread, which becomes its only writer: call it on the
@@ -321,6 +325,7 @@ class Scoreboard:
         """Drop ``slot`` (its thread is leaving the pool)."""
         with self._registry:
             self._slots = tuple(other for other in self._slots if other is not slot)
+            self.released_requests += slot.requests
 
     @property
     def slots(self) -> tuple[Slot, ...]:
@@ -329,6 +334,11 @@ class Scoreboard:
     def read(self) -> list[SlotView]:
         """A view of every slot, without taking a lock."""
         return [slot.view() for slot in self._slots]
+
+    def requests_begun(self) -> int:
+        """Requests begun on every slot, released ones included (a moment old at worst)."""
+        with self._registry:  # the slots and the released count, from the same moment
+            return self.released_requests + sum(slot.requests for slot in self._slots)
 
 
 def in_flight(views: Sequence[SlotView]) -> list[SlotView]:
