@@ -7,12 +7,18 @@ secrets in its request (query string, Authorization, a local) that no answer may
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import json
 import os
+import pty
+import select
 import signal
 import socket
 import stat
+import struct
+import subprocess
+import termios
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.net import HOST
-from tests.helpers.process import Process
+from tests.helpers.process import Process, child_env, wsgipool_command
 from tests.helpers.waiting import DEADLINE, wait_for
 
 APP = """
@@ -378,6 +384,61 @@ def test_top_once_shows_totals_processes_and_busy_threads(
     missing = spawn(["top", "--socket", str(tmp_path / "nothing.sock"), "--once"])
     assert missing.wait() == 2
     assert missing.log == f"wsgipool top: error: no control socket at {tmp_path}/nothing.sock\n"
+
+
+def test_top_draws_live_in_a_terminal_and_q_quits(start: Start, tmp_path: Path) -> None:
+    """The curses view, in a real pseudo-terminal: it draws the processes and the busy
+    thread, redraws, and exits 0 on ``q``, giving the terminal back."""
+    server, port, path = start("--workers", "2", "--threads", "2", "--stuck-threshold", "0")
+    server.wait_workers(2)
+    held = Request(port, "/stuck/live?token=qs-s3cr3t")
+    server.wait_log("entered /stuck/live")
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    env = child_env({"TERM": "xterm"})
+    top = subprocess.Popen(
+        wsgipool_command("top", "--socket", path, "--interval", "0.2"),
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(follower)
+    screen = bytearray()
+
+    def read_screen() -> int:
+        """How much the view has written so far."""
+        while select.select([leader], [], [], 0.05)[0]:
+            try:
+                screen.extend(os.read(leader, 65536))
+            except OSError:  # the terminal closed: the process is gone
+                break
+        return len(screen)
+
+    def drawn(*texts: bytes) -> bool:
+        read_screen()
+        return all(text in screen for text in texts)
+
+    try:
+        # Curses may move the cursor over runs of blanks, so look for words.
+        wait_for(lambda: drawn(b"requests/s", b"serving", b"/stuck/live"), "the first view")
+        # The held request's elapsed time changes, so a redraw sends more.
+        first = len(screen)
+        wait_for(lambda: read_screen() > first, "a redraw")
+        os.write(leader, b"q")
+        assert top.wait(DEADLINE) == 0
+        read_screen()
+    finally:
+        if top.poll() is None:
+            top.kill()
+            top.wait()
+        os.close(leader)
+    assert b"\x1b[?1049l" in screen  # xterm's rmcup: curses gave the terminal back
+    assert b"qs-s3cr3t" not in screen
+    assert b"Traceback" not in screen
+    (tmp_path / "released").touch()
+    assert held.answered() == 200
 
 
 def test_a_control_socket_too_long_for_the_worker_sockets_is_refused_at_once(
