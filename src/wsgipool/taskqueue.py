@@ -49,7 +49,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -207,13 +207,19 @@ class TaskQueue(Generic[T]):
                 self._wake(1)
         return True
 
-    def get(self, wake_lock: threading.Lock, load: Load | None = None) -> tuple[T, float] | None:
+    def get(
+        self,
+        wake_lock: threading.Lock,
+        load: Load | None = None,
+        before_sleep: Callable[[], None] | None = None,
+    ) -> tuple[T, float] | None:
         """Take the oldest item and when it was queued, sleeping while there is none (or
         while more workers than the target are awake).
 
         ``wake_lock`` is the calling worker's own lock (made once per worker), ``load``
-        what it measured since its last call, taken over here. Returns None once the
-        queue is closed and empty.
+        what it measured since its last call, taken over here; ``before_sleep`` is called
+        (without the queue's lock) each time the worker is about to sleep. Returns None
+        once the queue is closed and empty.
         """
         while True:
             with self._lock:
@@ -236,6 +242,8 @@ class TaskQueue(Generic[T]):
                 wake_lock.acquire()  # Held while asleep; a waker releases it.
                 self._sleepers.append(wake_lock)
                 self._awake -= 1
+            if before_sleep is not None:
+                before_sleep()
             wake_lock.acquire()
             wake_lock.release()
 

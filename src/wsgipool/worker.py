@@ -162,6 +162,13 @@ class ConnectionHandler:
         self._close(conn, linger=result is Handshake.NOT_TLS)
         return False
 
+    def flush_metrics(self) -> None:
+        """Add the calling worker thread's uncounted requests to the metrics (before it
+        waits for work, and as it leaves the pool)."""
+        recorder = self._gateway.recorder
+        if recorder is not None:
+            recorder.flush()
+
     def _hand_back(self, conn: Connection) -> bool:
         """Give ``conn`` to the listener to wait for its next bytes; False when it was
         reported readable meanwhile and stays with this worker (see ``Listener.watch``)."""
@@ -240,10 +247,11 @@ class WorkerPool:
         get = self._tasks.get
         wake_lock = threading.Lock()
         load = Load()  # What this worker measures for the queue (see taskqueue).
+        flush_metrics = handler.flush_metrics
         slot = self.scoreboard.claim()
         try:
             while True:
-                task = get(wake_lock, load)
+                task = get(wake_lock, load, flush_metrics)
                 if task is None:
                     return
                 conn, queued_at = task
@@ -252,4 +260,5 @@ class WorkerPool:
                 handler(conn, load, slot)
                 slot.done()  # idle (a request the handler began is done already)
         finally:
+            flush_metrics()
             self.scoreboard.release(slot)

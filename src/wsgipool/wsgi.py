@@ -902,7 +902,15 @@ class Gateway:
         if hooks is not None and hooked is not None:
             hooks.after(hooked, environ, response.sent_status or "-")
         if recorder is not None:
-            self._record(recorder, request.method, scheme, response, record)
+            # From the complete head to the last byte (the times of scoreboard.InFlight);
+            # a response that never got a status (the client left first) counts as "".
+            recorder.request_done(
+                request.method,
+                response.sent_status or "",
+                scheme,
+                record.finished - record.started,
+                record.queue_wait,
+            )
         if sample is not None and load is not None:
             sample.finish(load, conn.receiving.waited + conn.sending.waited)
         return outcome
@@ -927,20 +935,6 @@ class Gateway:
         if remote and not (isinstance(peer, tuple) and peer and peer[0] == remote):
             return remote
         return peer
-
-    @staticmethod
-    def _record(
-        recorder: Recorder, method: str, scheme: str, response: Response, record: InFlight
-    ) -> None:
-        """Count one finished request in the metrics: its duration runs from its complete
-        head to its last byte (the times of ``scoreboard.InFlight``), and the thread was
-        held from taking it. A response that never got a status (the client left first)
-        counts under status _OTHER."""
-        total = record.finished - record.started
-        queue_wait = record.queue_wait
-        status = response.sent_status
-        code = int(status[:3]) if status and status[:3].isdigit() else 0
-        recorder.request_done(method, code, scheme, total, queue_wait, total - queue_wait)
 
     @staticmethod
     def _next_outcome(conn: Connection, response: Response, body: RequestBody) -> Outcome:
