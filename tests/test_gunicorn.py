@@ -375,3 +375,67 @@ def test_timeout_dumps_recycles_and_calls_worker_abort(spawn: Any, tmp_path: Pat
         proc.wait_workers(1, besides={first})
         assert get(port, "/") == "ok"
     assert proc.stop() == 0
+
+
+def test_gunicorn_cmd_args_sit_between_the_environment_and_the_file(
+    spawn: Any, tmp_path: Path
+) -> None:
+    """$GUNICORN_CMD_ARGS is read as gunicorn reads it: over the configuration file, under
+    the command line (and, in wsgipool, under the WSGIPOOL_ variables)."""
+    project(tmp_path, "threads = 3\nworkers = 2\nbacklog = 64\n", hooks=False)
+    proc: Process = spawn(
+        ["--print-config", "app:app", "--threads", "6"],
+        env={
+            "GUNICORN_CMD_ARGS": "--threads=4 --workers 3 --keep-alive=9 --timeout 20 -b '127.0.0.1:9002'",
+            "WSGIPOOL_KEEPALIVE_TIMEOUT": "8",
+        },
+    )
+    assert proc.wait() == 0, proc.log
+    report = dict(line.split(" = ", 1) for line in proc.stdout.splitlines())
+    from_variable = "  # environment GUNICORN_CMD_ARGS"
+    assert report["threads"] == "6  # command line"
+    assert report["keepalive_timeout"] == "8.0  # environment WSGIPOOL_KEEPALIVE_TIMEOUT"
+    assert report["workers"] == "3" + from_variable
+    assert report["stuck_recycle"] == "20.0" + from_variable
+    assert report["bind"] == "('127.0.0.1:9002',)" + from_variable
+    assert report["backlog"] == f"64  # gunicorn config {tmp_path / 'gunicorn.conf.py'}"
+
+
+def test_gunicorn_cmd_args_and_env_flags_serve(spawn: Any, tmp_path: Path) -> None:
+    """-c, --chdir and -e from $GUNICORN_CMD_ARGS; -e on the command line wins over it,
+    which wins over the file's raw_env."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "app.py").write_text(APP)
+    (tmp_path / "conf.py").write_text('raw_env = ["GREETING=from-file"]\nthreads = 2\n')
+    variable = f"-c {tmp_path / 'conf.py'} --chdir {site} -e GREETING=from-variable"
+    proc: Process = spawn(["-b", "127.0.0.1:0", "app:app"], env={"GUNICORN_CMD_ARGS": variable})
+    port = proc.listening_port()
+    assert get(port).endswith(" from-variable")
+    assert "with 2 threads" in proc.log
+    assert proc.stop() == 0
+    proc = spawn(
+        ["-b", "127.0.0.1:0", "-e", "GREETING=from-command-line", "app:app"],
+        env={"GUNICORN_CMD_ARGS": variable},
+    )
+    assert get(proc.listening_port()).endswith(" from-command-line")
+
+
+@pytest.mark.parametrize(
+    ("variable", "expected"),
+    [
+        ("--threads=0", "GUNICORN_CMD_ARGS: --threads: must be a whole number from 1 to 4096"),
+        ("--workrs 2", "GUNICORN_CMD_ARGS: unknown option --workrs (did you mean --workers?)"),
+        ("--print-config", "GUNICORN_CMD_ARGS: --print-config is for the command line"),
+        ("--help", "GUNICORN_CMD_ARGS: --help is for the command line"),
+        ("other:app", "GUNICORN_CMD_ARGS: name the application on the command line"),
+        ("--bind 'unclosed", "GUNICORN_CMD_ARGS: No closing quotation"),
+        ("-e NOEQUALS", "GUNICORN_CMD_ARGS: argument -e/--env: expected KEY=VALUE"),
+    ],
+)
+def test_bad_gunicorn_cmd_args_are_one_line(
+    spawn: Any, tmp_path: Path, variable: str, expected: str
+) -> None:
+    (tmp_path / "app.py").write_text(APP)
+    line = refused(spawn, ["app:app"], env={"GUNICORN_CMD_ARGS": variable})
+    assert line.startswith("wsgipool: error: ") and expected in line, line

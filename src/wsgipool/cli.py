@@ -6,10 +6,11 @@ import argparse
 import difflib
 import functools
 import os
+import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import launch, settings
 from ._version import __version__
@@ -25,9 +26,14 @@ _DEFAULTS = Config()
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr (and exit code 2), and an unknown
-    option is named as one."""
+    option is named as one. ``source`` names where the words came from when it is not the
+    command line (an environment variable)."""
+
+    source = ""
 
     def error(self, message: str) -> NoReturn:
+        if self.source:
+            message = f"{self.source}: {message}"
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
     def parse_args(  # type: ignore[override]
@@ -77,6 +83,13 @@ def _largest(option: Option) -> str:
     return f" (at most {maximum})"
 
 
+def _environment_entry(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    return key, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wsgipool",
@@ -84,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Every option can also be set in the environment (--queue-limit as "
         "WSGIPOOL_QUEUE_LIMIT) or under [tool.wsgipool] in ./pyproject.toml "
         "(queue_limit = 64); the command line wins over the environment, which wins over "
-        "the file. To ask a running server started with --control-socket: wsgipool ctl "
+        "the file. Like gunicorn, it also reads $GUNICORN_CMD_ARGS (under the environment, "
+        "over a gunicorn configuration file). To ask a running server started with "
+        "--control-socket: wsgipool ctl "
         "--help, wsgipool top --help.",
         formatter_class=_HelpFormatter,
         # Abbreviations would make an option's meaning depend on which others exist.
@@ -131,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--chdir",
         metavar="DIR",
         help="change to DIR before importing the app (default: stay in the current directory)",
+    )
+    parser.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        metavar="KEY=VALUE",
+        type=_environment_entry,
+        help="set KEY=VALUE in the environment before the app loads, repeatable; over a "
+        "gunicorn configuration file's raw_env (default: none)",
     )
     for option in OPTIONS:
         # No argparse default: an option left off the command line may come from the
@@ -211,11 +235,8 @@ def _add_waitress_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--call", action="store_true", help=hidden)
 
 
-def resolve_settings(
-    args: argparse.Namespace, gunicorn_file: gunicorn.GunicornFile | None = None
-) -> tuple[Config, str | None, settings.Resolved]:
-    """The Config and app from the command line, the environment, a gunicorn configuration
-    file and ./pyproject.toml."""
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings ``args`` holds: only those its words gave (the others are absent)."""
     given = {name: value for name, value in vars(args).items() if name in _SETTING_NAMES}
     if "bind" in given:
         given["bind"] = tuple(given["bind"])
@@ -226,13 +247,78 @@ def resolve_settings(
         if "bind" in given:
             raise ConfigError("-b/--bind: give -b, or --listen/--host/--port, not both")
         given["bind"] = waitress_bind
-    config_file = None
+    return given
+
+
+# gunicorn reads more command-line words from this variable, over its configuration file
+# and under the command line; so does wsgipool, for a deployment that sets it.
+GUNICORN_CMD_ARGS = "GUNICORN_CMD_ARGS"
+# What it may hold besides settings (the rest, such as --print-config or APP, is refused).
+_FROM_GUNICORN_CMD_ARGS = ("config", "chdir", "env", "reload")
+
+
+def _gunicorn_command_args(
+    environ: Mapping[str, str], args: argparse.Namespace
+) -> argparse.Namespace | None:
+    """The words of ``$GUNICORN_CMD_ARGS`` parsed as the command line is (None when unset).
+    Its ``-c``, ``--chdir``, ``-e`` and ``--reload`` go into ``args`` where the command line
+    left them unset; its settings are kept apart (``resolve_settings`` puts them under the
+    command line and the WSGIPOOL_ variables, over a gunicorn configuration file)."""
+    text = environ.get(GUNICORN_CMD_ARGS, "").strip()
+    if not text:
+        return None
+    parser = build_parser()
+    assert isinstance(parser, _Parser)
+    parser.source = GUNICORN_CMD_ARGS
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        parser.error(str(exc))
+    shown = [word for word in words if word in ("-h", "--help", "--version")]
+    if shown:
+        parser.error(f"{shown[0]} is for the command line")
+    parsed = parser.parse_args(words)
+    if "app" in parsed:
+        parser.error(f"name the application on the command line, not {parsed.app!r} here")
+    defaults = vars(parser.parse_args([]))
+    for name, value in vars(parsed).items():
+        if name in _SETTING_NAMES or value == defaults.get(name):
+            continue
+        if name not in _FROM_GUNICORN_CMD_ARGS:
+            parser.error(f"--{name.replace('_', '-')} is for the command line")
+        if name == "env":
+            args.env = [*value, *(args.env or ())]  # the command line's last: it wins
+        elif not getattr(args, name):
+            setattr(args, name, value)
+    return parsed
+
+
+def resolve_settings(
+    args: argparse.Namespace,
+    gunicorn_file: gunicorn.GunicornFile | None = None,
+    from_environment: argparse.Namespace | None = None,
+) -> tuple[Config, str | None, settings.Resolved]:
+    """The Config and app from the command line, the environment (WSGIPOOL_ variables, then
+    ``$GUNICORN_CMD_ARGS`` as ``from_environment``), a gunicorn configuration file and
+    ./pyproject.toml."""
+    given = _given(args)
+    sources = []
+    if from_environment is not None:
+        sources.append(
+            settings.ConfigFile(
+                f"environment {GUNICORN_CMD_ARGS}",
+                {
+                    name: (f"{GUNICORN_CMD_ARGS}: {flag_name(name)}", value)
+                    for name, value in _given(from_environment).items()
+                },
+            )
+        )
     if gunicorn_file is not None:
-        config_file = settings.ConfigFile(
-            f"{gunicorn.SOURCE} {gunicorn_file.path}", gunicorn_file.values
+        sources.append(
+            settings.ConfigFile(f"{gunicorn.SOURCE} {gunicorn_file.path}", gunicorn_file.values)
         )
     resolved = settings.resolve(
-        given, settings.environment(), Path.cwd(), extra_fields=("app",), config_file=config_file
+        given, settings.environment(), Path.cwd(), extra_fields=("app",), sources=sources
     )
     values = dict(resolved.values)
     app = values.pop("app", None)
@@ -271,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return top.main(arguments[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    from_environment = _gunicorn_command_args(os.environ, args)
     if not args.reload and (args.reload_dir or args.reload_include or args.reload_exclude):
         parser.error("--reload-dir, --reload-include and --reload-exclude need --reload")
     if args.debug_allow_remote and not args.debug:
@@ -285,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(f"--chdir {args.chdir}: {exc.strerror}") from None
         gunicorn_file = _read_gunicorn_file(args)
         # After --chdir: ./pyproject.toml is the project's.
-        config, app_spec, resolved = resolve_settings(args, gunicorn_file)
+        config, app_spec, resolved = resolve_settings(args, gunicorn_file, from_environment)
         warnings = (gunicorn_file.warning,) if gunicorn_file and gunicorn_file.warning else ()
         if args.print_config:
             for warning in warnings:
@@ -297,9 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Like `python -m`, the current directory is importable.
         sys.path.insert(0, os.getcwd())
         reload = args.reload or (gunicorn_file is not None and gunicorn_file.reload)
+        # gunicorn's raw_env, then -e: the app sees these (and the processes it starts).
         if gunicorn_file is not None:
-            # gunicorn's raw_env: the app sees these (and the processes it starts).
             os.environ.update(gunicorn_file.environment)
+        os.environ.update(args.env or ())
         return launch.run(
             launch.Launch(
                 config,

@@ -1,5 +1,6 @@
-"""Where each option's value comes from: command line, then environment, then a gunicorn
-configuration file, then pyproject.toml.
+"""Where each option's value comes from: command line, then environment (WSGIPOOL_
+variables, then the words of ``$GUNICORN_CMD_ARGS``), then a gunicorn configuration file,
+then pyproject.toml.
 
 Every ``Config`` option can be set as ``--threads 32``, as ``WSGIPOOL_THREADS=32``, as
 ``threads = 32`` in a gunicorn configuration file (``-c gunicorn.conf.py``, or
@@ -16,7 +17,7 @@ import difflib
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,13 +132,13 @@ def resolve(
     environ: Mapping[str, str],
     directory: Path,
     extra_fields: tuple[str, ...] = (),
-    config_file: ConfigFile | None = None,
+    sources: Sequence[ConfigFile] = (),
 ) -> Resolved:
-    """Merge command-line ``given`` values over the environment over ``config_file`` over
-    ``pyproject.toml``.
+    """Merge command-line ``given`` values over the environment over ``sources`` (in their
+    order: ``$GUNICORN_CMD_ARGS``, a gunicorn configuration file) over ``pyproject.toml``.
 
     Text from the environment or the files goes through its option's converter
-    (``options.convert``; ``config_file``'s values come converted). ``extra_fields`` are
+    (``options.convert``; the ``sources``' values come converted). ``extra_fields`` are
     settings that are not ``Config`` fields (the app). Unknown ``[tool.wsgipool]`` keys and
     ``WSGIPOOL_`` variables are errors.
     """
@@ -166,9 +167,9 @@ def resolve(
             resolved.set(
                 field, convert(field, text, label), f"environment {env_name(field)}", label
             )
-        elif config_file is not None and field in config_file.values:
-            label, value = config_file.values[field]
-            resolved.set(field, value, config_file.source, label)
+        elif source := next((source for source in sources if field in source.values), None):
+            label, value = source.values[field]
+            resolved.set(field, value, source.source, label)
         elif field in table:
             key, value = table[field]
             label = f"{path}: {key} = {shown(value) if isinstance(value, str) else repr(value)}"
