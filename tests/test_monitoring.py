@@ -112,6 +112,12 @@ def test_metrics_count_the_requests_served(serve):
     for _ in range(5):
         assert get(live.url + "/").status == 200
     assert get(live.url + "/", method="POST").status == 200
+    # A worker thread adds its requests to the totals before it waits for more work,
+    # which is just after its last response went out.
+    wait_for(
+        lambda: json.loads(get(base + "/stats").body)["requests"]["count"] == 6,
+        "6 requests counted",
+    )
     families = scrape(base)
     labels = {"http_response_status_code": "200", "url_scheme": "http"}
     duration = families[DURATION]
@@ -185,7 +191,7 @@ def test_a_saturated_pool_still_answers_metrics_and_readyz(serve, blocking):
     blocking.release()
     for client in clients:
         client.join(DEADLINE)
-    assert requests_counted(base) == 3
+    wait_for(lambda: requests_counted(base) == 3, "3 requests counted")
 
 
 def test_readyz_says_503_while_queue_wait_stays_over_the_limit(serve, blocking):
