@@ -8,9 +8,9 @@ None, and what that process answered, or ``error``).
 
 Nothing here runs application code or waits on a worker thread: a process answers from
 its scoreboard (read without locks), its gauges and thread stacks (``dumps.py``, redacted
-as the SIGUSR2 dump). A ``ControlEndpoint`` serves every exchange from one selector,
-never blocking: on a thread of its own in a server process (``start``), or from the
-worker-process supervisor's ``select`` loop (``fileno``, ``serve``).
+as the SIGUSR2 dump). A ``ControlEndpoint`` is an ``endpoints.Endpoint``:
+every exchange from one selector, never blocking, on a thread of its own in a server
+process or from the worker-process supervisor's ``select`` loop.
 
 Under ``--workers`` the supervisor listens on PATH and each worker process on a private
 socket beside it (``worker_socket``: PATH.worker-N). The supervisor passes a command on
@@ -37,10 +37,10 @@ from typing import Any
 from .accesslog import reopen_log_files
 from .config import COUNT_BOUNDS, BindAddress, ConfigError
 from .dumps import format_in_flight, thread_frames, thread_hex, thread_stack
+from .endpoints import Endpoint, Exchange
 from .metrics import Gauges, Snapshot
 from .scoreboard import Scoreboard, format_client, in_flight
-from .sockets import BindError, bind_socket, remove_socket_files
-from .threads import WakePipe, start_thread
+from .sockets import BindError, bind_socket
 
 log = logging.getLogger("wsgipool.error")
 
@@ -369,24 +369,38 @@ def _decode(data: bytes | bytearray) -> Answer:
 # --- serving a control socket ----------------------------------------------------------------
 
 
-class ControlEndpoint:
+class _Exchange(Exchange):
+    """One connection to the control socket: its request line, then its answer."""
+
+    __slots__ = ("gathering",)
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__(sock, deadline)
+        self.gathering: Gathering | None = None  # the answers it waits for
+
+
+class ControlEndpoint(Endpoint):
     """Serves control requests on ``sock`` (a listening Unix socket) with ``answer``: an
     answer, or a ``Gathering`` of other control sockets' answers, which the endpoint
     drives from its own selector and sends back once done."""
 
+    exchange_type = _Exchange
+
     def __init__(
-        self, sock: socket.socket, answer: Callable[[Request], Answer | Gathering]
+        self,
+        sock: socket.socket,
+        answer: Callable[[Request], Answer | Gathering],
+        unix_path: str = "",
     ) -> None:
-        self.sock = sock
+        super().__init__(
+            sock,
+            name="control",
+            max_exchanges=MAX_EXCHANGES,
+            timeout=EXCHANGE_TIMEOUT,
+            recv_size=MAX_REQUEST,
+            unix_path=unix_path,
+        )
         self._answer = answer
-        sock.setblocking(False)
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(sock, selectors.EVENT_READ, None)
-        self._exchanges: dict[int, _Exchange] = {}
-        self._wake: WakePipe | None = None
-        self._thread: threading.Thread | None = None
-        self._closing = False
-        self._path = ""
 
     @classmethod
     def bind(cls, path: str, answer: Callable[[Request], Answer | Gathering]) -> ControlEndpoint:
@@ -395,134 +409,54 @@ class ControlEndpoint:
             sock = bind_socket(BindAddress("unix", path=path), MAX_EXCHANGES, SOCKET_MODE)
         except BindError as exc:
             raise BindError(f"control_socket: {exc}") from None
-        endpoint = cls(sock, answer)
-        endpoint._path = os.path.abspath(path)
-        return endpoint
+        return cls(sock, answer, path)
 
-    def start(self) -> None:
-        """Serve on a thread of its own until ``close``."""
-        self._wake = WakePipe()
-        self._selector.register(self._wake.read_fd, selectors.EVENT_READ, self._wake)
-        self._thread = start_thread(self._run, "wsgipool-control")
+    def _other_ready(self, key: selectors.SelectorKey) -> None:
+        # A worker process's answer to a gathering (what Gathering.start registered).
+        assert isinstance(key.data, Gathering) and isinstance(key.fileobj, socket.socket)
+        key.data.read(key.fileobj, self._selector)
 
-    def _run(self) -> None:
-        try:
-            while not self._closing:
-                deadline = self.next_deadline()
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                self.serve(timeout)
-        except BaseException:
-            log.critical("control socket failed", exc_info=True)
-            raise
+    def _deadline(self, exchange: _Exchange) -> float:
+        gathering = exchange.gathering
+        return min(exchange.deadline, gathering.deadline) if gathering else exchange.deadline
 
-    def fileno(self) -> int:
-        """A descriptor that is readable when ``serve`` has work."""
-        return self._selector.fileno()  # type: ignore[no-any-return,unused-ignore]
-
-    def serve(self, timeout: float | None = 0.0) -> None:
-        """Handle what is ready (waiting up to ``timeout``), and close overdue exchanges."""
-        for key, _events in self._selector.select(timeout):
-            if key.data is None:
-                self._accept()
-            elif isinstance(key.data, WakePipe):
-                key.data.drain()
-            elif isinstance(key.data, Gathering):
-                assert isinstance(key.fileobj, socket.socket)  # what start registered
-                key.data.read(key.fileobj, self._selector)
-            else:
-                self._step(key.data)
-        now = time.monotonic()
-        for exchange in list(self._exchanges.values()):
-            gathering = exchange.gathering
-            if gathering is not None and gathering.done(now):
-                exchange.gathering = None
-                gathering.close(self._selector)
-                self._reply(exchange, gathering.result())
-            elif exchange.deadline <= now:
-                self._finish(exchange)
-
-    def next_deadline(self) -> float | None:
-        """When ``serve`` must run again: an exchange overdue, or a gathering's time up."""
-        return min(
-            (
-                min(e.deadline, e.gathering.deadline) if e.gathering else e.deadline
-                for e in self._exchanges.values()
-            ),
-            default=None,
-        )
-
-    def close(self) -> None:
-        """Stop serving: close the socket, every exchange, and remove the socket file."""
-        self._closing = True
-        if self._wake is not None and self._thread is not None:
-            self._wake.wake()
-            self._thread.join()
-            self._wake.close()
-        for exchange in list(self._exchanges.values()):
+    def _overdue(self, exchange: _Exchange, now: float) -> None:
+        gathering = exchange.gathering
+        if gathering is not None and gathering.done(now):
+            exchange.gathering = None
+            gathering.close(self._selector)
+            self._reply(exchange, encode(gathering.result()))
+        elif exchange.deadline <= now:
             self._finish(exchange)
-        self._selector.close()
-        self.sock.close()
-        remove_socket_files([self._path] if self._path else [])
 
-    def close_after_fork(self) -> None:
-        """In a forked child: let go of the descriptors, leaving the socket file alone
-        and the selector's registrations too (an epoll set is shared with the parent)."""
-        for exchange in self._exchanges.values():
-            if exchange.gathering is not None:
-                exchange.gathering.close_after_fork()
-            exchange.sock.close()
-        self._exchanges.clear()
-        self._selector.close()
-        self.sock.close()
+    def _release(self, exchange: _Exchange) -> None:
+        if exchange.gathering is not None:
+            exchange.gathering.close(self._selector)
+            exchange.gathering = None
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return  # out of descriptors, and the like: the next turn tries again
-            if len(self._exchanges) >= MAX_EXCHANGES:
-                sock.close()
-                continue
-            sock.setblocking(False)
-            exchange = _Exchange(sock, time.monotonic() + EXCHANGE_TIMEOUT)
-            self._exchanges[exchange.fd] = exchange
-            self._selector.register(sock, selectors.EVENT_READ, exchange)
-
-    def _step(self, exchange: _Exchange) -> None:
-        try:
-            if exchange.outbox is None:
-                self._read(exchange)
-            if exchange.outbox is not None:
-                self._write(exchange)
-        except OSError:
-            self._finish(exchange)
+    def _release_after_fork(self, exchange: _Exchange) -> None:
+        if exchange.gathering is not None:
+            exchange.gathering.close_after_fork()
 
     def _read(self, exchange: _Exchange) -> None:
-        data = exchange.sock.recv(MAX_REQUEST)
-        if not data:
-            self._finish(exchange)
-            return
-        exchange.inbox += data
         if b"\n" not in exchange.inbox:
             if len(exchange.inbox) > MAX_REQUEST:
-                self._reply(exchange, {"ok": False, "error": "request line too long"})
+                self._answer_with(exchange, {"ok": False, "error": "request line too long"})
             return
         try:
             request = json.loads(exchange.inbox.partition(b"\n")[0])
         except ValueError:
-            self._reply(exchange, {"ok": False, "error": "a control request is one JSON line"})
+            error = "a control request is one JSON line"
+            self._answer_with(exchange, {"ok": False, "error": error})
             return
         problem = check_request(request)
         if problem is not None:
-            self._reply(exchange, {"ok": False, "error": problem})
+            self._answer_with(exchange, {"ok": False, "error": problem})
             return
         try:
             answer = self._answer(request)
             if isinstance(answer, Gathering):
-                # Answered once the others have (serve): meanwhile this client waits,
+                # Answered once the others have (_overdue): meanwhile this client waits,
                 # nobody else does.
                 self._selector.unregister(exchange.sock)
                 exchange.gathering = answer
@@ -531,45 +465,7 @@ class ControlEndpoint:
         except Exception:
             log.exception("control socket: cannot answer %r", request.get("command"))
             answer = {"ok": False, "error": "internal error (see the error log)"}
-        self._reply(exchange, answer)
+        self._answer_with(exchange, answer)
 
-    def _reply(self, exchange: _Exchange, answer: Answer) -> None:
-        exchange.outbox = memoryview(encode(answer))
-        try:
-            self._selector.modify(exchange.sock, selectors.EVENT_WRITE, exchange)
-        except KeyError:  # unregistered while gathering
-            self._selector.register(exchange.sock, selectors.EVENT_WRITE, exchange)
-
-    def _write(self, exchange: _Exchange) -> None:
-        outbox = exchange.outbox
-        assert outbox is not None
-        try:
-            sent = exchange.sock.send(outbox)
-        except BlockingIOError:
-            return
-        exchange.outbox = outbox[sent:]
-        if not exchange.outbox:
-            self._finish(exchange)
-
-    def _finish(self, exchange: _Exchange) -> None:
-        if exchange.gathering is not None:
-            exchange.gathering.close(self._selector)
-            exchange.gathering = None
-        if self._exchanges.pop(exchange.fd, None) is not None:
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                self._selector.unregister(exchange.sock)
-        exchange.sock.close()
-
-
-class _Exchange:
-    """One connection to the control socket: its request line, then its answer."""
-
-    __slots__ = ("deadline", "fd", "gathering", "inbox", "outbox", "sock")
-
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.deadline = deadline
-        self.inbox = bytearray()
-        self.outbox: memoryview | None = None
-        self.gathering: Gathering | None = None  # the answers it waits for
+    def _answer_with(self, exchange: _Exchange, answer: Answer) -> None:
+        self._reply(exchange, encode(answer))

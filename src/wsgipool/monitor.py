@@ -6,21 +6,17 @@
 thread: every answer comes from a ``MetricsStore`` snapshot (a copy of shared memory) and a
 few flags.
 
-A ``MonitorEndpoint`` serves every exchange from one selector, never blocking: a client
-that sends its head slowly, or reads the answer slowly, holds a slot of ``MAX_EXCHANGES``
-for at most ``EXCHANGE_TIMEOUT`` and delays nobody. One request per connection, answered
-with ``Connection: close``. In a server process it runs on a thread of its own
-(``start``); in the worker-process supervisor, which must start no thread, its selector is
-one more descriptor of the supervisor's ``select`` loop (``fileno``, ``serve``).
+A ``MonitorEndpoint`` is an ``endpoints.Endpoint``: every exchange from one selector, never
+blocking (a slow client holds one of ``MAX_EXCHANGES`` places for at most
+``EXCHANGE_TIMEOUT``), on a thread of its own in a server process or from the
+worker-process supervisor's ``select`` loop. One request per connection, answered with
+``Connection: close``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import selectors
 import socket
 import threading
 import time
@@ -28,12 +24,13 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from .config import BindAddress
+from .endpoints import Endpoint, Exchange
 from .exposition import render_metrics, stats_json
 from .http.errors import ProtocolError
 from .http.parser import HeadScanner, Limits, parse_head
 from .http.response import SERVER_LINE, http_date, status_line
 from .metrics import Histogram, Snapshot
-from .sockets import bind_socket, remove_socket_files
+from .sockets import bind_socket
 from .threads import WakePipe, start_thread
 
 log = logging.getLogger("wsgipool.error")
@@ -108,27 +105,39 @@ class Readiness:
         return self._slow_recently
 
 
-class MonitorEndpoint:
+class _Exchange(Exchange):
+    """One connection to the endpoint: an HTTP request head coming in, then its answer."""
+
+    __slots__ = ("scanner",)
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__(sock, deadline)
+        self.scanner = HeadScanner(LIMITS)
+
+
+class MonitorEndpoint(Endpoint):
     """Serves the monitoring paths on ``sock`` (listening), from ``snapshot`` (the metrics
     now) and ``not_ready`` (None, or why /readyz says 503)."""
+
+    exchange_type = _Exchange
 
     def __init__(
         self,
         sock: socket.socket,
         snapshot: Callable[[], Snapshot],
         not_ready: Callable[[], str | None],
+        unix_path: str = "",
     ) -> None:
-        self.sock = sock
+        super().__init__(
+            sock,
+            name="monitor",
+            max_exchanges=MAX_EXCHANGES,
+            timeout=EXCHANGE_TIMEOUT,
+            recv_size=RECV_SIZE,
+            unix_path=unix_path,
+        )
         self._snapshot = snapshot
         self._not_ready = not_ready
-        sock.setblocking(False)
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(sock, selectors.EVENT_READ, None)
-        self._exchanges: dict[int, _Exchange] = {}
-        self._wake: WakePipe | None = None
-        self._thread: threading.Thread | None = None
-        self._closing = False
-        self._unix_path = ""  # the socket file bind() made, removed by close()
 
     @classmethod
     def bind(
@@ -139,137 +148,21 @@ class MonitorEndpoint:
         mode: int | None = None,
     ) -> MonitorEndpoint:
         """Listen on ``address`` (``BindError`` if it cannot be bound)."""
-        endpoint = cls(bind_socket(address, BACKLOG, mode), snapshot, not_ready)
-        if address.kind == "unix":
-            endpoint._unix_path = os.path.abspath(address.path)
-        return endpoint
-
-    # --- run by a thread of its own --------------------------------------------------------
-
-    def start(self) -> None:
-        """Serve on a thread of its own until ``close``."""
-        self._wake = WakePipe()
-        self._selector.register(self._wake.read_fd, selectors.EVENT_READ, self._wake)
-        self._thread = start_thread(self._run, "wsgipool-monitor")
-
-    def _run(self) -> None:
-        try:
-            while not self._closing:
-                deadline = self.next_deadline()
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                self.serve(timeout)
-        except BaseException:
-            log.critical("monitoring endpoint failed", exc_info=True)
-            raise
-
-    # --- run by someone else's loop --------------------------------------------------------
-
-    def fileno(self) -> int:
-        """A descriptor that is readable when ``serve`` has work (epoll's, kqueue's)."""
-        return self._selector.fileno()  # type: ignore[no-any-return,unused-ignore]
-
-    def serve(self, timeout: float | None = 0.0) -> None:
-        """Handle what is ready (waiting up to ``timeout``), and close overdue exchanges."""
-        for key, events in self._selector.select(timeout):
-            if key.data is None:
-                self._accept()
-            elif isinstance(key.data, WakePipe):
-                key.data.drain()
-            else:
-                self._step(key.data, events)
-        now = time.monotonic()
-        for exchange in [e for e in self._exchanges.values() if e.deadline <= now]:
-            self._finish(exchange)
-
-    def next_deadline(self) -> float | None:
-        """When ``serve`` must run again to close an overdue exchange (None: never)."""
-        return min((e.deadline for e in self._exchanges.values()), default=None)
-
-    def close(self) -> None:
-        """Stop serving: close the listening socket and every exchange."""
-        self._closing = True
-        if self._wake is not None and self._thread is not None:
-            self._wake.wake()
-            self._thread.join()
-            self._wake.close()
-        for exchange in list(self._exchanges.values()):
-            self._finish(exchange)
-        self._selector.close()
-        self.sock.close()
-        remove_socket_files([self._unix_path] if self._unix_path else [])
-
-    def close_after_fork(self) -> None:
-        """In a forked child: let go of the descriptors without touching the parent's."""
-        self._selector.close()
-        self.sock.close()
-        for exchange in self._exchanges.values():
-            exchange.sock.close()
-        self._exchanges.clear()
-
-    # --- the exchanges ---------------------------------------------------------------------
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return  # out of descriptors, and the like: the next turn tries again
-            if len(self._exchanges) >= MAX_EXCHANGES:
-                sock.close()
-                continue
-            sock.setblocking(False)
-            exchange = _Exchange(sock, time.monotonic() + EXCHANGE_TIMEOUT)
-            self._exchanges[sock.fileno()] = exchange
-            self._selector.register(sock, selectors.EVENT_READ, exchange)
-
-    def _step(self, exchange: _Exchange, events: int) -> None:
-        try:
-            if exchange.outbox is None:
-                self._read(exchange)
-            if exchange.outbox is not None:
-                self._write(exchange)
-        except OSError:
-            self._finish(exchange)
+        sock = bind_socket(address, BACKLOG, mode)
+        return cls(sock, snapshot, not_ready, address.path if address.kind == "unix" else "")
 
     def _read(self, exchange: _Exchange) -> None:
-        data = exchange.sock.recv(RECV_SIZE)
-        if not data:
-            self._finish(exchange)
-            return
-        exchange.inbox += data
         try:
             end = exchange.scanner.find(exchange.inbox)
             if end < 0:
                 return
             request = parse_head(bytes(exchange.inbox[:end]), LIMITS)
         except ProtocolError as exc:
-            exchange.outbox = memoryview(_response(Answer(exc.status, TEXT, b""), head_only=False))
+            self._reply(exchange, _response(Answer(exc.status, TEXT, b""), head_only=False))
         else:
             accept = next((v for n, v in request.headers if n == "accept"), None)
             answer = self._answer(request.method, request.path, accept)
-            exchange.outbox = memoryview(_response(answer, head_only=request.method == "HEAD"))
-        self._selector.modify(exchange.sock, selectors.EVENT_WRITE, exchange)
-
-    def _write(self, exchange: _Exchange) -> None:
-        outbox = exchange.outbox
-        assert outbox is not None
-        try:
-            sent = exchange.sock.send(outbox)
-        except BlockingIOError:
-            return
-        exchange.outbox = outbox[sent:]
-        if not exchange.outbox:
-            with contextlib.suppress(OSError):
-                exchange.sock.shutdown(socket.SHUT_WR)
-            self._finish(exchange)
-
-    def _finish(self, exchange: _Exchange) -> None:
-        if self._exchanges.pop(exchange.fd, None) is not None:
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                self._selector.unregister(exchange.sock)
-        exchange.sock.close()
+            self._reply(exchange, _response(answer, head_only=request.method == "HEAD"))
 
     def _answer(self, method: str, path: str, accept: str | None) -> Answer:
         route = ROUTES.get(path)
@@ -307,20 +200,6 @@ ROUTES: dict[str, Callable[[MonitorEndpoint, str | None], Answer]] = {
     "/livez": MonitorEndpoint._livez,
     "/readyz": MonitorEndpoint._readyz,
 }
-
-
-class _Exchange:
-    """One connection to the endpoint: its request head coming in, then its answer."""
-
-    __slots__ = ("deadline", "fd", "inbox", "outbox", "scanner", "sock")
-
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.deadline = deadline
-        self.inbox = bytearray()
-        self.scanner = HeadScanner(LIMITS)
-        self.outbox: memoryview | None = None
 
 
 def _response(answer: Answer, head_only: bool) -> bytes:
