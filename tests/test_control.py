@@ -8,7 +8,6 @@ secrets in its request (query string, Authorization, a local) that no answer may
 from __future__ import annotations
 
 import fcntl
-import http.client
 import json
 import os
 import pty
@@ -19,13 +18,13 @@ import stat
 import struct
 import subprocess
 import termios
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers.http import InBackground
 from tests.helpers.net import HOST
 from tests.helpers.process import Process, child_env, wsgipool_command
 from tests.helpers.waiting import DEADLINE, wait_for
@@ -91,36 +90,10 @@ def ctl_json(ctl: Ctl, path: str, *args: str) -> dict[str, Any]:
     return answer  # type: ignore[no-any-return]
 
 
-class Request(threading.Thread):
-    """One request in a thread of its own; ``status`` once it answered."""
-
-    def __init__(self, port: int, target: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(daemon=True)
-        self.port, self.target, self.headers = port, target, headers or {}
-        self.status = 0
-        self.start()
-
-    def run(self) -> None:
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=DEADLINE * 2)
-        try:
-            conn.request("GET", self.target, headers=self.headers)
-            response = conn.getresponse()
-            response.read()
-            self.status = response.status
-        except OSError:
-            self.status = -1
-        finally:
-            conn.close()
-
-    def answered(self) -> int:
-        self.join(DEADLINE)
-        return self.status
-
-
 def test_one_process_answers_every_command(start: Start, ctl: Ctl) -> None:
     server, port, path = start("--threads", "4")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert Request(port, "/").answered() == 200
+    assert InBackground(port, "/").answered() == 200
 
     status, out, err = ctl("--socket", path, "stats")
     assert status == 0, err
@@ -165,10 +138,10 @@ def test_a_saturated_pool_still_answers_with_redacted_stacks(
 ) -> None:
     server, port, path = start("--threads", "2", "--stuck-threshold", "0")
     secret = {"Authorization": "Bearer auth-s3cr3t"}
-    held = [Request(port, f"/stuck/{n}?token=qs-s3cr3t", secret) for n in range(2)]
+    held = [InBackground(port, f"/stuck/{n}?token=qs-s3cr3t", secret) for n in range(2)]
     server.wait_log("entered /stuck/0")
     server.wait_log("entered /stuck/1")
-    queued = Request(port, "/queued")  # no worker thread is free for it
+    queued = InBackground(port, "/queued")  # no worker thread is free for it
 
     status, out, err = ctl("--socket", path, "requests", "--stacks")
     assert status == 0, err
@@ -281,7 +254,7 @@ def test_a_killed_worker_process_leaves_no_socket_file(
 ) -> None:
     server, port, path = start("--workers", "2", "--threads", "2", "--graceful-timeout", "60")
     server.wait_workers(2)
-    held = Request(port, "/stuck/held")
+    held = InBackground(port, "/stuck/held")
     server.wait_log("entered /stuck/held")
     holder = next(
         entry for entry in ctl_json(ctl, path, "requests")["processes"] if entry.get("requests")
@@ -303,9 +276,9 @@ def pool_threads(ctl: Ctl, path: str) -> list[int]:
 
 def test_threads_n_resizes_the_pool_live(start: Start, ctl: Ctl, tmp_path: Path) -> None:
     server, port, path = start("--threads", "1", "--stuck-threshold", "0")
-    held = Request(port, "/stuck/held")
+    held = InBackground(port, "/stuck/held")
     server.wait_log("entered /stuck/held")
-    waiting = Request(port, "/")  # the one worker thread is held: it waits in the queue
+    waiting = InBackground(port, "/")  # the one worker thread is held: it waits in the queue
     wait_for(
         lambda: ctl_json(ctl, path, "stats")["processes"][0]["gauges"]["queue_length"] == 1,
         "the second request to be queued",
@@ -324,7 +297,7 @@ def test_threads_n_resizes_the_pool_live(start: Start, ctl: Ctl, tmp_path: Path)
     assert ctl_json(ctl, path, "stats")["processes"][0]["requests"] == 2
     (tmp_path / "released").touch()
     assert held.answered() == 200
-    assert Request(port, "/").answered() == 200
+    assert InBackground(port, "/").answered() == 200
     assert pool_threads(ctl, path) == [1]
     assert ctl_json(ctl, path, "stats")["processes"][0]["requests"] == 3
 
@@ -362,8 +335,8 @@ def test_top_once_shows_totals_processes_and_busy_threads(
 ) -> None:
     server, port, path = start("--workers", "2", "--threads", "2", "--stuck-threshold", "0")
     server.wait_workers(2)
-    assert Request(port, "/").answered() == 200
-    held = Request(port, "/stuck/top?token=qs-s3cr3t")
+    assert InBackground(port, "/").answered() == 200
+    held = InBackground(port, "/stuck/top?token=qs-s3cr3t")
     server.wait_log("entered /stuck/top")
     top = spawn(["top", "--socket", path, "--once"])
     assert top.wait() == 0, top.log
@@ -391,7 +364,7 @@ def test_top_draws_live_in_a_terminal_and_q_quits(start: Start, tmp_path: Path) 
     thread, redraws, and exits 0 on ``q``, giving the terminal back."""
     server, port, path = start("--workers", "2", "--threads", "2", "--stuck-threshold", "0")
     server.wait_workers(2)
-    held = Request(port, "/stuck/live?token=qs-s3cr3t")
+    held = InBackground(port, "/stuck/live?token=qs-s3cr3t")
     server.wait_log("entered /stuck/live")
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))

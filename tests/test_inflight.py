@@ -8,21 +8,20 @@ blocks inside a function with a name the stacks must show.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.http import InBackground
 from tests.helpers.net import HOST
 from tests.helpers.process import Process
-from tests.helpers.waiting import DEADLINE, wait_for
+from tests.helpers.waiting import wait_for
 
 APP = """
 import json
@@ -89,37 +88,8 @@ def start(spawn: Callable[..., Process], tmp_path: Path) -> Callable[..., tuple[
     return run
 
 
-class Request(threading.Thread):
-    """One request in a thread of its own; ``status`` and ``body`` once it answered."""
-
-    def __init__(self, port: int, target: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(daemon=True)
-        self.port, self.target, self.headers = port, target, headers or {}
-        self.status = 0
-        self.body = b""
-        self.response_headers: dict[str, str] = {}
-        self.start()
-
-    def run(self) -> None:
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=DEADLINE * 2)
-        try:
-            conn.request("GET", self.target, headers=self.headers)
-            response = conn.getresponse()
-            self.body = response.read()
-            self.status = response.status
-            self.response_headers = dict(response.getheaders())
-        except OSError:
-            self.status = -1
-        finally:
-            conn.close()
-
-    def answered(self) -> int:
-        self.join(DEADLINE)
-        return self.status
-
-
-def get(port: int, target: str, headers: dict[str, str] | None = None) -> Request:
-    request = Request(port, target, headers)
+def get(port: int, target: str, headers: dict[str, str] | None = None) -> InBackground:
+    request = InBackground(port, target, headers)
     request.answered()
     return request
 
@@ -128,12 +98,12 @@ def test_a_stuck_request_is_reported_once_with_its_stack_then_when_it_finishes(
     start: Callable[..., tuple[Process, int]],
 ) -> None:
     server, port = start("--stuck-threshold", "1")
-    stream = Request(port, "/stream")
-    first = Request(port, "/stuck/first")
+    stream = InBackground(port, "/stream")
+    first = InBackground(port, "/stuck/first")
     server.wait_log("stuck request: GET /stuck/first")
     # Another stuck request, reported only after more scans: by then a second report of
     # the first (or any of the stream) would have come.
-    second = Request(port, "/stuck/second")
+    second = InBackground(port, "/stuck/second")
     server.wait_log("stuck request: GET /stuck/second")
     assert get(port, "/release").status == 200
     assert first.answered() == second.answered() == stream.answered() == 200
@@ -151,7 +121,7 @@ def test_a_stuck_request_is_reported_once_with_its_stack_then_when_it_finishes(
 
 def test_sigusr2_dumps_the_real_frame_redacted(start: Callable[..., tuple[Process, int]]) -> None:
     server, port = start("--stuck-threshold", "0", "--dump-headers", "user-agent")
-    stuck = Request(
+    stuck = InBackground(
         port,
         "/stuck/dumped?token=qs-s3cr3t",
         {
@@ -209,10 +179,10 @@ def test_stuck_recycle_replaces_the_worker_process_and_lets_siblings_finish(
         "--graceful-timeout", "20",
     )  # fmt: skip
     (first,) = server.wait_workers(1)
-    stuck = Request(port, "/stuck/recycled")
+    stuck = InBackground(port, "/stuck/recycled")
     server.wait_log("entered /stuck/recycled")
     go_on = tmp_path / "go-on"
-    sibling = Request(port, f"/sibling?{go_on}")
+    sibling = InBackground(port, f"/sibling?{go_on}")
     server.wait_log("entered sibling")
     server.wait_log("retiring itself; starting its replacement")
     (replacement,) = server.wait_workers(2, besides=set()) - {first}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import re
 import socket
+import threading
 from typing import Any
 
 from tests.helpers.net import HOST
@@ -275,3 +276,34 @@ def get_text(port: int, path: str = "/") -> tuple[int, str]:
         return response.status, response.read().decode()
     finally:
         connection.close()
+
+
+class InBackground(threading.Thread):
+    """One GET (``http.client``) in a thread of its own, started at once; ``answered()``
+    waits for it and gives the status (-1: the connection failed), then ``body`` and
+    ``response_headers`` hold the rest."""
+
+    def __init__(self, port: int, target: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(daemon=True)
+        self.port, self.target, self.headers = port, target, headers or {}
+        self.status = 0
+        self.body = b""
+        self.response_headers: dict[str, str] = {}
+        self.start()
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=DEADLINE * 2)
+        try:
+            conn.request("GET", self.target, headers=self.headers)
+            response = conn.getresponse()
+            self.body = response.read()
+            self.status = response.status
+            self.response_headers = dict(response.getheaders())
+        except OSError:
+            self.status = -1
+        finally:
+            conn.close()
+
+    def answered(self) -> int:
+        self.join(DEADLINE)
+        return self.status
