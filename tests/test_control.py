@@ -331,11 +331,13 @@ def test_threads_n_under_workers_holds_for_replacements(start: Start, ctl: Ctl) 
 
 
 def test_top_once_shows_totals_processes_and_busy_threads(
-    start: Start, spawn: Callable[..., Process], tmp_path: Path
+    start: Start, ctl: Ctl, spawn: Callable[..., Process], tmp_path: Path
 ) -> None:
     server, port, path = start("--workers", "2", "--threads", "2", "--stuck-threshold", "0")
     server.wait_workers(2)
     assert InBackground(port, "/").answered() == 200
+    # Counted once its worker thread goes back to wait for work.
+    wait_for(lambda: ctl_json(ctl, path, "stats")["totals"]["requests"] == 1, "the request counted")
     held = InBackground(port, "/stuck/top?token=qs-s3cr3t")
     server.wait_log("entered /stuck/top")
     top = spawn(["top", "--socket", path, "--once"])
