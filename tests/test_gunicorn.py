@@ -439,3 +439,24 @@ def test_bad_gunicorn_cmd_args_are_one_line(
     (tmp_path / "app.py").write_text(APP)
     line = refused(spawn, ["app:app"], env={"GUNICORN_CMD_ARGS": variable})
     assert line.startswith("wsgipool: error: ") and expected in line, line
+
+
+def test_a_configuration_module_is_read_with_python_prefix(spawn: Any, tmp_path: Path) -> None:
+    """gunicorn's ``-c python:MODULE``: the module is found on the import path, the
+    current directory first, and read as a file is."""
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "settings").mkdir()
+    (tmp_path / "settings" / "__init__.py").write_text("")
+    (tmp_path / "settings" / "gunicorn_prod.py").write_text("threads = 3\nbacklog = 32\n")
+    proc: Process = spawn(["--print-config", "-c", "python:settings.gunicorn_prod", "app:app"])
+    assert proc.wait() == 0, proc.log
+    source = f"  # gunicorn config {tmp_path / 'settings' / 'gunicorn_prod.py'}"
+    assert f"\nthreads = 3{source}\n" in proc.stdout
+    assert f"\nbacklog = 32{source}\n" in proc.stdout
+    for name, expected in (
+        ("nosuch", "--config python:nosuch: no such module"),
+        ("settings.nosuch", "--config python:settings.nosuch: no such module"),
+        ("nosuch.inner", "--config python:nosuch.inner: No module named 'nosuch'"),
+    ):
+        line = refused(spawn, ["-c", f"python:{name}", "app:app"])
+        assert line == f"wsgipool: error: {expected}", line

@@ -124,9 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-c",
         "--config",
         metavar="FILE",
-        help="read the settings of a gunicorn configuration file (Python) and its server "
-        "hooks, below the command line and the environment (default: ./gunicorn.conf.py "
-        "when there is one; see docs/migrating.md)",
+        help="read the settings of a gunicorn configuration file (Python; or python:MODULE) "
+        "and its server hooks, below the command line and the environment (default: "
+        "./gunicorn.conf.py when there is one; see docs/migrating.md)",
     )
     parser.add_argument(
         "--log-config",

@@ -235,9 +235,16 @@ class GunicornFile:
         )
 
 
+# gunicorn's -c python:MODULE: a configuration module found on the import path.
+MODULE_PREFIX = "python:"
+
+
 def find_file(given: str | None, directory: Path) -> Path | None:
-    """The file to read: ``given`` (``-c``, relative to ``directory``), else
-    ``directory/gunicorn.conf.py`` when there is one, as gunicorn does."""
+    """The file to read: ``given`` (``-c``, relative to ``directory``, or
+    ``python:MODULE``, the module's file), else ``directory/gunicorn.conf.py`` when there
+    is one, as gunicorn does."""
+    if given and given.startswith(MODULE_PREFIX):
+        return _module_file(given.removeprefix(MODULE_PREFIX), directory)
     if given:
         path = directory / given
         if not path.is_file():
@@ -245,6 +252,27 @@ def find_file(given: str | None, directory: Path) -> Path | None:
         return path
     default = directory / DEFAULT_FILE
     return default if default.is_file() else None
+
+
+def _module_file(name: str, directory: Path) -> Path:
+    """The file of module ``name``, looked for as an import would (``directory`` first, as
+    the application is); importing a dotted name's packages runs them, as gunicorn does."""
+    flag = f"--config {MODULE_PREFIX}{name}"
+    added = str(directory) not in sys.path
+    if added:
+        sys.path.insert(0, str(directory))
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+    except Exception as exc:  # a package of the dotted name failed to import
+        raise ConfigError(f"{flag}: {type(exc).__name__}: {exc}") from None
+    finally:
+        if added:
+            sys.path.remove(str(directory))
+    if spec is None or not spec.origin or not Path(spec.origin).is_file():
+        raise ConfigError(f"{flag}: no such module")
+    return Path(spec.origin)
 
 
 def read_file(path: Path) -> GunicornFile:
