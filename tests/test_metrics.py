@@ -397,6 +397,24 @@ def test_each_thread_adds_its_requests_in_batches_and_when_it_flushes():
     recorder.flush()
     recorder.flush()  # nothing new: adds nothing
     assert assert_consistent(store.snapshot(process_stats=False)) == FLUSH_EVERY + 1
+    # Before a scrape, at each sample and at stop: every thread's, the other's too.
+    recorder.flush_all()
+    assert assert_consistent(store.snapshot(process_stats=False)) == FLUSH_EVERY + 2
+
+
+def test_a_thread_that_leaves_adds_its_requests_and_is_forgotten():
+    store, recorder = single()
+
+    def serve_and_leave() -> None:
+        recorder.request_done("GET", "200 OK", "http", DURATION, QUEUE_WAIT)
+        recorder.leave()
+
+    for _ in range(3):
+        thread = threading.Thread(target=serve_and_leave)
+        thread.start()
+        thread.join()
+    assert assert_consistent(store.snapshot(process_stats=False)) == 3
+    assert recorder._tallies == []  # a pool that grows and shrinks keeps no tally behind
 
 
 def test_a_reader_sees_consistent_copies_while_threads_write():

@@ -194,6 +194,31 @@ def test_a_saturated_pool_still_answers_metrics_and_readyz(serve, blocking):
     wait_for(lambda: requests_counted(base) == 3, "3 requests counted")
 
 
+def test_a_request_is_counted_while_its_thread_serves_a_long_next_one(serve):
+    """The thread that answered /fast goes straight on to the pipelined /hang, never
+    waiting for work in between: a scrape still counts /fast."""
+    entered, release = threading.Event(), threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ["PATH_INFO"] == "/hang":
+            entered.set()
+            release.wait(DEADLINE)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    live = serve(app, threads=1, metrics_bind="127.0.0.1:0")
+    try:
+        with socket.create_connection(live.server.addresses[0], timeout=DEADLINE) as client:
+            client.sendall(
+                b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\nGET /hang HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            assert entered.wait(DEADLINE)
+            assert client.recv(65536).startswith(b"HTTP/1.1 200 OK")
+            assert requests_counted(live.server.metrics_url) == 1
+    finally:
+        release.set()
+
+
 def test_readyz_says_503_while_queue_wait_stays_over_the_limit(serve, blocking):
     live = serve(blocking, threads=1, metrics_bind="127.0.0.1:0", ready_max_queue_wait=0.05)
     base = live.server.metrics_url

@@ -8,11 +8,11 @@ one fixed-size *slot* per live worker process:
 - **One writer per slot.** The supervisor ``assign``\\ s a free slot to a worker index
   before forking; the forked process makes its ``Recorder`` on it and is from then on the
   only process that writes it. Within that process each worker thread counts its
-  requests in a tally of its own (plain Python, in a ``threading.local``) and adds it to
-  the slot every ``FLUSH_EVERY`` requests and before it waits for work, under a lock of
-  the ``Recorder``'s own (held for that group of stores, never while anything else runs),
-  so nothing leans on the GIL and a request costs half what a lock and a seqlock group
-  of its own did. (A sub-slot per thread in the shared block would make a slot's size
+  requests in a tally of its own (plain Python under the tally's lock, found through a
+  ``threading.local``), added to the slot in batches (``Recorder``) under a lock of the
+  ``Recorder``'s own (held for that group of stores, never while anything else runs),
+  so nothing leans on the GIL and a request costs half what a seqlock group of its own
+  did. (A sub-slot per thread in the shared block would make a slot's size
   grow with the thread count.)
 - **A sequence number per slot** (a seqlock): the writer makes it odd before a group of
   stores and even after, so a reader in any process or thread copies the slot, and keeps
@@ -588,18 +588,21 @@ def _merge(
 
 
 # A worker thread adds its requests to its process's slot every FLUSH_EVERY requests, and
-# whenever it is about to wait for work (``Recorder.flush``): one lock and one sequence
-# group per batch instead of per request, which halves what recording costs a request.
+# whenever it is about to wait for work (``Recorder.flush``); the process adds every
+# thread's at each scrape or sample and at stop (``Recorder.flush_all``). One sequence
+# group per batch instead of per request halves what recording costs a request.
 FLUSH_EVERY = 32
 
 
 class _Tally:
     """One worker thread's requests not yet added to the slot: plain Python counts that
-    only that thread touches (in a ``threading.local``)."""
+    its thread writes (found through a ``threading.local``), under a lock of its own so
+    that another thread may add them to the slot too (``flush_all``)."""
 
-    __slots__ = ("by_labels", "pending", "queue_wait", "rows")
+    __slots__ = ("by_labels", "lock", "pending", "queue_wait", "rows")
 
     def __init__(self) -> None:
+        self.lock = threading.Lock()
         # The canonical labels (as _canonical gives them) -> counts per bucket, then the
         # sum; and the same lists by a request's own (method, status text, scheme) when
         # those are canonical already, so neither can grow past METHODS x 501 x SCHEMES.
@@ -628,14 +631,15 @@ def _empty_tally_row() -> list[Any]:
 class Recorder:
     """Records into one slot, from the worker threads of the process that owns it.
 
-    Each thread counts its requests in a tally of its own (no lock, no shared memory) and
-    adds the tally to the slot now and then (``FLUSH_EVERY``, and ``flush`` before it
-    waits for work) under the recorder's lock, as one group of the seqlock. So the totals
-    lag a busy thread by fewer than ``FLUSH_EVERY`` of its requests, and a worker process
-    that is killed loses at most that many per thread; an idle pool's totals are whole.
+    Each thread counts its requests in a tally of its own (its own lock, no shared
+    memory), added to the slot as one group of the seqlock, under the recorder's lock:
+    by the thread every ``FLUSH_EVERY`` requests and before it waits for work (``flush``),
+    and for every thread at each scrape or gauge sample and at stop (``flush_all``). So a
+    scrape counts every finished request; a worker process killed by SIGKILL loses what
+    its threads finished since its last sample (a second at most).
     """
 
-    __slots__ = ("_base", "_counts", "_layout", "_local", "_lock", "_rows", "_sums")
+    __slots__ = ("_base", "_counts", "_layout", "_local", "_lock", "_rows", "_sums", "_tallies")
 
     def __init__(
         self, counts: memoryview[int], sums: memoryview[float], base: int, layout: _Layout
@@ -649,6 +653,7 @@ class Recorder:
         # Made here, in the owning process, never inherited through a fork.
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._tallies: list[_Tally] = []  # every thread's (under _lock)
 
     def request_done(
         self, method: str, status: str, scheme: str, duration: float, queue_wait: float
@@ -660,28 +665,68 @@ class Recorder:
         try:
             tally: _Tally = self._local.tally
         except AttributeError:
-            tally = self._local.tally = _Tally()
+            tally = self._new_tally()
+        duration_bucket = 0 if duration <= FIRST_BOUND else bisect_left(BUCKET_BOUNDS, duration)
+        wait_bucket = 0 if queue_wait <= FIRST_BOUND else bisect_left(BUCKET_BOUNDS, queue_wait)
         key = (method, status[:3], scheme)
-        row = tally.rows.get(key)
-        if row is None:
-            row = tally.row(key)
-        row[0 if duration <= FIRST_BOUND else bisect_left(BUCKET_BOUNDS, duration)] += 1
-        row[BUCKETS] += duration
-        queue = tally.queue_wait
-        queue[0 if queue_wait <= FIRST_BOUND else bisect_left(BUCKET_BOUNDS, queue_wait)] += 1
-        queue[BUCKETS] += queue_wait
-        tally.pending += 1
-        if tally.pending >= FLUSH_EVERY:
+        lock = tally.lock
+        lock.acquire()  # not `with`: its two method calls cost as much as a store here
+        try:
+            row = tally.rows.get(key)
+            if row is None:
+                row = tally.row(key)
+            row[duration_bucket] += 1
+            row[BUCKETS] += duration
+            queue = tally.queue_wait
+            queue[wait_bucket] += 1
+            queue[BUCKETS] += queue_wait
+            tally.pending += 1
+            full = tally.pending >= FLUSH_EVERY
+        finally:
+            lock.release()
+        if full:
             self._add(tally)
 
     def flush(self) -> None:
         """Add the calling thread's tally to the slot (a worker thread does so before it
         waits for work, and when it leaves the pool)."""
         tally: _Tally | None = getattr(self._local, "tally", None)
-        if tally is not None and tally.pending:
+        if tally is not None:
             self._add(tally)
 
+    def leave(self) -> None:
+        """The calling thread records no more (it leaves the pool): add its tally and
+        forget it."""
+        tally: _Tally | None = getattr(self._local, "tally", None)
+        if tally is None:
+            return
+        self._add(tally)
+        with self._lock:
+            self._tallies.remove(tally)
+        del self._local.tally
+
+    def flush_all(self) -> None:
+        """Add every thread's tally to the slot (before a scrape reads it, at each gauge
+        sample, and once the pool has stopped: a thread left inside the application
+        keeps nothing back)."""
+        with self._lock:
+            tallies = list(self._tallies)
+        for tally in tallies:
+            self._add(tally)
+
+    def _new_tally(self) -> _Tally:
+        tally = self._local.tally = _Tally()
+        with self._lock:
+            self._tallies.append(tally)
+        return tally
+
     def _add(self, tally: _Tally) -> None:
+        # Lock order: the tally's, then the recorder's (flush_all takes them the same way).
+        with tally.lock:
+            if tally.pending:
+                self._add_locked(tally)
+
+    def _add_locked(self, tally: _Tally) -> None:
         counts = self._counts
         sums = self._sums
         seq = self._base  # + _SEQ, which is 0
@@ -759,6 +804,12 @@ class NullRecorder(Recorder):
         pass
 
     def flush(self) -> None:
+        pass
+
+    def flush_all(self) -> None:
+        pass
+
+    def leave(self) -> None:
         pass
 
     def rejected(self) -> None:

@@ -256,6 +256,9 @@ class Server:
         # One still inside the application cannot be interrupted: a daemon thread, it is
         # left behind after STOP_MARGIN (or at once when forced).
         pool.stop(timeout=FORCED_STOP_WAIT if self._force_stop else STOP_MARGIN)
+        if self._recorder is not None:
+            # A worker thread left inside the application has counted requests too.
+            self._recorder.flush_all()
         self._watchdog.stop()
         self._close_sockets()
         self._close_access_log()
@@ -467,8 +470,10 @@ class Server:
         )
 
     def _sample(self) -> None:
-        """The sampler thread's turn: publish the gauges, tell systemd how busy we are."""
+        """The sampler thread's turn: publish the counts and gauges, tell systemd how busy
+        we are."""
         if self._recorder is not None:
+            self._recorder.flush_all()
             self._recorder.publish(self._gauges())
         if self._notifier is not None:
             self._notifier.status(self._status())
@@ -480,11 +485,13 @@ class Server:
     def _scrape(self) -> Snapshot:
         """The metrics now, gauges sampled for this scrape (single process)."""
         assert self._store is not None and self._recorder is not None
+        self._recorder.flush_all()
         self._recorder.publish(self._gauges())
         return self._store.snapshot()
 
     def _totals(self) -> Snapshot:
-        assert self._store is not None
+        assert self._store is not None and self._recorder is not None
+        self._recorder.flush_all()
         return self._store.snapshot(process_stats=False)
 
     def _not_ready(self) -> str | None:

@@ -164,10 +164,16 @@ class ConnectionHandler:
 
     def flush_metrics(self) -> None:
         """Add the calling worker thread's uncounted requests to the metrics (before it
-        waits for work, and as it leaves the pool)."""
+        waits for work)."""
         recorder = self._gateway.recorder
         if recorder is not None:
             recorder.flush()
+
+    def leave_metrics(self) -> None:
+        """The calling worker thread leaves the pool: add what it counted, forget it."""
+        recorder = self._gateway.recorder
+        if recorder is not None:
+            recorder.leave()
 
     def _hand_back(self, conn: Connection) -> bool:
         """Give ``conn`` to the listener to wait for its next bytes; False when it was
@@ -260,5 +266,5 @@ class WorkerPool:
                 handler(conn, load, slot)
                 slot.done()  # idle (a request the handler began is done already)
         finally:
-            flush_metrics()
+            handler.leave_metrics()
             self.scoreboard.release(slot)
