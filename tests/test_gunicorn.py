@@ -457,6 +457,22 @@ def test_a_configuration_module_is_read_with_python_prefix(spawn: Any, tmp_path:
         ("nosuch", "--config python:nosuch: no such module"),
         ("settings.nosuch", "--config python:settings.nosuch: no such module"),
         ("nosuch.inner", "--config python:nosuch.inner: No module named 'nosuch'"),
+        ("sys", "--config python:sys: not a Python source file (built-in)"),
     ):
         line = refused(spawn, ["-c", f"python:{name}", "app:app"])
         assert line == f"wsgipool: error: {expected}", line
+
+
+@pytest.mark.parametrize("key", ["WSGIPOOL_THREADS", "GUNICORN_CMD_ARGS"])
+def test_the_apps_environment_cannot_configure_wsgipool(
+    spawn: Any, tmp_path: Path, key: str
+) -> None:
+    """-e and raw_env are the application's environment; wsgipool's own variables there
+    would change the server only when it runs again (--reload, SIGHUP)."""
+    (tmp_path / "app.py").write_text(APP)
+    line = refused(spawn, ["-e", f"{key}=2", "app:app"])
+    assert line.startswith("wsgipool: error: argument -e/--env: "), line
+    assert f"{key} configures wsgipool itself: give it as an option" in line
+    (tmp_path / "gunicorn.conf.py").write_text(f'raw_env = ["{key}=2"]\n')
+    line = refused(spawn, ["app:app"])
+    assert f"gunicorn.conf.py: raw_env = ['{key}=2']: {key} configures wsgipool itself" in line

@@ -87,6 +87,9 @@ def _environment_entry(text: str) -> tuple[str, str]:
     key, equals, value = text.partition("=")
     if not equals or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    problem = gunicorn.refused_environment_key(key)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return key, value
 
 

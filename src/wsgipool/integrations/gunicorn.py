@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import MAX_HEAD_SIZE, Config, ConfigError
 from ..hooks import ProcessHooks
-from ..options import convert
+from ..options import ENV_PREFIX, convert
 
 if TYPE_CHECKING:
     from ..http.parser import Request
@@ -270,8 +270,10 @@ def _module_file(name: str, directory: Path) -> Path:
     finally:
         if added:
             sys.path.remove(str(directory))
-    if spec is None or not spec.origin or not Path(spec.origin).is_file():
+    if spec is None:
         raise ConfigError(f"{flag}: no such module")
+    if not spec.origin or not spec.origin.endswith(".py") or not Path(spec.origin).is_file():
+        raise ConfigError(f"{flag}: not a Python source file ({spec.origin or 'no file'})")
     return Path(spec.origin)
 
 
@@ -372,6 +374,17 @@ def _as_text(name: str, value: Any, label: str) -> Any:
     raise ConfigError(f"{label}: expected a string or a number")
 
 
+def refused_environment_key(key: str) -> str | None:
+    """Why ``key`` may not be set for the application (``-e``, ``raw_env``), or None.
+    wsgipool's own variables would change the server too, and not at once but when it
+    runs again (``--reload``, SIGHUP): they are options, given as options."""
+    if key.startswith(ENV_PREFIX) or key == "GUNICORN_CMD_ARGS":
+        return (
+            f"{key} configures wsgipool itself: give it as an option, not as the app's environment"
+        )
+    return None
+
+
 def _own_setting(result: GunicornFile, name: str, value: Any) -> None:
     label = f"{result.path}: {name} = {value!r}"
     if name == "chdir":
@@ -382,6 +395,9 @@ def _own_setting(result: GunicornFile, name: str, value: Any) -> None:
             key, equals, text = _require(str, entry, label).partition("=")
             if not equals or not key:
                 raise ConfigError(f"{label}: expected KEY=VALUE entries")
+            problem = refused_environment_key(key)
+            if problem:
+                raise ConfigError(f"{label}: {problem}")
             result.environment[key] = text
     elif name == "logconfig_dict":
         result.logconfig_dict = _require(dict, value, label) or None
