@@ -88,7 +88,7 @@ class Endpoint:
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 self.serve(timeout)
         except BaseException:
-            log.critical("%s failed", self._name, exc_info=True)
+            log.critical("the wsgipool-%s thread failed", self._name, exc_info=True)
             raise
 
     # --- from someone else's loop ----------------------------------------------------------
