@@ -157,6 +157,7 @@ def test_help_shows_every_default(spawn: Any) -> None:
         "--url-scheme": defaults.url_scheme,
         "--log-level": defaults.log_level,
         "--poller": defaults.poller,
+        "--cpu-affinity": defaults.cpu_affinity,
         "--sendfile": defaults.sendfile,
         "--expose-tracebacks": "False",
     }
@@ -242,6 +243,7 @@ BAD_INPUT: list[tuple[list[str], list[str]]] = [
     (["goodapp", "--body-timeout", "nan"], ["nan"]),
     (["goodapp", "--url-scheme", "ftp"], ["ftp"]),
     (["goodapp", "--poller", "kqueue"], ["kqueue"]),
+    (["goodapp", "--cpu-affinity", "0-3"], ["0-3"]),
     # whole numbers: ASCII digits only, and within the documented bounds
     (["goodapp", "--threads", "1_000"], ["--threads", "'1_000'"]),
     (["goodapp", "--threads", "\u0661\u0662"], ["--threads", "'\u0661\u0662'"]),

@@ -107,6 +107,7 @@ INVALID: list[tuple[str, Any]] = [
     ("url_scheme", "ftp"),
     ("log_level", "loud"),
     ("poller", "kqueue"),
+    ("cpu_affinity", "always"),
     ("sendfile", "maybe"),
     ("stuck_threshold", -1),
     ("stuck_threshold", "60"),

@@ -204,6 +204,8 @@ class Config:
     access_log: str = ""
     access_log_format: str = COMBINED
     poller: str = "auto"
+    # Keep the pool's threads on one CPU while requests mostly wait (see affinity.py).
+    cpu_affinity: str = "auto"
     # wsgi.file_wrapper: "auto" is sendfile() except to a TCP peer on this host
     # (see Connection.sendfile).
     sendfile: str = "auto"
@@ -298,6 +300,7 @@ class Config:
         except ValueError as exc:
             raise ConfigError(f"access_log_format: {exc}") from None
         _require_choice("poller", self.poller, ("auto", "epoll", "selectors"))
+        _require_choice("cpu_affinity", self.cpu_affinity, ("auto", "off"))
         _require_choice("sendfile", self.sendfile, ("auto", "on", "off"))
         if not isinstance(self.preload, bool):
             raise ConfigError(f"preload: must be True or False, not {self.preload!r}")

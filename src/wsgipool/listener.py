@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable
 
+    from .affinity import CpuAffinity
     from .connection import TransferLimits
     from .http.parser import Limits
 
@@ -113,8 +114,11 @@ class Listener:
         draining: threading.Event,
         tls: ssl.SSLContext | None = None,
         on_shed: Callable[[], None] | None = None,
+        affinity: CpuAffinity | None = None,
     ) -> None:
         self._config = config
+        # --cpu-affinity: checked at each sweep; this thread is one of those it moves.
+        self._affinity = affinity
         # Told of each request refused for a full queue (the metrics' count).
         self._on_shed = on_shed
         # With TLS every connection is a TLSConnection; its handshake runs on a worker.
@@ -234,6 +238,9 @@ class Listener:
         tasks = self._tasks
         next_sweep = time.monotonic() + SWEEP_INTERVAL
         next_wake_check: float | None = None
+        affinity = self._affinity
+        if affinity is not None:
+            affinity.pinning.join()
         try:
             while not self._stopping:
                 if self._draining.is_set():
@@ -261,11 +268,15 @@ class Listener:
                 if now >= next_sweep:
                     self._sweep(now)
                     next_sweep = now + SWEEP_INTERVAL
+                    if affinity is not None:
+                        affinity.check(now, tasks.taken, tasks.target, tasks.awake)
             self._close_watched(idle_only=False)
         except BaseException:
             log.critical("listener thread failed", exc_info=True)
             raise
         finally:
+            if affinity is not None:
+                affinity.pinning.leave()
             poller.close()
 
     def _handle_ready(self, ready: list[int]) -> None:

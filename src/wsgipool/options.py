@@ -300,6 +300,13 @@ OPTIONS = (
         choices=("auto", "epoll", "selectors"),
     ),
     Option(
+        "cpu_affinity",
+        "WHEN",
+        "keep the worker threads on one CPU while requests mostly wait (fewer GIL "
+        "hand-offs between CPUs): auto, or off (see docs/tuning.md)",
+        choices=("auto", "off"),
+    ),
+    Option(
         "sendfile",
         "WHEN",
         "send wsgi.file_wrapper files with sendfile(): on, off, or auto (on, except to a "

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .accesslog import AccessLog, reopen_log_files
+from .affinity import make_cpu_affinity
 from .config import Config, ConfigError
 from .connection import Connection
 from .control import ControlEndpoint, ProcessControl
@@ -179,9 +180,17 @@ class Server:
             worker_index=self.worker_index or 0,
         )
         tasks: TaskQueue[Connection] = TaskQueue(config.queue_limit)
-        pool = WorkerPool(config.threads, tasks, scoreboard=self.scoreboard)
+        affinity = make_cpu_affinity(config.cpu_affinity, home=self.worker_index or 0)
+        pool = WorkerPool(
+            config.threads,
+            tasks,
+            scoreboard=self.scoreboard,
+            pinning=affinity.pinning if affinity is not None else None,
+        )
         on_shed = recorder.rejected if recorder is not None else None
-        listener = Listener(self.sockets, config, tasks, draining, tls_context, on_shed)
+        listener = Listener(
+            self.sockets, config, tasks, draining, tls_context, on_shed, affinity=affinity
+        )
         self._tasks, self._gateway = tasks, gateway
         try:
             pool.start(ConnectionHandler(gateway, listener))

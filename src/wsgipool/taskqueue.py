@@ -188,6 +188,18 @@ class TaskQueue(Generic[T]):
             return now - self._items[0][1] if self._items else 0.0
 
     @property
+    def awake(self) -> int:
+        """How many workers are not asleep waiting for work."""
+        with self._lock:
+            return self._awake
+
+    @property
+    def taken(self) -> int:
+        """How many items workers have taken so far."""
+        with self._lock:
+            return self._taken
+
+    @property
     def target(self) -> int:
         """How many workers the queue keeps awake while work waits (see the module)."""
         with self._lock:

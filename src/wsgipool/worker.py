@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 
+from .affinity import ThreadPinning
 from .connection import ClientDisconnected, Connection, Handshake
 from .http.errors import ProtocolError
 from .http.parser import parse_head
@@ -195,8 +196,10 @@ class WorkerPool:
         tasks: TaskQueue[Connection],
         name: str = "wsgipool-worker",
         scoreboard: Scoreboard | None = None,
+        pinning: ThreadPinning | None = None,
     ):
         self._tasks = tasks
+        self._pinning = pinning  # --cpu-affinity: the CPUs each worker thread keeps to
         self.scoreboard = scoreboard if scoreboard is not None else Scoreboard()
         self._size = threads
         self._name = name
@@ -255,6 +258,9 @@ class WorkerPool:
         load = Load()  # What this worker measures for the queue (see taskqueue).
         flush_metrics = handler.flush_metrics
         slot = self.scoreboard.claim()
+        pinning = self._pinning
+        if pinning is not None:
+            pinning.join()
         try:
             while True:
                 task = get(wake_lock, load, flush_metrics)
@@ -266,5 +272,7 @@ class WorkerPool:
                 handler(conn, load, slot)
                 slot.done()  # idle (a request the handler began is done already)
         finally:
+            if pinning is not None:
+                pinning.leave()
             handler.leave_metrics()
             self.scoreboard.release(slot)

@@ -1,0 +1,348 @@
+"""--cpu-affinity: the policy with a fake clock and fake CPU readings, the thread pinning on
+real threads, and a real server that pins its pool under a blocking app."""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from wsgipool import affinity
+from wsgipool.affinity import (
+    CHECK_INTERVAL,
+    FIRST_BACKOFF,
+    MAX_BACKOFF,
+    PIN_THREADS,
+    TRIAL,
+    UNPIN_AWAKE,
+    UNPIN_TARGET,
+    AffinityPolicy,
+    Reading,
+    ThreadPinning,
+    make_cpu_affinity,
+    read_cpu_busy,
+)
+
+CPUS = (0, 1, 2, 3)
+ALL = frozenset(CPUS)
+
+
+class Machine:
+    """Fake readings: each check advances the clock by CHECK_INTERVAL, during which the
+    process uses ``own`` of a CPU (all on the pinned one when pinned, spread otherwise),
+    the rest of the machine ``others[cpu]`` of each CPU, and the pool takes ``rate``
+    requests per second."""
+
+    def __init__(self, policy: AffinityPolicy, others: dict[int, float] | None = None) -> None:
+        self.policy = policy
+        self.now = 1000.0
+        self.busy = dict.fromkeys(policy.cpus, 0.0)
+        self.others = others or dict.fromkeys(policy.cpus, 0.0)
+        self.process_cpu = 0.0
+        self.taken = 0
+        self.decisions: list[frozenset[int] | None] = []
+
+    def check(
+        self, target: int, own: float = 0.3, rate: float = 1000.0, awake: int | None = None
+    ) -> frozenset[int] | None:
+        step = CHECK_INTERVAL
+        self.now += step
+        pinned = self.policy.pinned
+        for cpu in self.busy:
+            mine = (own if cpu == pinned else 0.0) if pinned is not None else own / len(self.busy)
+            self.busy[cpu] += (self.others[cpu] + mine) * step
+        self.process_cpu += own * step
+        self.taken += int(rate * step)
+        decision = self.policy.update(
+            Reading(
+                self.now,
+                dict(self.busy),
+                self.process_cpu,
+                self.taken,
+                target,
+                target if awake is None else awake,
+            )
+        )
+        self.decisions.append(decision)
+        return decision
+
+    def run(self, seconds: float, target: int, **kwargs: Any) -> None:
+        for _ in range(round(seconds / CHECK_INTERVAL)):
+            self.check(target, **kwargs)
+
+
+@pytest.mark.parametrize("own", [0.05, 1.0], ids=["fast machine", "slow machine"])
+def test_a_cpu_bound_load_is_never_pinned(own):
+    # Hello world's pool: target 1 however busy the CPU is.
+    machine = Machine(AffinityPolicy(CPUS))
+    machine.run(60, target=1, own=own)
+    assert machine.policy.pinned is None
+    assert all(decision is None for decision in machine.decisions)
+
+
+@pytest.mark.parametrize("own", [0.1, 0.95], ids=["fast machine", "slow machine"])
+def test_a_blocking_load_is_pinned_at_the_second_check(own):
+    # The first reading only starts a window; the decision reads ratios, so a slow machine
+    # (its CPU nearly busy) decides as a fast one does.
+    machine = Machine(AffinityPolicy(CPUS))
+    assert machine.check(target=126, own=own) is None
+    assert machine.check(target=126, own=own) == frozenset({0})
+    machine.run(5, target=126, own=own)
+    assert machine.policy.pinned == 0
+    assert machine.decisions[2:] == [None] * 10
+
+
+def test_the_pin_goes_to_the_cpu_the_rest_of_the_machine_leaves_idle():
+    machine = Machine(AffinityPolicy(CPUS), others={0: 0.9, 1: 0.7, 2: 0.1, 3: 0.8})
+    machine.run(1, target=50)
+    assert machine.policy.pinned == 2
+
+
+@pytest.mark.parametrize("home", [0, 1, 2, 3, 5])
+def test_worker_processes_start_on_their_home_cpu_when_all_are_idle(home):
+    machine = Machine(AffinityPolicy(CPUS, home=home))
+    machine.run(1, target=50)
+    assert machine.policy.pinned == home % len(CPUS)
+
+
+def test_the_hysteresis_band_keeps_a_target_near_the_threshold_where_it_is():
+    machine = Machine(AffinityPolicy(CPUS))
+    machine.run(2, target=PIN_THREADS - 1)  # between: not pinned
+    assert machine.policy.pinned is None
+    machine.run(1, target=PIN_THREADS)
+    assert machine.policy.pinned == 0
+    machine.run(5, target=UNPIN_TARGET, awake=PIN_THREADS)  # between: stays pinned
+    assert machine.policy.pinned == 0
+    assert machine.check(target=UNPIN_TARGET - 1, awake=PIN_THREADS) == ALL
+    assert machine.policy.pinned is None
+
+
+def test_a_few_long_transfers_are_not_pinned_and_a_pool_that_empties_is_unpinned():
+    # Four downloads waiting on their clients: a high target, four workers awake.
+    machine = Machine(AffinityPolicy(CPUS))
+    machine.run(30, target=40, awake=4)
+    assert machine.policy.pinned is None
+    machine.run(1, target=40, awake=PIN_THREADS)
+    assert machine.policy.pinned == 0
+    machine.run(5, target=40, awake=UNPIN_AWAKE)  # between: stays pinned
+    assert machine.policy.pinned == 0
+    assert machine.check(target=40, awake=UNPIN_AWAKE - 1) == ALL
+
+
+def test_a_saturated_pin_that_does_not_help_is_tried_again_ever_later():
+    machine = Machine(AffinityPolicy(CPUS))
+    machine.run(1, target=100, own=1.0, rate=9000)
+    pinned_at = machine.now
+    assert machine.policy.pinned == 0
+    # No trial before the first back-off, however busy.
+    machine.run(FIRST_BACKOFF - 1, target=100, own=1.0, rate=9000)
+    assert machine.policy.pinned == 0
+    trials = []
+    for _ in range(round(3 * MAX_BACKOFF / CHECK_INTERVAL)):
+        decision = machine.check(target=100, own=1.0, rate=9000 if machine.policy.pinned else 6000)
+        if decision == ALL:
+            trials.append(machine.now - pinned_at)
+    # Unpinned it took less work: each trial ends pinned, and the waits between them double.
+    assert machine.policy.pinned == 0
+    gaps = [later - earlier for earlier, later in itertools.pairwise(trials)]
+    assert trials[0] == pytest.approx(FIRST_BACKOFF, abs=1)
+    assert gaps[:4] == pytest.approx([TRIAL + 2 * FIRST_BACKOFF * 2**i for i in range(4)], abs=1)
+    assert max(gaps) <= MAX_BACKOFF + TRIAL + 1
+
+
+def test_a_saturated_pin_that_holds_the_pool_back_is_lifted():
+    # An app whose work runs without the GIL (numpy, bcrypt): unpinned it takes more work.
+    machine = Machine(AffinityPolicy(CPUS))
+    machine.run(FIRST_BACKOFF + 1, target=20, own=1.0, rate=1000)
+    assert machine.policy.pinned is None  # on trial
+    machine.run(TRIAL, target=20, own=2.5, rate=2500)
+    assert machine.policy.pinned is None
+    assert machine.decisions[-1] is None  # the trial ended: stays on every CPU
+    # It holds unpinned for the doubled back-off, then pins and judges again.
+    machine.run(2 * FIRST_BACKOFF - 1, target=20, own=2.5, rate=2500)
+    assert machine.policy.pinned is None
+    machine.run(1.5, target=20, own=1.0, rate=1000)
+    assert machine.policy.pinned == 0
+
+
+def test_a_pin_that_does_not_fill_its_cpu_is_not_tried():
+    machine = Machine(AffinityPolicy(CPUS))
+    machine.run(10 * FIRST_BACKOFF, target=100, own=0.6)
+    assert machine.policy.pinned == 0
+    assert machine.decisions.count(None) == len(machine.decisions) - 1
+
+
+def test_the_pool_moves_off_a_cpu_that_others_keep_busy_but_not_for_a_spike():
+    others = dict.fromkeys(CPUS, 0.0)
+    machine = Machine(AffinityPolicy(CPUS), others=others)
+    machine.run(1, target=100, own=0.8)
+    assert machine.policy.pinned == 0
+    others[0] = 0.9  # one check: a spike
+    machine.check(target=100, own=0.8)
+    others[0] = 0.0
+    machine.run(2, target=100, own=0.8)
+    assert machine.policy.pinned == 0
+    others[0] = 0.9  # another process settles there
+    machine.run(1.5, target=100, own=0.8)
+    assert machine.policy.pinned == 1
+
+
+def test_a_policy_needs_two_cpus():
+    with pytest.raises(ValueError):
+        AffinityPolicy([3])
+
+
+def test_proc_stat_busy_time_leaves_out_idle_and_iowait(tmp_path):
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = tmp_path / "stat"
+    stat.write_text(
+        "cpu  300 0 300 9000 50 0 0 0 0 0\n"
+        "cpu0 100 10 200 4000 40 5 5 0 0 0\n"
+        "cpu1 200 0 100 5000 10 0 0 30 0 0\n"
+        "intr 12345 0 0\n"
+        "ctxt 999\n"
+    )
+    assert read_cpu_busy(str(stat)) == {0: 320 / tick, 1: 330 / tick}
+
+
+def test_off_and_places_without_a_choice_get_no_affinity(monkeypatch):
+    assert make_cpu_affinity("off") is None
+    monkeypatch.setattr(affinity, "GIL_ENABLED", False)  # free-threaded: threads run in parallel
+    assert make_cpu_affinity("auto") is None
+
+
+needs_two_cpus = pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs sched_setaffinity and two CPUs",
+)
+
+
+@needs_two_cpus
+def test_pinning_moves_joined_threads_and_new_ones_join_where_the_pool_is():
+    cpus = sorted(os.sched_getaffinity(0))
+    pinning = ThreadPinning(cpus)
+    joined = threading.Barrier(3)
+    done = threading.Event()
+    ids: list[int] = []
+
+    def member() -> None:
+        pinning.join()
+        ids.append(threading.get_native_id())
+        joined.wait()
+        done.wait(10)
+        pinning.leave()
+
+    threads = [threading.Thread(target=member) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        joined.wait(10)
+        pinning.apply(frozenset({cpus[1]}))
+        assert [os.sched_getaffinity(thread_id) for thread_id in ids] == [{cpus[1]}] * 2
+        assert os.sched_getaffinity(0) == set(cpus)  # not a member: untouched
+        late: list[set[int]] = []
+        newcomer = threading.Thread(
+            target=lambda: (pinning.join(), late.append(os.sched_getaffinity(0)))
+        )
+        newcomer.start()
+        newcomer.join(10)
+        assert late == [{cpus[1]}]
+        pinning.apply(frozenset(cpus))
+        assert [os.sched_getaffinity(thread_id) for thread_id in ids] == [set(cpus)] * 2
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(10)
+
+
+def sleepy_app(environ, start_response):
+    time.sleep(0.02)  # a backend call: the pool's samples see requests that mostly wait
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+
+
+def pool_affinities() -> list[set[int]]:
+    return [
+        os.sched_getaffinity(thread.native_id)
+        for thread in threading.enumerate()
+        if thread.name.startswith(("wsgipool-worker", "wsgipool-listener"))
+        and thread.native_id is not None
+    ]
+
+
+class Load:
+    """Eight connections asking a server until stopped; ``served`` counts the answers."""
+
+    def __init__(self) -> None:
+        self.served = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._clients: list[threading.Thread] = []
+
+    def start(self, port: int) -> None:
+        for _ in range(8):
+            client = threading.Thread(target=self._ask, args=(port,), daemon=True)
+            client.start()
+            self._clients.append(client)
+
+    def _ask(self, port: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while not self._stop.is_set():
+            conn.request("GET", "/")
+            assert conn.getresponse().read() == b"ok"
+            with self._lock:
+                self.served += 1
+        conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for client in self._clients:
+            client.join(10)
+
+
+@pytest.fixture
+def load() -> Iterator[Load]:
+    running = Load()
+    yield running
+    running.stop()
+
+
+def wait_for(condition: Callable[[], bool], deadline: float = 20.0) -> bool:
+    until = time.monotonic() + deadline
+    while time.monotonic() < until:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+@needs_two_cpus
+def test_a_server_under_a_blocking_app_keeps_its_pool_on_one_cpu(serve, load, caplog):
+    caplog.set_level("INFO", logger="wsgipool.error")
+    live = serve(sleepy_app, threads=8)
+    load.start(live.port)
+    assert wait_for(lambda: all(len(cpus) == 1 for cpus in pool_affinities()))
+    assert len({frozenset(cpus) for cpus in pool_affinities()}) == 1  # the same CPU
+    assert "cpu affinity: the pool keeps to CPU" in caplog.text
+
+
+@needs_two_cpus
+def test_cpu_affinity_off_leaves_the_pool_where_the_scheduler_puts_it(serve, load, caplog):
+    caplog.set_level("INFO", logger="wsgipool.error")
+    live = serve(sleepy_app, threads=8, cpu_affinity="off")
+    load.start(live.port)
+    # Ten checks' worth of this load (8 connections, 20 ms each): auto pins at the second.
+    enough = int(10 * CHECK_INTERVAL * 8 / 0.02)
+
+    def unpinned_until_enough() -> bool:
+        assert all(len(cpus) > 1 for cpus in pool_affinities())
+        return load.served >= enough
+
+    assert wait_for(unpinned_until_enough, deadline=60)
+    assert "cpu affinity" not in caplog.text
