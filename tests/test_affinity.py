@@ -3,6 +3,7 @@ real threads, and a real server that pins its pool under a blocking app."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import itertools
 import os
@@ -23,6 +24,7 @@ from wsgipool.affinity import (
     UNPIN_AWAKE,
     UNPIN_TARGET,
     AffinityPolicy,
+    CpuAffinity,
     Reading,
     ThreadPinning,
     make_cpu_affinity,
@@ -193,6 +195,62 @@ def test_the_pool_moves_off_a_cpu_that_others_keep_busy_but_not_for_a_spike():
     assert machine.policy.pinned == 1
 
 
+def test_a_load_that_stops_mid_trial_leaves_the_pool_unpinned_and_judged_afresh():
+    machine = Machine(AffinityPolicy(CPUS))
+    machine.run(FIRST_BACKOFF + 1, target=100, own=1.0, rate=9000)
+    assert machine.policy.on_trial
+    machine.run(TRIAL * 2, target=1, own=0.0, rate=0)  # the load is gone
+    assert machine.policy.pinned is None
+    assert not machine.policy.on_trial
+    assert all(decision is None for decision in machine.decisions[-4:])
+    # A new waiting load is pinned at once: no hold, no back-off from the old one.
+    machine.run(1, target=100, own=0.5)
+    assert machine.policy.pinned == 0
+
+
+def test_a_won_trial_does_not_hold_off_the_next_load():
+    machine = Machine(AffinityPolicy(CPUS))
+    machine.run(FIRST_BACKOFF + 1, target=20, own=1.0, rate=1000)
+    machine.run(TRIAL, target=20, own=2.5, rate=2500)  # won: held unpinned
+    assert machine.policy.pinned is None
+    machine.run(1, target=1, own=0.1)  # that load ends
+    machine.run(1, target=100, own=0.5)  # another begins
+    assert machine.policy.pinned == 0
+
+
+def test_no_trial_without_work_taken_while_pinned():
+    machine = Machine(AffinityPolicy(CPUS))
+    machine.run(FIRST_BACKOFF * 3, target=100, own=1.0, rate=0)
+    assert machine.policy.pinned == 0
+    assert not machine.policy.on_trial
+
+
+def test_a_cpu_the_readings_lose_is_left_and_never_chosen():
+    machine = Machine(AffinityPolicy(CPUS))
+    machine.run(1, target=100, own=0.5)
+    assert machine.policy.pinned == 0
+    del machine.busy[0], machine.others[0]  # offline, or out of the cpuset
+    machine.run(1, target=100, own=0.5)
+    assert machine.policy.pinned == 1
+    for cpu in (1, 2):
+        del machine.busy[cpu], machine.others[cpu]
+    assert machine.check(target=100, own=0.5) == ALL  # one left: nothing to choose
+    assert machine.policy.pinned is None
+
+
+def test_a_fault_in_a_check_turns_the_feature_off_instead_of_raising():
+    cpus = (0, 1)
+
+    def broken() -> dict[int, float]:
+        raise IndexError("a /proc/stat line too short")
+
+    pinning = ThreadPinning(cpus)
+    controller = CpuAffinity(AffinityPolicy(cpus), pinning, read_busy=broken)
+    controller.check(1.0, 0, 100, 100)  # does not raise
+    assert controller.disabled
+    assert pinning.current == frozenset(cpus)
+
+
 def test_a_policy_needs_two_cpus():
     with pytest.raises(ValueError):
         AffinityPolicy([3])
@@ -247,14 +305,30 @@ def test_pinning_moves_joined_threads_and_new_ones_join_where_the_pool_is():
         assert [os.sched_getaffinity(thread_id) for thread_id in ids] == [{cpus[1]}] * 2
         assert os.sched_getaffinity(0) == set(cpus)  # not a member: untouched
         late: list[set[int]] = []
-        newcomer = threading.Thread(
-            target=lambda: (pinning.join(), late.append(os.sched_getaffinity(0)))
-        )
+        app_thread: list[int] = []
+        app_thread_done = threading.Event()
+
+        def started_by_the_app() -> None:
+            app_thread.append(threading.get_native_id())
+            app_thread_done.wait(10)
+
+        def newcomer_run() -> None:
+            pinning.join()
+            late.append(os.sched_getaffinity(0))
+            # A thread the application starts from a pinned thread inherits the pin.
+            threading.Thread(target=started_by_the_app, daemon=True).start()
+            pinning.leave()
+
+        newcomer = threading.Thread(target=newcomer_run)
         newcomer.start()
         newcomer.join(10)
         assert late == [{cpus[1]}]
+        assert wait_for(lambda: bool(app_thread))
+        assert os.sched_getaffinity(app_thread[0]) == {cpus[1]}
         pinning.apply(frozenset(cpus))
         assert [os.sched_getaffinity(thread_id) for thread_id in ids] == [set(cpus)] * 2
+        assert os.sched_getaffinity(app_thread[0]) == set(cpus)  # unpinned with the pool
+        app_thread_done.set()
     finally:
         done.set()
         for thread in threads:
@@ -267,17 +341,21 @@ def sleepy_app(environ, start_response):
     return [b"ok"]
 
 
-def pool_affinities() -> list[set[int]]:
-    return [
-        os.sched_getaffinity(thread.native_id)
-        for thread in threading.enumerate()
-        if thread.name.startswith(("wsgipool-worker", "wsgipool-listener"))
-        and thread.native_id is not None
-    ]
+def pool_affinities(older: set[threading.Thread]) -> list[set[int]]:
+    """The CPUs of each live pool thread started after ``older`` was taken (another test's
+    server's are not this one's; one ending meanwhile is skipped)."""
+    affinities = []
+    for thread in threading.enumerate():
+        if thread in older or not thread.native_id:
+            continue
+        if thread.name.startswith(("wsgipool-worker", "wsgipool-listener")):
+            with contextlib.suppress(ProcessLookupError):
+                affinities.append(os.sched_getaffinity(thread.native_id))
+    return affinities
 
 
 class Load:
-    """Eight connections asking a server until stopped; ``served`` counts the answers."""
+    """Twelve connections asking a server until stopped; ``served`` counts the answers."""
 
     def __init__(self) -> None:
         self.served = 0
@@ -286,7 +364,9 @@ class Load:
         self._clients: list[threading.Thread] = []
 
     def start(self, port: int) -> None:
-        for _ in range(8):
+        # More connections than the 8 worker threads: work always waits, so every worker
+        # is awake at each check.
+        for _ in range(12):
             client = threading.Thread(target=self._ask, args=(port,), daemon=True)
             client.start()
             self._clients.append(client)
@@ -325,23 +405,32 @@ def wait_for(condition: Callable[[], bool], deadline: float = 20.0) -> bool:
 @needs_two_cpus
 def test_a_server_under_a_blocking_app_keeps_its_pool_on_one_cpu(serve, load, caplog):
     caplog.set_level("INFO", logger="wsgipool.error")
+    older = set(threading.enumerate())
     live = serve(sleepy_app, threads=8)
     load.start(live.port)
-    assert wait_for(lambda: all(len(cpus) == 1 for cpus in pool_affinities()))
-    assert len({frozenset(cpus) for cpus in pool_affinities()}) == 1  # the same CPU
+
+    def on_one_cpu() -> bool:
+        affinities = pool_affinities(older)
+        return (
+            all(len(cpus) == 1 for cpus in affinities)
+            and len({frozenset(cpus) for cpus in affinities}) == 1
+        )  # every pool thread, the same CPU
+
+    assert wait_for(on_one_cpu)
     assert "cpu affinity: the pool keeps to CPU" in caplog.text
 
 
 @needs_two_cpus
 def test_cpu_affinity_off_leaves_the_pool_where_the_scheduler_puts_it(serve, load, caplog):
     caplog.set_level("INFO", logger="wsgipool.error")
+    older = set(threading.enumerate())
     live = serve(sleepy_app, threads=8, cpu_affinity="off")
     load.start(live.port)
-    # Ten checks' worth of this load (8 connections, 20 ms each): auto pins at the second.
+    # Ten checks' worth of this load (8 threads busy 20 ms each): auto pins at the second.
     enough = int(10 * CHECK_INTERVAL * 8 / 0.02)
 
     def unpinned_until_enough() -> bool:
-        assert all(len(cpus) > 1 for cpus in pool_affinities())
+        assert all(len(cpus) > 1 for cpus in pool_affinities(older))
         return load.served >= enough
 
     assert wait_for(unpinned_until_enough, deadline=60)

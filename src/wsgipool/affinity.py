@@ -40,6 +40,7 @@ The policy is sans-IO (readings in, CPU sets out) for tests with a fake clock;
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -124,23 +125,28 @@ class AffinityPolicy:
         elapsed = reading.now - last.now
         own = max(0.0, reading.process_cpu - last.process_cpu) / elapsed
         other = self._other_load(last, reading, elapsed, own)
+        waiting = reading.target >= UNPIN_TARGET and reading.awake >= UNPIN_AWAKE
+        if len(other) < 2 or not waiting:
+            # Nothing to choose between (CPUs gone offline or out of our cpuset), or the
+            # load that made the pin pay has gone: back to every CPU, judged afresh.
+            self._trial_from = None
+            self._backoff = FIRST_BACKOFF
+            self._hold_until = 0.0
+            return self._unpin() if self.pinned is not None else None
         if self._trial_from is not None:
             return self._end_trial(reading, other)
-        waiting = reading.target >= UNPIN_TARGET and reading.awake >= UNPIN_AWAKE
         if self.pinned is None:
             many = min(reading.target, reading.awake) >= PIN_THREADS
             if many and reading.now >= self._hold_until:
                 self._next_trial = reading.now + self._backoff
                 return self._pin(self._choose(other))
-            if not waiting:
-                self._backoff = FIRST_BACKOFF  # a new load, judged afresh
             return None
-        if not waiting:
-            self._backoff = FIRST_BACKOFF
-            return self._unpin()
+        if self.pinned not in other:
+            return self._pin(self._choose(other))  # Its CPU is gone: move at once.
         rate = (reading.taken - last.taken) / elapsed
-        if own >= SATURATED and reading.now >= self._next_trial and self._pinned_rates:
-            self._base_rate = sum(self._pinned_rates) / len(self._pinned_rates)
+        base = sum(self._pinned_rates) / len(self._pinned_rates) if self._pinned_rates else 0.0
+        if own >= SATURATED and reading.now >= self._next_trial and base > 0.0:
+            self._base_rate = base
             self._trial_from = reading
             return self._unpin()
         self._pinned_rates.append(rate)
@@ -182,12 +188,14 @@ class AffinityPolicy:
         self, last: Reading, reading: Reading, elapsed: float, own: float
     ) -> dict[int, float]:
         """Each CPU's busy share over the check, less this process's own: all of it on the
-        pinned CPU; spread evenly when unpinned (where it ran is not known)."""
+        pinned CPU; spread evenly when unpinned (where it ran is not known). Only CPUs both
+        readings show (and the reader still allows): an absent one is no candidate."""
+        present = [cpu for cpu in self.cpus if cpu in reading.busy and cpu in last.busy]
         loads = {}
-        for cpu in self.cpus:
-            busy = (reading.busy.get(cpu, 0.0) - last.busy.get(cpu, 0.0)) / elapsed
+        for cpu in present:
+            busy = (reading.busy[cpu] - last.busy[cpu]) / elapsed
             if self.pinned is None:
-                busy -= own / len(self.cpus)
+                busy -= own / len(present)
             elif cpu == self.pinned:
                 busy -= own
             loads[cpu] = max(0.0, busy)
@@ -198,7 +206,7 @@ class AffinityPolicy:
         count = len(self.cpus)
         for step in range(count):
             cpu = self.cpus[(self._home + step) % count]
-            if other[cpu] <= least + NEAR_EQUAL:
+            if cpu in other and other[cpu] <= least + NEAR_EQUAL:
                 return cpu
         raise AssertionError("unreachable: the least busy CPU is near-equal to itself")
 
@@ -246,20 +254,34 @@ class ThreadPinning:
         with self._lock:
             self._threads.discard(threading.get_native_id())
 
-    def apply(self, cpus: frozenset[int]) -> None:
+    def apply(self, cpus: frozenset[int]) -> int:
+        """Move the pool's threads to ``cpus``; return how many moved. Back to every CPU,
+        every thread of the process moves: a thread the application started from a
+        pinned worker thread inherited the pin."""
         with self._lock:
             self._current = cpus
-            for thread_id in self._threads:
-                _set_affinity(thread_id, cpus)
+            threads = set(self._threads)
+            if cpus == self._all:
+                threads.update(_process_threads())
+            return sum(_set_affinity(thread_id, cpus) for thread_id in threads)
 
 
-def _set_affinity(thread_id: int, cpus: frozenset[int]) -> None:
+def _process_threads() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc/self/task")]
+    except (OSError, ValueError):
+        return []
+
+
+def _set_affinity(thread_id: int, cpus: frozenset[int]) -> bool:
     try:
         os.sched_setaffinity(thread_id, cpus)
     except OSError as exc:
         # A thread that has just ended (ESRCH), or CPUs taken away by a cgroup meanwhile:
         # it keeps what it had, which is never wrong, only slower.
         log.debug("cpu affinity: thread %d keeps its CPUs: %s", thread_id, exc)
+        return False
+    return True
 
 
 class CpuAffinity:
@@ -278,22 +300,44 @@ class CpuAffinity:
         self._read_busy = read_busy
         self._process_cpu = process_cpu
         self._next_check = 0.0
+        self.disabled = False
 
     def check(self, now: float, taken: int, target: int, awake: int) -> None:
-        if now < self._next_check:
+        """Called by the listener at each sweep. Never raises: a fault here turns the
+        feature off (threads back on every CPU) rather than stop the listener."""
+        if self.disabled or now < self._next_check:
             return
         self._next_check = now + CHECK_INTERVAL
+        try:
+            self._check(now, taken, target, awake)
+        except Exception:
+            log.warning("cpu affinity: turned off after an error", exc_info=True)
+            self._turn_off()
+
+    def _turn_off(self) -> None:
+        self.disabled = True
+        with contextlib.suppress(Exception):
+            self.pinning.apply(frozenset(self.policy.cpus))
+
+    def _check(self, now: float, taken: int, target: int, awake: int) -> None:
         try:
             busy = self._read_busy()
         except (OSError, ValueError) as exc:
             log.debug("cpu affinity: cannot read the CPUs' times: %s", exc)
             return
+        # CPUs the process may still use (the main thread is never pinned): a cpuset
+        # changed since the start leaves the others out of the choice.
+        allowed = os.sched_getaffinity(os.getpid())
+        busy = {cpu: seconds for cpu, seconds in busy.items() if cpu in allowed}
         policy = self.policy
         was = policy.pinned
         cpus = policy.update(Reading(now, busy, self._process_cpu(), taken, target, awake))
         if cpus is None:
             return
-        self.pinning.apply(cpus)
+        if not self.pinning.apply(cpus) and policy.pinned is not None:
+            log.warning("cpu affinity: cannot set the threads' CPUs here; turned off")
+            self._turn_off()
+            return
         if policy.on_trial:
             log.info("cpu affinity: the pool runs on every CPU for %.0f s (a trial)", TRIAL)
         elif policy.pinned is None:
