@@ -7,13 +7,18 @@ import contextlib
 import http.client
 import itertools
 import os
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers.net import free_port
+from tests.helpers.process import Process
 from wsgipool import affinity
 from wsgipool.affinity import (
     CHECK_INTERVAL,
@@ -355,9 +360,11 @@ def pool_affinities(older: set[threading.Thread]) -> list[set[int]]:
 
 
 class Load:
-    """Twelve connections asking a server until stopped; ``served`` counts the answers."""
+    """Connections (twelve unless told) asking a server until stopped; ``served`` counts
+    the answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, clients: int = 12) -> None:
+        self.clients = clients
         self.served = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -366,7 +373,7 @@ class Load:
     def start(self, port: int) -> None:
         # More connections than the 8 worker threads: work always waits, so every worker
         # is awake at each check.
-        for _ in range(12):
+        for _ in range(self.clients):
             client = threading.Thread(target=self._ask, args=(port,), daemon=True)
             client.start()
             self._clients.append(client)
@@ -435,3 +442,82 @@ def test_cpu_affinity_off_leaves_the_pool_where_the_scheduler_puts_it(serve, loa
 
     assert wait_for(unpinned_until_enough, deadline=60)
     assert "cpu affinity" not in caplog.text
+
+
+SLEEPY_APP = """
+import time
+
+
+def app(environ, start_response):
+    time.sleep(0.02)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+"""
+
+SLEEPY_FLASK_APP = """
+import time
+
+from flask import Flask
+
+app = Flask(__name__)
+
+
+@app.get("/")
+def index():
+    time.sleep(0.02)
+    return "ok"
+"""
+
+
+def front_end_command(front_end: str, port: int, mode: str) -> list[str]:
+    """``front_end`` serving the sleepy app with two worker processes of 8 threads each and
+    ``--cpu-affinity mode``, as that front end spells them."""
+    if front_end in ("cli", "flask"):
+        flags = ["-b", f"127.0.0.1:{port}", "--workers", "2", "--threads", "8"]
+        flags += ["--cpu-affinity", mode]
+        if front_end == "cli":
+            return [sys.executable, "-m", "wsgipool", "sleepy:app", *flags]
+        return [sys.executable, "-m", "flask", "--app", "sleepyflask", "serve", *flags]
+    call = {
+        "serve": f"wsgipool.serve(sleepy.app, bind='127.0.0.1:{port}', workers=2, threads=8, "
+        f"cpu_affinity='{mode}')",
+        "run_simple": f"wsgipool.run_simple('127.0.0.1', {port}, sleepy.app, processes=2, "
+        f"threads=8, cpu_affinity='{mode}')",
+        "paste": "from wsgipool.integrations.paste import paste_server_runner; "
+        f"paste_server_runner(sleepy.app, {{}}, host='127.0.0.1', port='{port}', "
+        f"workers='2', threads='8', cpu_affinity='{mode}')",
+    }[front_end]
+    return [sys.executable, "-c", f"import sleepy, wsgipool; {call}"]
+
+
+@needs_two_cpus
+@pytest.mark.parametrize("mode", ["auto", "off"])
+@pytest.mark.parametrize("front_end", ["cli", "serve", "run_simple", "paste", "flask"])
+def test_every_front_end_honours_cpu_affinity_in_its_worker_processes(
+    front_end: str, mode: str, tmp_path: Path, spawn: Callable[..., Process]
+) -> None:
+    if front_end == "flask":
+        pytest.importorskip("flask")
+    (tmp_path / "sleepy.py").write_text(SLEEPY_APP)
+    (tmp_path / "sleepyflask.py").write_text(SLEEPY_FLASK_APP)
+    port = free_port()
+    proc = spawn(
+        command=front_end_command(front_end, port, mode),
+        cwd=tmp_path,
+        env={"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])},
+    )
+    proc.wait_workers(2)
+    load = Load(clients=40)  # enough that each worker process has all 8 threads busy
+    load.start(port)
+    try:
+        if mode == "auto":
+            proc.wait_log("cpu affinity: the pool keeps to CPU")
+        else:
+            # Ten checks' worth of this load in each worker process; auto pins at the second.
+            enough = int(2 * 10 * CHECK_INTERVAL * 8 / 0.02)
+            assert wait_for(lambda: load.served >= enough, deadline=120)
+            assert "cpu affinity" not in proc.log
+    finally:
+        load.stop()
+    assert proc.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in proc.log
