@@ -284,9 +284,17 @@ needs_two_cpus = pytest.mark.skipif(
     not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
     reason="needs sched_setaffinity and two CPUs",
 )
+BATCH: int = getattr(os, "SCHED_BATCH", -1)
+needs_batch = pytest.mark.skipif(
+    BATCH < 0
+    or not hasattr(os, "sched_setaffinity")
+    or len(os.sched_getaffinity(0)) < 2
+    or os.sched_getscheduler(0) != os.SCHED_OTHER,  # under `chrt`, the pin leaves it alone
+    reason="needs SCHED_BATCH, sched_setaffinity, two CPUs and the default policy",
+)
 
 
-@needs_two_cpus
+@needs_batch
 def test_pinning_moves_joined_threads_and_new_ones_join_where_the_pool_is():
     cpus = sorted(os.sched_getaffinity(0))
     pinning = ThreadPinning(cpus)
@@ -308,8 +316,11 @@ def test_pinning_moves_joined_threads_and_new_ones_join_where_the_pool_is():
         joined.wait(10)
         pinning.apply(frozenset({cpus[1]}))
         assert [os.sched_getaffinity(thread_id) for thread_id in ids] == [{cpus[1]}] * 2
+        assert [os.sched_getscheduler(thread_id) for thread_id in ids] == [BATCH] * 2
         assert os.sched_getaffinity(0) == set(cpus)  # not a member: untouched
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
         late: list[set[int]] = []
+        late_policy: list[int] = []
         app_thread: list[int] = []
         app_thread_done = threading.Event()
 
@@ -320,6 +331,7 @@ def test_pinning_moves_joined_threads_and_new_ones_join_where_the_pool_is():
         def newcomer_run() -> None:
             pinning.join()
             late.append(os.sched_getaffinity(0))
+            late_policy.append(os.sched_getscheduler(0))
             # A thread the application starts from a pinned thread inherits the pin.
             threading.Thread(target=started_by_the_app, daemon=True).start()
             pinning.leave()
@@ -328,16 +340,97 @@ def test_pinning_moves_joined_threads_and_new_ones_join_where_the_pool_is():
         newcomer.start()
         newcomer.join(10)
         assert late == [{cpus[1]}]
+        assert late_policy == [BATCH]
         assert wait_for(lambda: bool(app_thread))
         assert os.sched_getaffinity(app_thread[0]) == {cpus[1]}
+        assert os.sched_getscheduler(app_thread[0]) == BATCH
         pinning.apply(frozenset(cpus))
         assert [os.sched_getaffinity(thread_id) for thread_id in ids] == [set(cpus)] * 2
+        assert [os.sched_getscheduler(thread_id) for thread_id in ids] == [os.SCHED_OTHER] * 2
         assert os.sched_getaffinity(app_thread[0]) == set(cpus)  # unpinned with the pool
+        assert os.sched_getscheduler(app_thread[0]) == os.SCHED_OTHER
         app_thread_done.set()
     finally:
         done.set()
         for thread in threads:
             thread.join(10)
+
+
+def pinned_member(pinning: ThreadPinning, cpus: frozenset[int]) -> tuple[set[int], int]:
+    """Pin ``pinning`` to ``cpus`` with one member thread; its CPUs and policy then."""
+    joined, done = threading.Event(), threading.Event()
+    member: list[int] = []
+
+    def run() -> None:
+        pinning.join()
+        member.append(threading.get_native_id())
+        joined.set()
+        done.wait(10)
+        pinning.leave()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert joined.wait(10)
+        pinning.apply(cpus)
+        return os.sched_getaffinity(member[0]), os.sched_getscheduler(member[0])
+    finally:
+        done.set()
+        thread.join(10)
+
+
+@needs_batch
+def test_a_process_started_under_another_policy_keeps_it_when_pinned():
+    cpus = sorted(os.sched_getaffinity(0))
+    made: list[ThreadPinning] = []
+
+    def make_under_batch() -> None:
+        # As under `chrt --batch`: the policy is the operator's, not the pin's to change.
+        os.sched_setscheduler(0, BATCH, os.sched_param(0))
+        made.append(ThreadPinning(cpus))
+
+    maker = threading.Thread(target=make_under_batch)
+    maker.start()
+    maker.join(10)
+    assert pinned_member(made[0], frozenset({cpus[0]})) == ({cpus[0]}, os.SCHED_OTHER)
+
+
+@needs_batch
+def test_unpinning_leaves_a_policy_the_application_chose():
+    cpus = sorted(os.sched_getaffinity(0))
+    pinning = ThreadPinning(cpus)
+    chosen, done = threading.Event(), threading.Event()
+    app_thread: list[int] = []
+
+    def idle_by_choice() -> None:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        app_thread.append(threading.get_native_id())
+        chosen.set()
+        done.wait(10)
+
+    thread = threading.Thread(target=idle_by_choice)
+    thread.start()
+    try:
+        assert chosen.wait(10)
+        assert pinned_member(pinning, frozenset({cpus[0]}))[1] == BATCH
+        pinning.apply(frozenset(cpus))  # the unpinning sweep reaches every thread
+        assert os.sched_getaffinity(app_thread[0]) == set(cpus)
+        assert os.sched_getscheduler(app_thread[0]) == os.SCHED_IDLE
+    finally:
+        done.set()
+        thread.join(10)
+
+
+@needs_batch
+def test_a_refused_policy_change_still_pins(monkeypatch):
+    cpus = sorted(os.sched_getaffinity(0))
+    pinning = ThreadPinning(cpus)
+
+    def refused(*args: Any) -> None:
+        raise PermissionError(1, "Operation not permitted")  # as a seccomp filter answers
+
+    monkeypatch.setattr(os, "sched_setscheduler", refused)
+    assert pinned_member(pinning, frozenset({cpus[1]})) == ({cpus[1]}, os.SCHED_OTHER)
 
 
 def sleepy_app(environ, start_response):
@@ -346,17 +439,22 @@ def sleepy_app(environ, start_response):
     return [b"ok"]
 
 
-def pool_affinities(older: set[threading.Thread]) -> list[set[int]]:
-    """The CPUs of each live pool thread started after ``older`` was taken (another test's
-    server's are not this one's; one ending meanwhile is skipped)."""
-    affinities = []
+def pool_placements(older: set[threading.Thread]) -> list[tuple[set[int], int]]:
+    """The CPUs and scheduling policy of each live pool thread started after ``older`` was
+    taken (another test's server's are not this one's; one ending meanwhile is skipped)."""
+    placements = []
     for thread in threading.enumerate():
         if thread in older or not thread.native_id:
             continue
         if thread.name.startswith(("wsgipool-worker", "wsgipool-listener")):
             with contextlib.suppress(ProcessLookupError):
-                affinities.append(os.sched_getaffinity(thread.native_id))
-    return affinities
+                placements.append(
+                    (
+                        os.sched_getaffinity(thread.native_id),
+                        os.sched_getscheduler(thread.native_id),
+                    )
+                )
+    return placements
 
 
 class Load:
@@ -409,7 +507,7 @@ def wait_for(condition: Callable[[], bool], deadline: float = 20.0) -> bool:
     return condition()
 
 
-@needs_two_cpus
+@needs_batch
 def test_a_server_under_a_blocking_app_keeps_its_pool_on_one_cpu(serve, load, caplog):
     caplog.set_level("INFO", logger="wsgipool.error")
     older = set(threading.enumerate())
@@ -417,17 +515,54 @@ def test_a_server_under_a_blocking_app_keeps_its_pool_on_one_cpu(serve, load, ca
     load.start(live.port)
 
     def on_one_cpu() -> bool:
-        affinities = pool_affinities(older)
+        placements = pool_placements(older)
         return (
-            all(len(cpus) == 1 for cpus in affinities)
-            and len({frozenset(cpus) for cpus in affinities}) == 1
-        )  # every pool thread, the same CPU
+            all(len(cpus) == 1 and policy == BATCH for cpus, policy in placements)
+            and len({frozenset(cpus) for cpus, _policy in placements}) == 1
+        )  # every pool thread, the same CPU, none preempting another on waking
 
     assert wait_for(on_one_cpu)
     assert "cpu affinity: the pool keeps to CPU" in caplog.text
 
 
-@needs_two_cpus
+@needs_batch
+def test_a_stopped_server_puts_back_the_threads_its_application_started(serve, load):
+    started: list[int] = []
+    release = threading.Event()
+    lock = threading.Lock()
+
+    def app_starting_a_helper(environ, start_response):
+        # Lazily, from a request served once the pool is pinned: the helper inherits the pin.
+        with lock:
+            if not started and len(os.sched_getaffinity(0)) == 1:
+                ready = threading.Event()
+
+                def helper() -> None:
+                    started.append(threading.get_native_id())
+                    ready.set()
+                    release.wait(30)
+
+                threading.Thread(target=helper, daemon=True).start()
+                ready.wait(10)
+        return sleepy_app(environ, start_response)
+
+    cpus = os.sched_getaffinity(0)
+    live = serve(app_starting_a_helper, threads=8)
+    load.start(live.port)
+    try:
+        assert wait_for(lambda: bool(started))
+        assert len(os.sched_getaffinity(started[0])) == 1
+        assert os.sched_getscheduler(started[0]) == BATCH
+        load.stop()
+        live.server.stop(timeout=5)
+        # The process lives on after the server: its threads get every CPU back.
+        assert os.sched_getaffinity(started[0]) == cpus
+        assert os.sched_getscheduler(started[0]) == os.SCHED_OTHER
+    finally:
+        release.set()
+
+
+@needs_batch
 def test_cpu_affinity_off_leaves_the_pool_where_the_scheduler_puts_it(serve, load, caplog):
     caplog.set_level("INFO", logger="wsgipool.error")
     older = set(threading.enumerate())
@@ -437,7 +572,8 @@ def test_cpu_affinity_off_leaves_the_pool_where_the_scheduler_puts_it(serve, loa
     enough = int(10 * CHECK_INTERVAL * 8 / 0.02)
 
     def unpinned_until_enough() -> bool:
-        assert all(len(cpus) > 1 for cpus in pool_affinities(older))
+        placements = pool_placements(older)
+        assert all(len(cpus) > 1 and policy == os.SCHED_OTHER for cpus, policy in placements)
         return load.served >= enough
 
     assert wait_for(unpinned_until_enough, deadline=60)

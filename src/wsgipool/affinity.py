@@ -32,6 +32,14 @@ numpy, compression), so ``AffinityPolicy`` pins only when and while it pays:
   spread. A pinned process moves when another CPU's other load is lower by
   ``MOVE_MARGIN`` of a CPU on ``MOVE_CHECKS`` checks running.
 
+While pinned, the pool's threads also run as ``SCHED_BATCH`` (Linux): a thread that wakes
+(its sleep over, its socket ready) then waits for the running one to block or use up its
+time slice instead of preempting it, which on one CPU would only find the GIL held, sleep
+on it and switch back. Measured at 128 threads of the 10 ms app: context switches per request 2.0 to 1.3,
+futex calls 2.0 to 0.5. It changes only wake-up preemption, not the threads' share of the
+CPU (their nice value stays). A process started under another policy (``chrt``) keeps
+it: then only the affinity changes.
+
 The policy is sans-IO (readings in, CPU sets out) for tests with a fake clock;
 ``CpuAffinity`` reads ``/proc/stat`` and the process's CPU time and applies the sets with
 ``os.sched_setaffinity`` to each pool thread (Linux). Without that call, without the GIL
@@ -237,6 +245,8 @@ class ThreadPinning:
         self._current = self._all
         self._threads: set[int] = set()
         self._lock = threading.Lock()  # threads join and leave while apply runs
+        # SCHED_BATCH while pinned, for a process that runs under the default policy.
+        self._batch = _default_policy()
 
     @property
     def current(self) -> frozenset[int]:
@@ -248,22 +258,40 @@ class ThreadPinning:
         with self._lock:
             self._threads.add(threading.get_native_id())
             if self._current != self._all:
-                _set_affinity(0, self._current)
+                self._place(0, self._current, pinned=True)
 
     def leave(self) -> None:
         with self._lock:
             self._threads.discard(threading.get_native_id())
 
     def apply(self, cpus: frozenset[int]) -> int:
-        """Move the pool's threads to ``cpus``; return how many moved. Back to every CPU,
-        every thread of the process moves: a thread the application started from a
-        pinned worker thread inherited the pin."""
+        """Move the pool's threads to ``cpus`` (``SCHED_BATCH`` unless that is every CPU);
+        return how many moved. Back to every CPU, every thread of the process moves: a
+        thread the application started from a pinned worker thread inherited the pin."""
         with self._lock:
             self._current = cpus
-            threads = set(self._threads)
-            if cpus == self._all:
-                threads.update(_process_threads())
-            return sum(_set_affinity(thread_id, cpus) for thread_id in threads)
+            pinned = cpus != self._all
+            moved = sum(self._place(thread_id, cpus, pinned) for thread_id in self._threads)
+            if not pinned:
+                # Listed once the pool's own threads are back, so that none they start
+                # meanwhile inherits a pin nobody lifts.
+                for thread_id in _process_threads():
+                    if thread_id not in self._threads:
+                        moved += self._place(thread_id, cpus, pinned)
+            return moved
+
+    def unpin(self) -> None:
+        """Every thread of the process back on every CPU (see ``apply``), if pinned."""
+        if self.current != self._all:
+            self.apply(self._all)
+
+    def _place(self, thread_id: int, cpus: frozenset[int], pinned: bool) -> bool:
+        # The lock is held. SCHED_BATCH only on a thread the pin took; SCHED_OTHER back
+        # whatever the CPUs said (a cpuset may have moved under the process).
+        placed = _set_affinity(thread_id, cpus)
+        if self._batch and (placed or not pinned):
+            _set_batch(thread_id, pinned)
+        return placed
 
 
 def _process_threads() -> list[int]:
@@ -282,6 +310,31 @@ def _set_affinity(thread_id: int, cpus: frozenset[int]) -> bool:
         log.debug("cpu affinity: thread %d keeps its CPUs: %s", thread_id, exc)
         return False
     return True
+
+
+def _default_policy() -> bool:
+    """Whether the calling thread runs under the default policy (``SCHED_OTHER``), which
+    may be switched to ``SCHED_BATCH`` and back without privileges."""
+    if not hasattr(os, "SCHED_BATCH"):
+        return False
+    try:
+        return os.sched_getscheduler(0) == os.SCHED_OTHER
+    except OSError:
+        return False
+
+
+def _set_batch(thread_id: int, batch: bool) -> None:
+    """``SCHED_BATCH`` for a pinned thread; back to ``SCHED_OTHER`` when unpinned, only
+    from ``SCHED_BATCH`` (the pin's, or inherited from a pinned thread): a real-time or idle
+    policy the application gave a thread of its own stays (``SCHED_BATCH`` does not)."""
+    try:
+        if batch:
+            os.sched_setscheduler(thread_id, os.SCHED_BATCH, os.sched_param(0))
+        elif os.sched_getscheduler(thread_id) == os.SCHED_BATCH:
+            os.sched_setscheduler(thread_id, os.SCHED_OTHER, os.sched_param(0))
+    except OSError as exc:
+        # Refused (a seccomp filter) or the thread has just ended: the pin still holds.
+        log.debug("cpu affinity: thread %d keeps its scheduling policy: %s", thread_id, exc)
 
 
 class CpuAffinity:
@@ -314,10 +367,15 @@ class CpuAffinity:
             log.warning("cpu affinity: turned off after an error", exc_info=True)
             self._turn_off()
 
+    def release(self) -> None:
+        """The pool stops: its threads, and those the application started from them, go
+        back to every CPU and their usual policy (the process may live on). Never raises."""
+        with contextlib.suppress(Exception):
+            self.pinning.unpin()
+
     def _turn_off(self) -> None:
         self.disabled = True
-        with contextlib.suppress(Exception):
-            self.pinning.apply(frozenset(self.policy.cpus))
+        self.release()
 
     def _check(self, now: float, taken: int, target: int, awake: int) -> None:
         try:

@@ -277,6 +277,7 @@ class Listener:
         finally:
             if affinity is not None:
                 affinity.pinning.leave()
+                affinity.release()
             poller.close()
 
     def _handle_ready(self, ready: list[int]) -> None:
