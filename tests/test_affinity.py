@@ -294,11 +294,10 @@ needs_batch = pytest.mark.skipif(
 )
 
 
-@needs_batch
-def test_pinning_moves_joined_threads_and_new_ones_join_where_the_pool_is():
-    cpus = sorted(os.sched_getaffinity(0))
-    pinning = ThreadPinning(cpus)
-    joined = threading.Barrier(3)
+@contextlib.contextmanager
+def pool_members(pinning: ThreadPinning, count: int) -> Iterator[list[int]]:
+    """``count`` threads that joined ``pinning``, alive until the block ends; their ids."""
+    joined = threading.Barrier(count + 1)
     done = threading.Event()
     ids: list[int] = []
 
@@ -309,11 +308,23 @@ def test_pinning_moves_joined_threads_and_new_ones_join_where_the_pool_is():
         done.wait(10)
         pinning.leave()
 
-    threads = [threading.Thread(target=member) for _ in range(2)]
+    threads = [threading.Thread(target=member) for _ in range(count)]
     for thread in threads:
         thread.start()
     try:
         joined.wait(10)
+        yield ids
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(10)
+
+
+@needs_batch
+def test_pinning_moves_joined_threads_and_new_ones_join_where_the_pool_is():
+    cpus = sorted(os.sched_getaffinity(0))
+    pinning = ThreadPinning(cpus)
+    with pool_members(pinning, 2) as ids:
         pinning.apply(frozenset({cpus[1]}))
         assert [os.sched_getaffinity(thread_id) for thread_id in ids] == [{cpus[1]}] * 2
         assert [os.sched_getscheduler(thread_id) for thread_id in ids] == [BATCH] * 2
@@ -350,33 +361,13 @@ def test_pinning_moves_joined_threads_and_new_ones_join_where_the_pool_is():
         assert os.sched_getaffinity(app_thread[0]) == set(cpus)  # unpinned with the pool
         assert os.sched_getscheduler(app_thread[0]) == os.SCHED_OTHER
         app_thread_done.set()
-    finally:
-        done.set()
-        for thread in threads:
-            thread.join(10)
 
 
 def pinned_member(pinning: ThreadPinning, cpus: frozenset[int]) -> tuple[set[int], int]:
     """Pin ``pinning`` to ``cpus`` with one member thread; its CPUs and policy then."""
-    joined, done = threading.Event(), threading.Event()
-    member: list[int] = []
-
-    def run() -> None:
-        pinning.join()
-        member.append(threading.get_native_id())
-        joined.set()
-        done.wait(10)
-        pinning.leave()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    try:
-        assert joined.wait(10)
+    with pool_members(pinning, 1) as (member,):
         pinning.apply(cpus)
-        return os.sched_getaffinity(member[0]), os.sched_getscheduler(member[0])
-    finally:
-        done.set()
-        thread.join(10)
+        return os.sched_getaffinity(member), os.sched_getscheduler(member)
 
 
 @needs_batch
