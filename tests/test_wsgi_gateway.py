@@ -752,6 +752,33 @@ def test_latin1_header_values_and_empty_reason_are_accepted(serve):
     assert response.get("x-tab") == "a\tb"
 
 
+def test_headers_changed_after_start_response_are_not_sent(serve):
+    """The head is what start_response checked: a list the app changes afterwards (before
+    the head goes, with the first body data) can smuggle neither a second framing nor a
+    header line past the checks."""
+
+    def app(environ, start_response):
+        headers = [("Content-Type", "text/plain")]
+        start_response("200 OK", headers)
+        yield b""
+        headers.append(("Content-Length", "1"))
+        headers.append(("X-Late", "a\r\nX-Injected: 1"))
+        yield b"streamed"
+
+    live = serve(app)
+    with live.connect() as sock:
+        reader = ResponseReader(sock)
+        sock.sendall(build_request("GET", "/") + build_request("GET", "/"))
+        for _ in range(2):
+            response = reader.read()
+            assert response.status == 200
+            assert response.get("transfer-encoding") == "chunked"
+            assert not response.has("content-length")
+            assert not response.has("x-late")
+            assert not response.has("x-injected")
+            assert response.body == b"streamed"
+
+
 def test_start_response_returns_a_working_write(serve):
     def app(environ, start_response):
         write = start_response("200 OK", [("Content-Type", "text/plain")])

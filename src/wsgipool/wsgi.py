@@ -504,6 +504,10 @@ class Response:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response() called again without exc_info")
+        if isinstance(headers, list):
+            # A copy: the head sent later is the list checked now, whatever the app does
+            # to its own list meanwhile (gunicorn and waitress copy it too).
+            headers = list(headers)
         # Checked now, so a bad header raises where the application made it.
         self._fields = check_response(status, headers)
         self.status = status
