@@ -821,7 +821,8 @@ class TestUnixSocket:
             assert "close" in reader.read().connection_tokens
             reader.expect_close()
 
-    def test_environ_has_no_peer_address(self, serve, tmp_path):
+    @pytest.mark.parametrize(("scheme", "port"), [("http", "80"), ("https", "443")])
+    def test_environ_has_no_peer_address(self, serve, tmp_path, scheme, port):
         seen = []
 
         def app(environ, start_response):
@@ -829,7 +830,7 @@ class TestUnixSocket:
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"ok"]
 
-        live = start_unix(serve, tmp_path, validated(app))
+        live = serve(validated(app), bind=("unix:" + str(tmp_path / "s.sock"),), url_scheme=scheme)
         response = exchange(live, build_request("GET", "/p?q=1"))
         assert response.status == 200
         (environ,) = seen
@@ -837,8 +838,10 @@ class TestUnixSocket:
         assert environ["PATH_INFO"] == "/p"
         assert environ["QUERY_STRING"] == "q=1"
         assert environ["HTTP_HOST"] == "x"
-        assert isinstance(environ["SERVER_NAME"], str)
-        assert isinstance(environ["SERVER_PORT"], str)
+        # PEP 3333: SERVER_NAME and SERVER_PORT are never empty. A Unix socket has no
+        # port: the scheme's default stands for it (as gunicorn's).
+        assert environ["SERVER_NAME"] == live.unix_path
+        assert environ["SERVER_PORT"] == port
 
     def test_chunked_upload_with_100_continue(self, serve, tmp_path):
         def app(environ, start_response):

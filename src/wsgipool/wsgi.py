@@ -724,6 +724,9 @@ class Gateway:
         """What the gateway keeps per connection, made on its first request (after any
         PROXY header has named the peer) and kept in ``conn.gateway_state``."""
         environ = dict(self._static_environ)
+        tls = conn.tls_environ()
+        if tls is not None:
+            environ.update(tls)
         # The listening socket's address, as gunicorn and werkzeug report it (0.0.0.0 for
         # a wildcard bind); HTTP_HOST says what the client asked for.
         local = conn.local
@@ -731,8 +734,10 @@ class Gateway:
             environ["SERVER_NAME"] = local[0]
             environ["SERVER_PORT"] = str(local[1])
         else:
-            environ["SERVER_NAME"] = local if isinstance(local, str) else "localhost"
-            environ["SERVER_PORT"] = ""
+            # A Unix socket: its path, and for the port it lacks the scheme's default, as
+            # PEP 3333 wants both never empty (and gunicorn reports them).
+            environ["SERVER_NAME"] = local if isinstance(local, str) and local else "localhost"
+            environ["SERVER_PORT"] = "443" if environ["wsgi.url_scheme"] == "https" else "80"
         peer = conn.peer
         if isinstance(peer, tuple) and peer:
             environ["REMOTE_ADDR"] = peer[0]
@@ -741,9 +746,6 @@ class Gateway:
             # Unix sockets have no peer address.
             environ["REMOTE_ADDR"] = ""
             environ["REMOTE_PORT"] = ""
-        tls = conn.tls_environ()
-        if tls is not None:
-            environ.update(tls)
         # Once per connection: only a trusted peer's forwarded headers are ever read.
         trust = self._forwarded_trust
         state = (environ, trust if trust is not None and trust.trusts_peer(peer) else None)
