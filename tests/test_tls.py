@@ -347,6 +347,35 @@ def test_optional_client_certificate_in_the_environ(
     assert environ["SSL_CLIENT_CERT"].strip().splitlines()[1] in sent
 
 
+def test_client_certificate_names_reach_the_environ_as_latin1(
+    serve_tls: Callable[..., Live], pki: dict[str, str], tmp_path: Path
+) -> None:
+    """PEP 3333: no environ string has a code point above U+00FF. A name beyond Latin-1
+    in the certificate comes as its UTF-8 bytes, one code point each (as mod_wsgi hands
+    mod_ssl's on), which the app decodes back."""
+    ca = trustme.CA()
+    name, organization = "\u5f20\u4e09 J\u00fcrgen", "\u041a\u043b\u044e\u0447"
+    client = ca.issue_cert("zhang@example.com", common_name=name, organization_name=organization)
+    ca_path, client_path = tmp_path / "ca.pem", tmp_path / "client.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    client.private_key_and_cert_chain_pem.write_to_path(str(client_path))
+    live = serve_tls(ca_certs=str(ca_path), cert_reqs="required")
+    context = ssl.create_default_context(cafile=pki["ca"])
+    context.load_cert_chain(str(client_path))
+    environ = get_json(live, context)
+    for key, value in environ.items():
+        if isinstance(value, str):
+            assert max(map(ord, value)) <= 0xFF, (key, value)
+
+    def text(key: str) -> str:
+        return str(environ[key]).encode("latin-1").decode("utf-8")
+
+    assert text("SSL_CLIENT_S_DN_CN") == name
+    assert text("SSL_CLIENT_S_DN_O") == organization
+    assert text("SSL_CLIENT_S_DN").startswith(f"CN={name},")
+    assert text("SSL_CLIENT_S_DN").endswith(f",O={organization}")
+
+
 def test_required_client_certificate(serve_tls: Callable[..., Live], pki: dict[str, str]) -> None:
     live = serve_tls(ca_certs=pki["ca"], cert_reqs="required")
     assert get_json(live, client_context(pki, "client"))["SSL_CLIENT_VERIFY"] == "SUCCESS"
@@ -734,13 +763,19 @@ def test_distinguished_names_as_mod_ssl_writes_them(
     context = client_context(pki)
     context.load_cert_chain(str(path))
     environ = get_json(live, context)
-    assert environ["SSL_CLIENT_S_DN"] == (
+
+    def text(key: str) -> str:
+        """A value beyond ASCII is its UTF-8 bytes, one code point each (PEP 3333)."""
+        return str(environ[key]).encode("latin-1").decode("utf-8")
+
+    assert text("SSL_CLIENT_S_DN") == (
         "CN=a=b\\, c,emailAddress=j@example.com,title=Dr,SN=Müller,GN=Jörg,"
         "OU=Unit B,OU=Unit A,O=Example,C=DE"
     )
     assert environ["SSL_CLIENT_S_DN_OU"] == "Unit A"
     assert environ["SSL_CLIENT_S_DN_OU_1"] == "Unit B"
-    assert (environ["SSL_CLIENT_S_DN_G"], environ["SSL_CLIENT_S_DN_S"]) == ("Jörg", "Müller")
+    assert (text("SSL_CLIENT_S_DN_G"), text("SSL_CLIENT_S_DN_S")) == ("Jörg", "Müller")
+    assert environ["SSL_CLIENT_S_DN_G"] == "J\u00c3\u00b6rg"
     assert (environ["SSL_CLIENT_S_DN_T"], environ["SSL_CLIENT_S_DN_Email"]) == (
         "Dr",
         "j@example.com",

@@ -350,7 +350,21 @@ _MOD_SSL_DN_KEYS = {
 
 def tls_environ(tls: ssl.SSLObject) -> dict[str, str]:
     """The environ keys mod_ssl sets (``HTTPS``, ``SSL_PROTOCOL``, ``SSL_CLIENT_S_DN``...)
-    for a connection whose handshake is done."""
+    for a connection whose handshake is done.
+
+    PEP 3333 allows no code point above U+00FF in the environ: a certificate's names beyond
+    Latin-1 (``CN=\u5f20\u4e09``) come as their UTF-8 bytes, one code point each, as
+    mod_wsgi hands mod_ssl's on; ``value.encode("latin-1").decode("utf-8")`` reads them.
+    """
+    return {key: _latin1_bytes(value) for key, value in _tls_keys(tls).items()}
+
+
+def _latin1_bytes(value: str) -> str:
+    """``value``'s UTF-8 bytes as a WSGI string (one code point per byte)."""
+    return value if value.isascii() else value.encode("utf-8").decode("latin-1")
+
+
+def _tls_keys(tls: ssl.SSLObject) -> dict[str, str]:
     environ = {"wsgi.url_scheme": "https", "HTTPS": "on"}
     protocol = tls.version()
     if protocol:
