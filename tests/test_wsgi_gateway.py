@@ -15,6 +15,7 @@ import socket
 import struct
 import sys
 import threading
+import urllib.parse
 from typing import Any
 
 import pytest
@@ -183,6 +184,17 @@ def test_root_path_becomes_script_name(serve, target, script_name, path_info):
     assert environ["PATH_INFO"] == path_info
     assert environ["QUERY_STRING"] == "k=v"
     assert environ["REQUEST_URI"] == target + "?k=v"
+
+
+@pytest.mark.parametrize("root_path", ["/caf\u00e9", "/\u65e5\u672c"])
+def test_root_path_beyond_ascii_is_matched_as_utf8(serve, root_path):
+    """A root path is matched against the request's path as URLs carry it, UTF-8, and
+    given as PEP 3333 wants an environ string: its bytes, one code point each."""
+    encoded = urllib.parse.quote(root_path)
+    environ = get_environ(serve, build_request("GET", encoded + "/x"), root_path=root_path)
+    assert environ["SCRIPT_NAME"] == root_path.encode("utf-8").decode("latin-1")
+    assert environ["PATH_INFO"] == "/x"
+    assert_cgi_values_are_latin1_str(environ)
 
 
 def test_repeated_fields_are_joined(serve):

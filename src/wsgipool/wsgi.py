@@ -703,8 +703,11 @@ class Gateway:
         # Set when the server shuts down: responses from then on carry Connection: close.
         self.draining = draining if draining is not None else threading.Event()
         self.access_log = access_log  # The server's own: it opens and closes it.
+        # The root path as the decoded PATH_INFO spells it: its UTF-8 bytes, one code
+        # point each (what PEP 3333 wants of SCRIPT_NAME too).
+        self._root_path = config.root_path.encode("utf-8").decode("latin-1")
         self._static_environ: dict[str, Any] = {
-            "SCRIPT_NAME": config.root_path,
+            "SCRIPT_NAME": self._root_path,
             "SERVER_SOFTWARE": SERVER_HEADER,
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": config.url_scheme,
@@ -758,7 +761,7 @@ class Gateway:
         path = request.path
         if "%" in path:
             path = unquote_to_bytes(path).decode("latin-1")
-        root_path = self.config.root_path
+        root_path = self._root_path
         if (
             root_path
             and path.startswith(root_path)
