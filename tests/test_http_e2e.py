@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import socket
 import struct
@@ -842,6 +843,21 @@ class TestUnixSocket:
         # port: the scheme's default stands for it (as gunicorn's).
         assert environ["SERVER_NAME"] == live.unix_path
         assert environ["SERVER_PORT"] == port
+
+    def test_socket_path_beyond_ascii_is_a_wsgi_string(self, serve, tmp_path):
+        """PEP 3333: no environ string holds a code point above U+00FF; SERVER_NAME is the
+        socket path's bytes, one code point each."""
+        seen = []
+
+        def app(environ, start_response):
+            seen.append(environ["SERVER_NAME"])
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok"]
+
+        path = tmp_path / "\u65e5\u00e9.sock"
+        live = serve(validated(app), bind=(f"unix:{path}",))
+        assert exchange(live, build_request("GET", "/")).status == 200
+        assert seen == [os.fsencode(path).decode("latin-1")]
 
     def test_chunked_upload_with_100_continue(self, serve, tmp_path):
         def app(environ, start_response):

@@ -737,9 +737,11 @@ class Gateway:
             environ["SERVER_NAME"] = local[0]
             environ["SERVER_PORT"] = str(local[1])
         else:
-            # A Unix socket: its path, and for the port it lacks the scheme's default, as
-            # PEP 3333 wants both never empty (and gunicorn reports them).
-            environ["SERVER_NAME"] = local if isinstance(local, str) and local else "localhost"
+            # A Unix socket: its path (as bytes, one code point each, like every environ
+            # string), and for the port it lacks the scheme's default, as PEP 3333 wants
+            # both never empty (and gunicorn reports them).
+            named = isinstance(local, str) and local
+            environ["SERVER_NAME"] = os.fsencode(local).decode("latin-1") if named else "localhost"
             environ["SERVER_PORT"] = "443" if environ["wsgi.url_scheme"] == "https" else "80"
         peer = conn.peer
         if isinstance(peer, tuple) and peer:
