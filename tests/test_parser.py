@@ -208,6 +208,10 @@ def test_request_line_accepted(line, expected):
         pytest.param(b"CONNECT [::1]:443 HTTP/1.1", 501, id="connect-ipv6-is-501"),
         pytest.param(b"GET ftp://example.com/ HTTP/1.1", 400, id="absolute-form-ftp-scheme"),
         pytest.param(b"GET http:///x HTTP/1.1", 400, id="absolute-form-empty-host"),
+        # RFC 9110 4.2.1: an http(s) URI with an empty host is invalid, port or no port.
+        pytest.param(b"GET http://:80/x HTTP/1.1", 400, id="absolute-form-empty-host-port"),
+        pytest.param(b"GET http://:/x HTTP/1.1", 400, id="absolute-form-empty-host-colon"),
+        pytest.param(b"GET https://:443 HTTP/1.1", 400, id="absolute-form-empty-host-https"),
         pytest.param(b"GET http://u:p@example.com/ HTTP/1.1", 400, id="absolute-form-userinfo"),
         pytest.param(b"GET http://example.com/#f HTTP/1.1", 400, id="absolute-form-fragment"),
         pytest.param(b"GET http://example.com/%zz HTTP/1.1", 400, id="absolute-form-bad-pct"),

@@ -297,7 +297,10 @@ def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
         scheme, authority, rest = absolute.groups()
         if scheme.lower() not in ("http", "https"):
             raise ProtocolError(400, "unsupported URI scheme in request target")
-        if not authority:
+        if not authority or authority[0] == ":":
+            # RFC 9110 4.2.1, 4.2.2: an http(s) URI with an empty host is invalid, with a
+            # port ("http://:80/") or without; authority is host [":" port], so the host
+            # is empty exactly when the authority is or starts with its colon.
             raise ProtocolError(400, "absolute-form target without a host")
         path, _, query = (rest or "/").partition("?")
         return path or "/", query, authority
