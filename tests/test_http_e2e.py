@@ -406,6 +406,31 @@ def test_100_continue_with_a_chunked_body(serve):
         assert final.body == b"got abcdef"
 
 
+@pytest.mark.parametrize(
+    "expect",
+    [
+        pytest.param("100-continue, 100-continue", id="two-fields-folded-into-one"),
+        pytest.param("100-continue,", id="empty-list-element"),
+    ],
+)
+def test_100_continue_from_an_expect_list(serve, expect):
+    """Expect is a list (RFC 9110 5.6.1): what a proxy makes of two Expect fields, or an
+    empty element, is still only 100-continue, not an unknown expectation (417)."""
+
+    def app(environ, start_response):
+        data = environ["wsgi.input"].read(-1)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"got " + data]
+
+    live = serve(validated(app))
+    with live.connect() as sock:
+        reader = ResponseReader(sock)
+        sock.sendall(build_request("POST", "/", {"Expect": expect, "Content-Length": "5"}))
+        assert reader.read().status == 100
+        sock.sendall(b"hello")
+        assert reader.read().body == b"got hello"
+
+
 def test_no_100_continue_when_the_app_answers_without_reading(serve):
     app = PathApp()
     live = serve(validated(app))

@@ -668,6 +668,20 @@ def test_transfer_encoding_underscore_is_not_transfer_encoding():
         pytest.param(b"HTTP/1.1", (b"Expect:  100-CONTINUE ",), True, id="upper-with-ows"),
         pytest.param(b"HTTP/1.1", (), False, id="absent"),
         pytest.param(b"HTTP/1.0", (b"Expect: 100-continue",), False, id="ignored-in-http10"),
+        # Expect is a list (RFC 9110 5.6.1, 5.3): one field with both members means what
+        # two fields do, and empty elements are ignored.
+        pytest.param(b"HTTP/1.1", (b"Expect: 100-continue, 100-continue",), True, id="list-of-two"),
+        pytest.param(
+            b"HTTP/1.1",
+            (b"Expect: 100-continue", b"Expect: 100-continue"),
+            True,
+            id="two-fields",
+        ),
+        pytest.param(b"HTTP/1.1", (b"Expect: 100-continue,",), True, id="trailing-comma"),
+        pytest.param(b"HTTP/1.1", (b"Expect: , 100-continue",), True, id="leading-comma"),
+        pytest.param(b"HTTP/1.1", (b"Expect: 100-continue", b"Expect:"), True, id="then-empty"),
+        pytest.param(b"HTTP/1.1", (b"Expect:",), False, id="empty-is-no-expectation"),
+        pytest.param(b"HTTP/1.1", (b"Expect: ,",), False, id="only-empty-elements"),
     ],
 )
 def test_expect_continue(version, fields, expected):
@@ -682,6 +696,7 @@ def test_expect_continue(version, fields, expected):
         pytest.param(b"100-continuex", id="suffix"),
         pytest.param(b"200-ok", id="other"),
         pytest.param(b"100-continue, foo", id="list-with-other"),
+        pytest.param(b"foo, 100-continue", id="other-first"),
         pytest.param(b"100-continue;x=1", id="with-parameter"),
         pytest.param(b"foo", id="foo"),
     ],

@@ -201,7 +201,7 @@ def _parse_head_text(text: str, limits: Limits) -> Request:
     content_lengths: list[str] = []
     transfer_codings: list[str] = []
     connection_tokens: list[str] = []
-    expect_continue = False
+    expectations: list[str] = []
     for name, value in _abnf.FIELD_LINE.findall(fields):
         name = name.lower()
         value = value.strip(" \t")
@@ -215,8 +215,9 @@ def _parse_head_text(text: str, limits: Limits) -> Request:
             elif name == "connection":
                 connection_tokens.extend(token.strip(" \t").lower() for token in value.split(","))
             else:
-                expect_continue = _parse_expect(value)
+                expectations.extend(value.split(","))
         headers.append((name, value))
+    expect_continue = _parse_expect(expectations) if expectations else False
 
     http11 = version == "HTTP/1.1"
     host = _parse_host(host_values, http11)
@@ -352,11 +353,17 @@ def _parse_transfer_encoding(items: list[str]) -> bool:
     raise ProtocolError(501, "unsupported transfer coding")
 
 
-def _parse_expect(value: str) -> bool:
-    if value.lower() == "100-continue":
-        return True
-    # RFC 9110 10.1.1: an expectation the server cannot meet gets 417.
-    raise ProtocolError(417, "unsupported expectation")
+def _parse_expect(items: list[str]) -> bool:
+    """Whether the Expect list (its items from every Expect field) asks for 100-continue.
+
+    Expect is a list (RFC 9110 5.6.1): "100-continue, 100-continue" in one field means what
+    the two fields would, and empty elements ("100-continue,") are ignored.
+    """
+    members = {item.strip(" \t").lower() for item in items} - {""}
+    if members - {"100-continue"}:
+        # RFC 9110 10.1.1: an expectation the server cannot meet gets 417.
+        raise ProtocolError(417, "unsupported expectation")
+    return bool(members)
 
 
 class FixedLengthBody:
