@@ -547,6 +547,29 @@ def test_bodyless_statuses_carry_no_body(serve, status):
         assert reader.read().status == int(status[:3])
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["list", "generator"])
+def test_a_205_carries_no_content_whatever_the_app_returns(serve, streamed):
+    """RFC 9110 15.3.6: a server MUST NOT send content in a 205. The app's body is
+    dropped and the head says Content-Length: 0, so a client that reads no body after a
+    205 finds the next response where it starts."""
+
+    def app(environ, start_response):
+        start_response("205 Reset Content", [("X-Status", "205")])
+        body = [b"this must not be sent"]
+        return iter(body) if streamed else body
+
+    live = serve(app)
+    with live.connect() as sock:
+        reader = ResponseReader(sock)
+        sock.sendall(build_request("POST", "/") + build_request("POST", "/again"))
+        for _ in range(2):
+            response = reader.read()
+            assert response.status == 205
+            assert response.get("content-length") == "0"
+            assert not response.has("transfer-encoding")
+            assert response.body == b""
+
+
 @pytest.mark.parametrize("status", ["204 No Content", "304 Not Modified"])
 def test_bodyless_statuses_from_a_valid_streaming_app(serve, status):
     def app(environ, start_response):
