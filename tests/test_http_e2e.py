@@ -799,6 +799,36 @@ def test_bad_request_is_refused_and_the_connection_closed(serve, data, status, o
     assert "/after" not in app.seen, "a request sent after a bad one was answered"
 
 
+@pytest.mark.parametrize(
+    ("data", "status", "options"),
+    [
+        pytest.param(b"HEAD / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, {}, id="two-hosts"),
+        pytest.param(b"HEAD / HTTP/1.1\r\nHost: a\r\nX : b\r\n\r\n", 400, {}, id="bad-field"),
+        pytest.param(b"HEAD / HTTP/2.0\r\nHost: a\r\n\r\n", 505, {}, id="version"),
+        pytest.param(b"\r\nHEAD / HTTP/1.1\r\n\r\n", 400, {}, id="leading-crlf-no-host"),
+        pytest.param(b"HEAD / HTTP/1.1\nHost: a\n", 400, {}, id="bare-lf-while-incomplete"),
+        pytest.param(
+            b"HEAD / HTTP/1.1\r\nHost: a\r\nX-A: " + b"a" * 5000,
+            431,
+            {"max_header_size": 4096},
+            id="head-too-large-while-incomplete",
+        ),
+    ],
+)
+def test_a_refused_head_request_gets_no_content(serve, data, status, options):
+    """RFC 9110 9.3.2: no content in any response to HEAD, also when the request is refused
+    before it parsed; the head keeps its Content-Length, as for a GET."""
+    live = serve(validated(PathApp()), **options)
+    with live.connect() as sock:
+        reader = ResponseReader(sock)
+        sock.sendall(data)
+        response = reader.read("HEAD")
+        assert response.status == status, response
+        assert "close" in response.connection_tokens
+        assert int(response.get("content-length") or 0) > 0
+        reader.expect_close()  # and no content before it
+
+
 def test_head_with_only_bare_lf_line_endings_is_refused(serve):
     # Nothing follows, so no CRLFCRLF ever arrives: the bare LF itself must be refused with
     # 400, not left to run into the header timeout (408).

@@ -21,6 +21,7 @@ from wsgipool.http import (
     Request,
     parse_head,
 )
+from wsgipool.http.parser import opens_head_request
 from wsgipool.http.response import (
     LAST_CHUNK,
     chunk,
@@ -1302,3 +1303,23 @@ def test_error_produces_no_request():
     outcome = drive([b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"])
     assert outcome.requests == []
     assert outcome.status == 400
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(b"HEAD / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", True, id="whole"),
+        pytest.param(b"HEAD /", True, id="started"),
+        pytest.param(bytearray(b"HEAD /"), True, id="bytearray"),
+        pytest.param(b"\r\nHEAD / HTTP/1.1\r\n\r\n", True, id="after-one-leading-crlf"),
+        pytest.param(b"\r\n\r\nHEAD / HTTP/1.1\r\n\r\n", False, id="after-two"),
+        pytest.param(b"HEA", False, id="too-short-to-tell"),
+        pytest.param(b"HEADER / HTTP/1.1", False, id="longer-method"),
+        pytest.param(b"head / HTTP/1.1", False, id="methods-are-case-sensitive"),
+        pytest.param(b"GET / HTTP/1.1", False, id="get"),
+        pytest.param(b"", False, id="nothing"),
+    ],
+)
+def test_opens_head_request(data, expected):
+    """What tells a HEAD refused before it parsed (its answer gets no content)."""
+    assert opens_head_request(data) is expected

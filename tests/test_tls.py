@@ -375,6 +375,16 @@ def test_plain_http_to_the_tls_port_gets_400(serve_tls: Callable[..., Live]) -> 
     assert b"Connection: close" in response
 
 
+def test_plain_http_head_to_the_tls_port_gets_400_without_content(
+    serve_tls: Callable[..., Live],
+) -> None:
+    live = serve_tls()
+    response = live.raw(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"\r\nContent-Length: " in response
+    assert response.endswith(b"\r\n\r\n"), f"content sent in a response to HEAD: {response!r}"
+
+
 def test_plain_http_refusal_is_dated_when_sent(
     serve_tls: Callable[..., Live], monkeypatch: pytest.MonkeyPatch
 ) -> None:

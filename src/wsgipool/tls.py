@@ -30,6 +30,7 @@ from .connection import (
     Handshake,
     TransferLimits,
 )
+from .http.parser import opens_head_request
 from .http.response import error_response
 
 if TYPE_CHECKING:
@@ -155,7 +156,12 @@ class TLSConnection(Connection):
                     if self.buffer[0] != HANDSHAKE_RECORD:
                         # Most likely plain HTTP: say so in plain text, as nginx does.
                         with contextlib.suppress(ClientDisconnected):
-                            Connection.sendall(self, error_response(400, PLAIN_HTTP_REFUSED))
+                            refusal = error_response(
+                                400,
+                                PLAIN_HTTP_REFUSED,
+                                head_only=opens_head_request(self.buffer),
+                            )
+                            Connection.sendall(self, refusal)
                         return Handshake.NOT_TLS
                     self._hello_seen = True
                 self._incoming.write(bytes(self.buffer))

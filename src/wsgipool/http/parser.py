@@ -169,6 +169,13 @@ def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
         raise
 
 
+def opens_head_request(data: bytes | bytearray) -> bool:
+    """Whether ``data``, a request head or what has arrived of one, is a HEAD request, by
+    its first bytes alone: for the answer to a request refused before it could be parsed,
+    which must carry no content all the same (RFC 9110 9.3.2)."""
+    return data.startswith(b"HEAD ", 2 if data.startswith(CRLF) else 0)
+
+
 def _parse_head_text(text: str, limits: Limits) -> Request:
     if text.startswith("\r\n"):
         text = text[2:]
