@@ -239,6 +239,17 @@ def test_slowloris_is_cut_off_by_header_timeout(serve):
     assert get(live, "/after").status == 200
 
 
+def test_a_head_request_that_times_out_gets_a_408_without_content(serve):
+    """RFC 9110 9.3.2: the listener's 408 to a HEAD head that never ends has no content."""
+    live = serve(text_app(), header_timeout=1.0, keepalive_timeout=60)
+    with live.connect() as sock:
+        sock.sendall(b"HEAD / HTTP/1.1\r\nHost: a\r\n")  # and never the empty line
+        data, _reset = read_to_close(sock, CLOSE_DEADLINE)
+    assert status_of(data) == 408, data
+    assert int(head_fields(data)["content-length"]) > 0
+    assert data.endswith(b"\r\n\r\n"), f"content sent in a response to HEAD: {data!r}"
+
+
 # === 2. idle connections =====================================================================
 
 
@@ -396,6 +407,29 @@ def test_full_queue_is_answered_503_by_the_listener(serve):
         wait_for(lambda: live.server.connection_count == 0)
         assert get(live, f"/after{number}").status == 200
     assert seen == ["/block", "/queued", "/after0", "/after1", "/after2"]
+
+
+def test_a_shed_head_request_gets_a_503_without_content(serve):
+    """RFC 9110 9.3.2: the listener's 503 to a HEAD has no content, whether the request
+    was read or is still on the socket."""
+    seen: list[str] = []
+    entered, release = threading.Event(), threading.Event()
+    live = serve(blocking_app(seen, entered, release), threads=1, queue_limit=1)
+    try:
+        with live.connect() as busy, live.connect() as queued:
+            busy.sendall(build_request("GET", "/block"))
+            assert entered.wait(DEADLINE)
+            queued.sendall(build_request("GET", "/queued"))  # fills the queue of one
+            for leading in (b"", b"\r\n"):
+                with live.connect() as sock:
+                    sock.sendall(leading + build_request("HEAD", "/shed"))
+                    reader = ResponseReader(sock)
+                    response = reader.read("HEAD")
+                    assert_shed(response)
+                    assert int(response.get("content-length") or 0) > 0
+                    reader.expect_close()  # and no content before it
+    finally:
+        release.set()
 
 
 def test_connection_that_has_sent_nothing_is_not_shed(serve):

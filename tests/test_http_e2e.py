@@ -407,6 +407,31 @@ def test_100_continue_with_a_chunked_body(serve):
         assert final.body == b"got abcdef"
 
 
+@pytest.mark.parametrize(
+    "expect",
+    [
+        pytest.param("100-continue, 100-continue", id="two-fields-folded-into-one"),
+        pytest.param("100-continue,", id="empty-list-element"),
+    ],
+)
+def test_100_continue_from_an_expect_list(serve, expect):
+    """Expect is a list (RFC 9110 5.6.1): what a proxy makes of two Expect fields, or an
+    empty element, is still only 100-continue, not an unknown expectation (417)."""
+
+    def app(environ, start_response):
+        data = environ["wsgi.input"].read(-1)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"got " + data]
+
+    live = serve(validated(app))
+    with live.connect() as sock:
+        reader = ResponseReader(sock)
+        sock.sendall(build_request("POST", "/", {"Expect": expect, "Content-Length": "5"}))
+        assert reader.read().status == 100
+        sock.sendall(b"hello")
+        assert reader.read().body == b"got hello"
+
+
 def test_no_100_continue_when_the_app_answers_without_reading(serve):
     app = PathApp()
     live = serve(validated(app))
@@ -521,6 +546,29 @@ def test_bodyless_statuses_carry_no_body(serve, status):
                 assert not response.has("content-length")  # RFC 9110 8.6: MUST NOT
         sock.sendall(build_request("GET", "/third"))
         assert reader.read().status == int(status[:3])
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["list", "generator"])
+def test_a_205_carries_no_content_whatever_the_app_returns(serve, streamed):
+    """RFC 9110 15.3.6: a server MUST NOT send content in a 205. The app's body is
+    dropped and the head says Content-Length: 0, so a client that reads no body after a
+    205 finds the next response where it starts."""
+
+    def app(environ, start_response):
+        start_response("205 Reset Content", [("X-Status", "205")])
+        body = [b"this must not be sent"]
+        return iter(body) if streamed else body
+
+    live = serve(app)
+    with live.connect() as sock:
+        reader = ResponseReader(sock)
+        sock.sendall(build_request("POST", "/") + build_request("POST", "/again"))
+        for _ in range(2):
+            response = reader.read()
+            assert response.status == 205
+            assert response.get("content-length") == "0"
+            assert not response.has("transfer-encoding")
+            assert response.body == b""
 
 
 @pytest.mark.parametrize("status", ["204 No Content", "304 Not Modified"])
@@ -750,6 +798,36 @@ def test_bad_request_is_refused_and_the_connection_closed(serve, data, status, o
         assert "close" in response.connection_tokens
         reader.expect_close()
     assert "/after" not in app.seen, "a request sent after a bad one was answered"
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "options"),
+    [
+        pytest.param(b"HEAD / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, {}, id="two-hosts"),
+        pytest.param(b"HEAD / HTTP/1.1\r\nHost: a\r\nX : b\r\n\r\n", 400, {}, id="bad-field"),
+        pytest.param(b"HEAD / HTTP/2.0\r\nHost: a\r\n\r\n", 505, {}, id="version"),
+        pytest.param(b"\r\nHEAD / HTTP/1.1\r\n\r\n", 400, {}, id="leading-crlf-no-host"),
+        pytest.param(b"HEAD / HTTP/1.1\nHost: a\n", 400, {}, id="bare-lf-while-incomplete"),
+        pytest.param(
+            b"HEAD / HTTP/1.1\r\nHost: a\r\nX-A: " + b"a" * 5000,
+            431,
+            {"max_header_size": 4096},
+            id="head-too-large-while-incomplete",
+        ),
+    ],
+)
+def test_a_refused_head_request_gets_no_content(serve, data, status, options):
+    """RFC 9110 9.3.2: no content in any response to HEAD, also when the request is refused
+    before it parsed; the head keeps its Content-Length, as for a GET."""
+    live = serve(validated(PathApp()), **options)
+    with live.connect() as sock:
+        reader = ResponseReader(sock)
+        sock.sendall(data)
+        response = reader.read("HEAD")
+        assert response.status == status, response
+        assert "close" in response.connection_tokens
+        assert int(response.get("content-length") or 0) > 0
+        reader.expect_close()  # and no content before it
 
 
 def test_head_with_only_bare_lf_line_endings_is_refused(serve):

@@ -21,6 +21,7 @@ from wsgipool.http import (
     Request,
     parse_head,
 )
+from wsgipool.http.parser import opens_head_request
 from wsgipool.http.response import (
     LAST_CHUNK,
     chunk,
@@ -208,6 +209,10 @@ def test_request_line_accepted(line, expected):
         pytest.param(b"CONNECT [::1]:443 HTTP/1.1", 501, id="connect-ipv6-is-501"),
         pytest.param(b"GET ftp://example.com/ HTTP/1.1", 400, id="absolute-form-ftp-scheme"),
         pytest.param(b"GET http:///x HTTP/1.1", 400, id="absolute-form-empty-host"),
+        # RFC 9110 4.2.1: an http(s) URI with an empty host is invalid, port or no port.
+        pytest.param(b"GET http://:80/x HTTP/1.1", 400, id="absolute-form-empty-host-port"),
+        pytest.param(b"GET http://:/x HTTP/1.1", 400, id="absolute-form-empty-host-colon"),
+        pytest.param(b"GET https://:443 HTTP/1.1", 400, id="absolute-form-empty-host-https"),
         pytest.param(b"GET http://u:p@example.com/ HTTP/1.1", 400, id="absolute-form-userinfo"),
         pytest.param(b"GET http://example.com/#f HTTP/1.1", 400, id="absolute-form-fragment"),
         pytest.param(b"GET http://example.com/%zz HTTP/1.1", 400, id="absolute-form-bad-pct"),
@@ -664,6 +669,20 @@ def test_transfer_encoding_underscore_is_not_transfer_encoding():
         pytest.param(b"HTTP/1.1", (b"Expect:  100-CONTINUE ",), True, id="upper-with-ows"),
         pytest.param(b"HTTP/1.1", (), False, id="absent"),
         pytest.param(b"HTTP/1.0", (b"Expect: 100-continue",), False, id="ignored-in-http10"),
+        # Expect is a list (RFC 9110 5.6.1, 5.3): one field with both members means what
+        # two fields do, and empty elements are ignored.
+        pytest.param(b"HTTP/1.1", (b"Expect: 100-continue, 100-continue",), True, id="list-of-two"),
+        pytest.param(
+            b"HTTP/1.1",
+            (b"Expect: 100-continue", b"Expect: 100-continue"),
+            True,
+            id="two-fields",
+        ),
+        pytest.param(b"HTTP/1.1", (b"Expect: 100-continue,",), True, id="trailing-comma"),
+        pytest.param(b"HTTP/1.1", (b"Expect: , 100-continue",), True, id="leading-comma"),
+        pytest.param(b"HTTP/1.1", (b"Expect: 100-continue", b"Expect:"), True, id="then-empty"),
+        pytest.param(b"HTTP/1.1", (b"Expect:",), False, id="empty-is-no-expectation"),
+        pytest.param(b"HTTP/1.1", (b"Expect: ,",), False, id="only-empty-elements"),
     ],
 )
 def test_expect_continue(version, fields, expected):
@@ -678,6 +697,7 @@ def test_expect_continue(version, fields, expected):
         pytest.param(b"100-continuex", id="suffix"),
         pytest.param(b"200-ok", id="other"),
         pytest.param(b"100-continue, foo", id="list-with-other"),
+        pytest.param(b"foo, 100-continue", id="other-first"),
         pytest.param(b"100-continue;x=1", id="with-parameter"),
         pytest.param(b"foo", id="foo"),
     ],
@@ -1283,3 +1303,23 @@ def test_error_produces_no_request():
     outcome = drive([b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"])
     assert outcome.requests == []
     assert outcome.status == 400
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(b"HEAD / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", True, id="whole"),
+        pytest.param(b"HEAD /", True, id="started"),
+        pytest.param(bytearray(b"HEAD /"), True, id="bytearray"),
+        pytest.param(b"\r\nHEAD / HTTP/1.1\r\n\r\n", True, id="after-one-leading-crlf"),
+        pytest.param(b"\r\n\r\nHEAD / HTTP/1.1\r\n\r\n", False, id="after-two"),
+        pytest.param(b"HEA", False, id="too-short-to-tell"),
+        pytest.param(b"HEADER / HTTP/1.1", False, id="longer-method"),
+        pytest.param(b"head / HTTP/1.1", False, id="methods-are-case-sensitive"),
+        pytest.param(b"GET / HTTP/1.1", False, id="get"),
+        pytest.param(b"", False, id="nothing"),
+    ],
+)
+def test_opens_head_request(data, expected):
+    """What tells a HEAD refused before it parsed (its answer gets no content)."""
+    assert opens_head_request(data) is expected

@@ -360,6 +360,32 @@ def test_framing(method, version, status, headers, body_length, expected):
     ]
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize(
+    ("headers", "body_length"),
+    [
+        pytest.param([], None, id="streamed"),
+        pytest.param([], 5, id="one-item-body"),
+        pytest.param([("Content-Length", "5")], None, id="apps-length"),
+        pytest.param([("content-length", "0")], 0, id="apps-zero"),
+    ],
+)
+def test_a_205_has_no_content_and_says_so(method, headers, body_length):
+    """RFC 9110 15.3.6: never content in a 205, whatever the app gives; its one framing
+    field is the server's Content-Length: 0."""
+    head, framing, length, kept = head_for(
+        request(method), "205 Reset Content", [*headers, ("X-Kept", "yes")], body_length
+    )
+    assert "X-Kept: yes" in fields_of(head)
+    framing_fields = [
+        field
+        for field in fields_of(head)
+        if field.lower().startswith(("content-length", "transfer-encoding"))
+    ]
+    assert framing_fields == ["Content-Length: 0"]
+    assert (framing, length, kept) == (NO_BODY, None, True)
+
+
 def test_no_content_length_on_a_204_even_in_a_head():
     head, framing, length, _ = head_for(
         request(), "204 No Content", [("content-length", "0"), ("X-Kept", "yes")]

@@ -19,6 +19,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -30,6 +31,7 @@ from tests.helpers.http import read_response, read_until_close
 from tests.helpers.live import Live
 from tests.helpers.waiting import wait_for
 from wsgipool import Config, ConfigError, Server
+from wsgipool.http import response as http_response
 
 
 @pytest.fixture(scope="module")
@@ -400,6 +402,28 @@ def test_plain_http_to_the_tls_port_gets_400(serve_tls: Callable[..., Live]) -> 
     assert response.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert b"https" in response
     assert b"Connection: close" in response
+
+
+def test_plain_http_head_to_the_tls_port_gets_400_without_content(
+    serve_tls: Callable[..., Live],
+) -> None:
+    live = serve_tls()
+    response = live.raw(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"\r\nContent-Length: " in response
+    assert response.endswith(b"\r\n\r\n"), f"content sent in a response to HEAD: {response!r}"
+
+
+def test_plain_http_refusal_is_dated_when_sent(
+    serve_tls: Callable[..., Live], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its Date is the time it goes out (RFC 9110 6.6.1), not when the module was imported:
+    with the server's clock set to 2100, so says the Date."""
+    live = serve_tls()
+    monkeypatch.setattr(http_response, "time", SimpleNamespace(time=lambda: 4102444800.0))
+    response = live.raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"\r\nDate: Fri, 01 Jan 2100 00:00:00 GMT\r\n" in response
 
 
 def client_hello(pki: dict[str, str]) -> bytes:

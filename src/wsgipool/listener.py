@@ -34,6 +34,7 @@ from .connection import (
     set_socket_options,
     timeval,
 )
+from .http.parser import opens_head_request
 from .http.response import RETRY_AFTER, error_response
 from .poller import make_poller
 from .sockets import defers_accept
@@ -75,6 +76,19 @@ def _peek(sock: socket.socket) -> bytes | None:
         return None
     except OSError:
         return b""
+
+
+def _refusal(conn: Connection, status: int, detail: str, extra_headers: str = "") -> bytes:
+    """The listener's own error response to the request waiting on ``conn``: without
+    content when that is a HEAD (RFC 9110 9.3.2), told from what has been read of it or,
+    when nothing has, from a look at the socket's first bytes (left unread)."""
+    data: bytes | bytearray = conn.buffer
+    if not data:
+        with contextlib.suppress(OSError):
+            data = conn.sock.recv(7, socket.MSG_PEEK | MSG_DONTWAIT)
+    return error_response(
+        status, detail, extra_headers=extra_headers, head_only=opens_head_request(data)
+    )
 
 
 def next_deadline(conn: Connection, config: Config) -> float:
@@ -425,7 +439,7 @@ class Listener:
             log.warning(
                 "overloaded: %d connections wait for a worker; answering 503", len(self._tasks)
             )
-        conn.send_nowait(error_response(503, "server overloaded", extra_headers=RETRY_AFTER))
+        conn.send_nowait(_refusal(conn, 503, "server overloaded", RETRY_AFTER))
         if self._on_shed is not None:
             self._on_shed()
         self.discard(conn)
@@ -443,7 +457,7 @@ class Listener:
         for conn in expired:
             if conn.head_started:
                 # A request had started arriving: say why it is being dropped.
-                conn.send_nowait(error_response(408, "request head timed out"))
+                conn.send_nowait(_refusal(conn, 408, "request head timed out"))
             conn.close()
 
     def _close_watched(self, *, idle_only: bool) -> None:

@@ -30,6 +30,7 @@ from .connection import (
     Handshake,
     TransferLimits,
 )
+from .http.parser import opens_head_request
 from .http.response import error_response
 
 if TYPE_CHECKING:
@@ -46,7 +47,9 @@ CERT_REQS = {
 HANDSHAKE_RECORD = 0x16
 log = logging.getLogger("wsgipool.error")
 
-PLAIN_HTTP_REFUSED = error_response(400, "plain HTTP sent to an HTTPS port: use https://")
+# Why a plain HTTP request to the TLS port gets 400 (the response itself is made when it is
+# sent: its Date must be the time it goes out, RFC 9110 6.6.1, not the time of the import).
+PLAIN_HTTP_REFUSED = "plain HTTP sent to an HTTPS port: use https://"
 # Above this, response data is encrypted and sent in pieces, so the ciphertext of a large
 # body is never held in memory all at once.
 WRITE_BLOCK = 256 * 1024
@@ -153,7 +156,12 @@ class TLSConnection(Connection):
                     if self.buffer[0] != HANDSHAKE_RECORD:
                         # Most likely plain HTTP: say so in plain text, as nginx does.
                         with contextlib.suppress(ClientDisconnected):
-                            Connection.sendall(self, PLAIN_HTTP_REFUSED)
+                            refusal = error_response(
+                                400,
+                                PLAIN_HTTP_REFUSED,
+                                head_only=opens_head_request(self.buffer),
+                            )
+                            Connection.sendall(self, refusal)
                         return Handshake.NOT_TLS
                     self._hello_seen = True
                 self._incoming.write(bytes(self.buffer))

@@ -10,7 +10,7 @@ import time
 from .affinity import ThreadPinning
 from .connection import ClientDisconnected, Connection, Handshake
 from .http.errors import ProtocolError
-from .http.parser import parse_head
+from .http.parser import opens_head_request, parse_head
 from .http.proxy_protocol import parse_proxy_header
 from .http.response import RETRY_AFTER, error_response
 from .listener import Listener, next_deadline
@@ -61,6 +61,7 @@ class ConnectionHandler:
         buffer = conn.buffer
         while True:
             request = None
+            head = b""
             try:
                 end = conn.scanner.find(buffer) if buffer else -1
                 if end < 0:
@@ -93,7 +94,11 @@ class ConnectionHandler:
             except ProtocolError as exc:
                 log.debug("refused a request from %s: %s", conn.peer, exc)
                 extra = RETRY_AFTER if exc.status == 503 else ""
-                head_only = request is not None and request.method == "HEAD"
+                if request is not None:
+                    head_only = request.method == "HEAD"
+                else:
+                    # Refused before it parsed: its first bytes still tell a HEAD.
+                    head_only = opens_head_request(head or buffer)
                 response = error_response(
                     exc.status, exc.detail, extra_headers=extra, head_only=head_only
                 )

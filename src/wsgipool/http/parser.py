@@ -169,6 +169,13 @@ def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
         raise
 
 
+def opens_head_request(data: bytes | bytearray) -> bool:
+    """Whether ``data``, a request head or what has arrived of one, is a HEAD request, by
+    its first bytes alone: for the answer to a request refused before it could be parsed,
+    which must carry no content all the same (RFC 9110 9.3.2)."""
+    return data.startswith(b"HEAD ", 2 if data.startswith(CRLF) else 0)
+
+
 def _parse_head_text(text: str, limits: Limits) -> Request:
     if text.startswith("\r\n"):
         text = text[2:]
@@ -201,7 +208,7 @@ def _parse_head_text(text: str, limits: Limits) -> Request:
     content_lengths: list[str] = []
     transfer_codings: list[str] = []
     connection_tokens: list[str] = []
-    expect_continue = False
+    expectations: list[str] = []
     for name, value in _abnf.FIELD_LINE.findall(fields):
         name = name.lower()
         value = value.strip(" \t")
@@ -215,8 +222,9 @@ def _parse_head_text(text: str, limits: Limits) -> Request:
             elif name == "connection":
                 connection_tokens.extend(token.strip(" \t").lower() for token in value.split(","))
             else:
-                expect_continue = _parse_expect(value)
+                expectations.extend(value.split(","))
         headers.append((name, value))
+    expect_continue = _parse_expect(expectations) if expectations else False
 
     http11 = version == "HTTP/1.1"
     host = _parse_host(host_values, http11)
@@ -297,7 +305,10 @@ def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
         scheme, authority, rest = absolute.groups()
         if scheme.lower() not in ("http", "https"):
             raise ProtocolError(400, "unsupported URI scheme in request target")
-        if not authority:
+        if not authority or authority[0] == ":":
+            # RFC 9110 4.2.1, 4.2.2: an http(s) URI with an empty host is invalid, with a
+            # port ("http://:80/") or without; authority is host [":" port], so the host
+            # is empty exactly when the authority is or starts with its colon.
             raise ProtocolError(400, "absolute-form target without a host")
         path, _, query = (rest or "/").partition("?")
         return path or "/", query, authority
@@ -349,11 +360,17 @@ def _parse_transfer_encoding(items: list[str]) -> bool:
     raise ProtocolError(501, "unsupported transfer coding")
 
 
-def _parse_expect(value: str) -> bool:
-    if value.lower() == "100-continue":
-        return True
-    # RFC 9110 10.1.1: an expectation the server cannot meet gets 417.
-    raise ProtocolError(417, "unsupported expectation")
+def _parse_expect(items: list[str]) -> bool:
+    """Whether the Expect list (its items from every Expect field) asks for 100-continue.
+
+    Expect is a list (RFC 9110 5.6.1): "100-continue, 100-continue" in one field means what
+    the two fields would, and empty elements ("100-continue,") are ignored.
+    """
+    members = {item.strip(" \t").lower() for item in items} - {""}
+    if members - {"100-continue"}:
+        # RFC 9110 10.1.1: an expectation the server cannot meet gets 417.
+        raise ProtocolError(417, "unsupported expectation")
+    return bool(members)
 
 
 class FixedLengthBody:

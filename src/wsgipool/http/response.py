@@ -78,7 +78,7 @@ chunk_head = b"%x\r\n".__mod__
 CONTENT_LENGTH = 0  # a Content-Length field
 CHUNKED = 1  # Transfer-Encoding: chunked (HTTP/1.1 only)
 CLOSE_DELIMITED = 2  # the end of the connection (HTTP/1.0, no length known)
-NO_BODY = 3  # HEAD, 1xx, 204, 304
+NO_BODY = 3  # HEAD, 1xx, 204, 304; 205 (with Content-Length: 0)
 
 
 # RFC 9110 7.6.1: hop-by-hop fields belong to the connection, which the server manages.
@@ -202,8 +202,8 @@ def response_head(
     code = int(status[:3])
     head_only = request.method == "HEAD"
     http11 = request.http11
-    if content_length is not None and code == 204:
-        # RFC 9110 8.6: never a Content-Length on a 204 (or a 1xx).
+    if content_length is not None and code in (204, 205):
+        # RFC 9110 8.6: never a Content-Length on a 204 (or a 1xx); a 205 gets its own.
         log.debug("dropped the application's Content-Length from a %s response", status)
         headers = [item for item in headers if item[0].lower() != "content-length"]
         content_length = None
@@ -215,6 +215,12 @@ def response_head(
         lines.append(SERVER_LINE)
 
     if has_no_body(code):
+        framing = NO_BODY
+    elif code == 205:
+        # RFC 9110 15.3.6: never content in a 205, whatever the app gives. Its framing is
+        # a normal one (RFC 9112 6.3), so say zero: a client reading it and one that
+        # expects no body (Ruby's Net::HTTP) then agree where the next response starts.
+        lines.append("Content-Length: 0\r\n")
         framing = NO_BODY
     elif content_length is not None:
         framing = CONTENT_LENGTH
