@@ -378,29 +378,39 @@ def assert_shed(response: Any) -> None:
     assert "close" in response.connection_tokens, response
 
 
-def test_full_queue_is_answered_503_by_the_listener(serve):
-    seen: list[str] = []
-    entered, release = threading.Event(), threading.Event()
-    live = serve(blocking_app(seen, entered, release), threads=1, queue_limit=1)
+@contextlib.contextmanager
+def busy_and_queued(
+    live: Live, entered: threading.Event, release: threading.Event
+) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """On a server of one thread and a queue of one (``blocking_app``): one request held in
+    the app (/block) and one queued (/queued); the app is released on the way out."""
     try:
         with live.connect() as busy, live.connect() as queued:
             busy.sendall(build_request("GET", "/block"))
             assert entered.wait(DEADLINE)
-            queued.sendall(build_request("GET", "/queued"))  # fills the queue of one
-            for number in range(5):
-                with live.connect() as sock:
-                    sock.sendall(build_request("GET", f"/shed{number}"))
-                    reader = ResponseReader(sock)
-                    assert_shed(reader.read())
-                    reader.expect_close()
-            # All answered while the only worker is still blocked: by the listener.
-            assert not release.is_set()
-            release.set()
-            for sock, path in ((busy, b"/block"), (queued, b"/queued")):
-                response = ResponseReader(sock).read()
-                assert (response.status, response.body) == (200, path)
+            queued.sendall(build_request("GET", "/queued"))
+            yield busy, queued
     finally:
         release.set()
+
+
+def test_full_queue_is_answered_503_by_the_listener(serve):
+    seen: list[str] = []
+    entered, release = threading.Event(), threading.Event()
+    live = serve(blocking_app(seen, entered, release), threads=1, queue_limit=1)
+    with busy_and_queued(live, entered, release) as (busy, queued):
+        for number in range(5):
+            with live.connect() as sock:
+                sock.sendall(build_request("GET", f"/shed{number}"))
+                reader = ResponseReader(sock)
+                assert_shed(reader.read())
+                reader.expect_close()
+        # All answered while the only worker is still blocked: by the listener.
+        assert not release.is_set()
+        release.set()
+        for sock, path in ((busy, b"/block"), (queued, b"/queued")):
+            response = ResponseReader(sock).read()
+            assert (response.status, response.body) == (200, path)
     for number in range(3):
         # With a queue of one, even the end-of-file of a closed connection takes the slot
         # until a worker reads it: start each request from a server with nothing queued.
@@ -415,21 +425,15 @@ def test_a_shed_head_request_gets_a_503_without_content(serve):
     seen: list[str] = []
     entered, release = threading.Event(), threading.Event()
     live = serve(blocking_app(seen, entered, release), threads=1, queue_limit=1)
-    try:
-        with live.connect() as busy, live.connect() as queued:
-            busy.sendall(build_request("GET", "/block"))
-            assert entered.wait(DEADLINE)
-            queued.sendall(build_request("GET", "/queued"))  # fills the queue of one
-            for leading in (b"", b"\r\n"):
-                with live.connect() as sock:
-                    sock.sendall(leading + build_request("HEAD", "/shed"))
-                    reader = ResponseReader(sock)
-                    response = reader.read("HEAD")
-                    assert_shed(response)
-                    assert int(response.get("content-length") or 0) > 0
-                    reader.expect_close()  # and no content before it
-    finally:
-        release.set()
+    with busy_and_queued(live, entered, release):
+        for leading in (b"", b"\r\n"):
+            with live.connect() as sock:
+                sock.sendall(leading + build_request("HEAD", "/shed"))
+                reader = ResponseReader(sock)
+                response = reader.read("HEAD")
+                assert_shed(response)
+                assert int(response.get("content-length") or 0) > 0
+                reader.expect_close()  # and no content before it
 
 
 def test_connection_that_has_sent_nothing_is_not_shed(serve):
@@ -438,31 +442,23 @@ def test_connection_that_has_sent_nothing_is_not_shed(serve):
     seen: list[str] = []
     entered, release = threading.Event(), threading.Event()
     live = serve(blocking_app(seen, entered, release), threads=1, queue_limit=1)
-    try:
-        with live.connect() as busy, live.connect() as queued:
-            busy.sendall(build_request("GET", "/block"))
-            assert entered.wait(DEADLINE)
-            queued.sendall(build_request("GET", "/queued"))
-            assert_shed(get(live, "/probe"))  # the queue is full
-            with live.connect() as idle:
-                # Accepted (with a deferred accept: once the kernel stops waiting for its
-                # first bytes) and kept: busy, queued and idle.
-                wait_for(lambda: live.server.connection_count == 3 or bool(pending(idle)))
-                # The listener handles events in order: this one's 503 comes after it
-                # has dealt with the idle connection.
-                assert_shed(get(live, "/probe"))
-                assert pending(idle) is None, (
-                    f"a connection that sent nothing got {pending(idle)!r}"
-                )
-                release.set()
-                for sock, path in ((busy, b"/block"), (queued, b"/queued")):
-                    response = ResponseReader(sock).read()
-                    assert (response.status, response.body) == (200, path)
-                idle.sendall(build_request("GET", "/idle"))
-                response = ResponseReader(idle).read()
-                assert (response.status, response.body) == (200, b"/idle")
-    finally:
-        release.set()
+    with busy_and_queued(live, entered, release) as (busy, queued):
+        assert_shed(get(live, "/probe"))  # the queue is full
+        with live.connect() as idle:
+            # Accepted (with a deferred accept: once the kernel stops waiting for its
+            # first bytes) and kept: busy, queued and idle.
+            wait_for(lambda: live.server.connection_count == 3 or bool(pending(idle)))
+            # The listener handles events in order: this one's 503 comes after it
+            # has dealt with the idle connection.
+            assert_shed(get(live, "/probe"))
+            assert pending(idle) is None, f"a connection that sent nothing got {pending(idle)!r}"
+            release.set()
+            for sock, path in ((busy, b"/block"), (queued, b"/queued")):
+                response = ResponseReader(sock).read()
+                assert (response.status, response.body) == (200, path)
+            idle.sendall(build_request("GET", "/idle"))
+            response = ResponseReader(idle).read()
+            assert (response.status, response.body) == (200, b"/idle")
     assert seen == ["/block", "/queued", "/idle"]
 
 
@@ -470,25 +466,19 @@ def test_request_that_waited_past_queue_timeout_is_not_run(serve):
     seen: list[str] = []
     entered, release = threading.Event(), threading.Event()
     live = serve(blocking_app(seen, entered, release), threads=1, queue_limit=1, queue_timeout=0.5)
-    try:
-        with live.connect() as busy, live.connect() as queued:
-            busy.sendall(build_request("GET", "/block"))
-            assert entered.wait(DEADLINE)
-            queued.sendall(build_request("GET", "/queued"))
-            # A 503 for a probe proves /queued is in the queue (queue_limit=1) by now.
-            assert_shed(get(live, "/probe"))
-            in_queue_since = time.monotonic()
-            # Let /queued wait well past queue_timeout (this wait is the scenario).
-            time.sleep(max(0.0, in_queue_since + 1.0 - time.monotonic()))
-            release.set()
-            response = ResponseReader(busy).read()
-            assert (response.status, response.body) == (200, b"/block")
-            queued.settimeout(DEADLINE)
-            reader = ResponseReader(queued)
-            assert_shed(reader.read())
-            reader.expect_close()
-    finally:
+    with busy_and_queued(live, entered, release) as (busy, queued):
+        # A 503 for a probe proves /queued is in the queue (queue_limit=1) by now.
+        assert_shed(get(live, "/probe"))
+        in_queue_since = time.monotonic()
+        # Let /queued wait well past queue_timeout (this wait is the scenario).
+        time.sleep(max(0.0, in_queue_since + 1.0 - time.monotonic()))
         release.set()
+        response = ResponseReader(busy).read()
+        assert (response.status, response.body) == (200, b"/block")
+        queued.settimeout(DEADLINE)
+        reader = ResponseReader(queued)
+        assert_shed(reader.read())
+        reader.expect_close()
     assert seen == ["/block"], "the app ran a request that had waited past queue_timeout"
     wait_for(lambda: live.server.connection_count == 0)  # see the test above
     assert get(live, "/after").status == 200

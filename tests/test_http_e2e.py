@@ -356,6 +356,13 @@ def test_large_unread_chunked_body_closes_the_connection(serve):
 # --- Expect: 100-continue -------------------------------------------------------------------
 
 
+def echo_body_app(environ, start_response):
+    """Answers "got " and the whole request body."""
+    data = environ["wsgi.input"].read(-1)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"got " + data]
+
+
 def test_100_continue_is_sent_when_the_app_first_reads(serve):
     entered, go = threading.Event(), threading.Event()
 
@@ -390,12 +397,7 @@ def test_100_continue_is_sent_when_the_app_first_reads(serve):
 
 
 def test_100_continue_with_a_chunked_body(serve):
-    def app(environ, start_response):
-        data = environ["wsgi.input"].read(-1)
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"got " + data]
-
-    live = serve(validated(app))
+    live = serve(validated(echo_body_app))
     with live.connect() as sock:
         reader = ResponseReader(sock)
         sock.sendall(
@@ -418,12 +420,7 @@ def test_100_continue_from_an_expect_list(serve, expect):
     """Expect is a list (RFC 9110 5.6.1): what a proxy makes of two Expect fields, or an
     empty element, is still only 100-continue, not an unknown expectation (417)."""
 
-    def app(environ, start_response):
-        data = environ["wsgi.input"].read(-1)
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"got " + data]
-
-    live = serve(validated(app))
+    live = serve(validated(echo_body_app))
     with live.connect() as sock:
         reader = ResponseReader(sock)
         sock.sendall(build_request("POST", "/", {"Expect": expect, "Content-Length": "5"}))
