@@ -110,6 +110,38 @@ def test_min_body_rate_zero_turns_the_floor_off(serve):
         assert ResponseReader(sock).read().body == b"trickled"
 
 
+def test_pipelined_bodies_do_not_restart_the_rate_floor(serve):
+    """Requests pipelined back to back, each body trickled within --body-timeout and
+    within the floor of its own few bytes: the floor holds for the worker's whole turn on
+    the connection. Restarted per request, it let a client sending a tiny request every
+    0.2 s (far below 500 bytes/s) keep the only worker for ever."""
+    live = serve(body_echo, threads=1, body_timeout=1.0)
+    head = build_request("POST", "/", {"Content-Length": "2"})
+    stop = threading.Event()
+    with live.connect() as sock:
+        sock.settimeout(DEADLINE)
+
+        def trickle() -> None:
+            # Each body's last byte comes with the next request's head and first byte.
+            with contextlib.suppress(OSError):
+                while not stop.wait(0.2):  # the client's pace: the scenario, not a wait
+                    sock.sendall(b"b" + head + b"a")
+
+        sock.sendall(head + b"a")
+        trickler = threading.Thread(target=trickle, daemon=True)
+        trickler.start()
+        try:
+            # The worker is on the trickler's connection now.
+            assert ResponseReader(sock).read().body == b"ab"
+            with live.connect() as other:
+                other.settimeout(DEADLINE)
+                other.sendall(build_request("GET", "/next"))
+                assert ResponseReader(other).read().body == b"next"
+        finally:
+            stop.set()
+            trickler.join(DEADLINE)
+
+
 # --- responses ------------------------------------------------------------------------------
 
 MIB = 1024 * 1024

@@ -173,8 +173,8 @@ class Connection:
         self.proxy_header_expected = False
         # TLS: the handshake must complete before the first request.
         self.handshake_pending = False
-        # What the current request body and response may still wait on the client; the
-        # gateway starts each anew per request.
+        # What the request bodies and responses of a worker's current turn on the
+        # connection may still wait on the client; the worker starts both at each turn.
         self.receiving = Budget(transfer.body_timeout, transfer.min_body_rate)
         self.sending = Budget(transfer.send_timeout, transfer.min_send_rate)
         # Made on the first wait for the client: most connections never wait.

@@ -824,8 +824,9 @@ class Gateway:
             decoder = FixedLengthBody(request.content_length)
         else:
             decoder = None
-        conn.receiving.start()
-        conn.sending.start()
+        # The wait budgets run over the worker's whole turn on the connection (see
+        # ConnectionHandler), not per request: only this request's waits are its sample's.
+        waited_before = conn.receiving.waited + conn.sending.waited
         environ = self.make_environ(conn, request)
         if slot is None:
             slot = Slot(frozenset())
@@ -923,7 +924,8 @@ class Gateway:
                 record.queue_wait,
             )
         if sample is not None and load is not None:
-            sample.finish(load, conn.receiving.waited + conn.sending.waited)
+            waited = conn.receiving.waited + conn.sending.waited - waited_before
+            sample.finish(load, waited)
         return outcome
 
     def _request_id(self, environ: dict[str, Any], trusted: bool) -> str | None:
