@@ -865,6 +865,56 @@ def test_client_gone_mid_response(serve, caplog, how):
     assert wsgipool_records(caplog) == [], "an ordinary disconnect was logged above DEBUG"
 
 
+class Unreadable(Exception):
+    """What a framework makes of a broken request stream (Django's UnreadablePostError)."""
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+@pytest.mark.parametrize("where", ["body", "write"])
+def test_client_gone_behind_an_error_of_the_apps_own(serve, caplog, how, where):
+    """An application that turns the disconnect into an exception of its own (reading the
+    body, or sending with write()) still had an ordinary disconnect: nothing above DEBUG
+    (a reset mid-body used to be logged as an application error, with a traceback)."""
+    caplog.set_level(logging.DEBUG, logger="wsgipool")
+    failed = threading.Event()
+    entered = threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] != "/upload":
+            start_response("200 OK", [("Content-Length", "2")])
+            return [b"ok"]
+        try:
+            if where == "body":
+                entered.set()
+                environ["wsgi.input"].read()  # the client goes away here
+            else:
+                write = start_response("200 OK", [("Content-Type", "text/plain")])
+                write(b"x")
+                entered.set()
+                for _ in range(100_000):  # 6 GiB if never stopped
+                    write(b"y" * 65536)
+        except OSError as exc:
+            failed.set()
+            raise Unreadable(str(exc)) from exc
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    live = serve(app, threads=1)
+    caplog.clear()
+    sock = live.connect()
+    if how == "rst":
+        set_reset_on_close(sock)
+    sock.sendall(build_request("POST", "/upload", {"Content-Length": "100000"}) + b"0123456789")
+    assert entered.wait(DEADLINE)
+    sock.close()
+    assert failed.wait(DEADLINE)
+    wait_for(lambda: live.server.connection_count == 0)
+    response = get(live, "/next")
+    assert (response.status, response.body) == (200, b"ok")
+    assert live.server.alive_workers == 1
+    assert wsgipool_records(caplog) == [], "an ordinary disconnect was logged above DEBUG"
+
+
 class CloseRaises:
     def __init__(self, closes: list[int]) -> None:
         self.closes = closes

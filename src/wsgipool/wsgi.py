@@ -880,16 +880,17 @@ class Gateway:
                 self._send_result(conn, response, result, sample)
                 outcome = self._next_outcome(conn, response, body)
             except ClientDisconnected as exc:
-                log.debug("client %s went away: %s", conn.peer, exc)
-                # Cut off part-way (a client too slow, not only one gone): a body delimited
-                # by the close must not end in an orderly one.
-                cut_short = response.close_delimited and not response.body_complete
-                outcome = Outcome.RESET if cut_short else Outcome.CLOSE
+                outcome = self._client_gone(conn, response, exc)
             except BaseException as exc:
                 # Whatever the application raises (SystemExit and KeyboardInterrupt
                 # included: in a worker thread they can only come from the app) is its
-                # failure, never the worker's.
-                outcome = self._fail(conn, request, response, body, exc)
+                # failure, never the worker's; unless it only re-raised the client's
+                # disconnect as an error of its own (Django's UnreadablePostError).
+                gone = _disconnect_behind(exc)
+                if gone is not None:
+                    outcome = self._client_gone(conn, response, gone)
+                else:
+                    outcome = self._fail(conn, request, response, body, exc)
             finally:
                 response.end()
                 if result is not None:
@@ -948,6 +949,15 @@ class Gateway:
         if remote and not (isinstance(peer, tuple) and peer and peer[0] == remote):
             return remote
         return peer
+
+    @staticmethod
+    def _client_gone(conn: Connection, response: Response, exc: ClientDisconnected) -> Outcome:
+        """The client went away (or was too slow): an ordinary event, logged at DEBUG."""
+        log.debug("client %s went away: %s", conn.peer, exc)
+        # Cut off part-way (a client too slow, not only one gone): a body delimited by the
+        # close must not end in an orderly one.
+        cut_short = response.close_delimited and not response.body_complete
+        return Outcome.RESET if cut_short else Outcome.CLOSE
 
     @staticmethod
     def _next_outcome(conn: Connection, response: Response, body: RequestBody) -> Outcome:
@@ -1063,6 +1073,18 @@ class Gateway:
             log.exception(
                 "error in close() of the response for %s %s", request.method, request.target
             )
+
+
+def _disconnect_behind(exc: BaseException) -> ClientDisconnected | None:
+    """The client's disconnect that ``exc`` was raised from or while handling, if any."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:  # a chain may loop
+        if isinstance(cause, ClientDisconnected):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 __all__ = ["FileWrapper", "Gateway", "RequestBody", "Response", "WSGIApp"]
