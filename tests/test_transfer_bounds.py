@@ -52,6 +52,16 @@ def test_budget_bounds_the_waits_of_a_whole_transfer_by_the_rate():
     assert (budget.waited, budget.moved) == (0.0, 0)
 
 
+def test_budget_says_which_bound_ended_the_transfer():
+    budget = Budget(timeout=1.0, min_rate=500)
+    # Megabytes moved, then one wait of the whole timeout: no rate problem at all.
+    budget.waited, budget.moved = 1.5, 4_000_000
+    assert budget.describe() == "nothing moved within 1s"
+    # The waits reached what the bytes moved allow: the floor cut it.
+    budget.waited, budget.moved = 1.2, 100
+    assert "minimum rate" in budget.describe()
+
+
 # --- request bodies -------------------------------------------------------------------------
 
 

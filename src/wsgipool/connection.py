@@ -89,7 +89,9 @@ class Budget:
 
     def describe(self) -> str:
         """Why the transfer ran out of time, for a log line or exception."""
-        if self.min_rate and self.waited >= self.timeout:
+        # The floor cut the last wait short when the waits reached what the bytes moved
+        # allow; else that wait ran its whole timeout (however long the waits before it).
+        if self.min_rate and self.waited >= self.timeout + self.moved / self.min_rate:
             return (
                 f"below the minimum rate: {self.moved} bytes in {self.waited:.1f}s of waiting "
                 f"(at least {self.min_rate} bytes/s after the first {self.timeout:g}s)"
