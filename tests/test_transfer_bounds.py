@@ -197,6 +197,62 @@ def test_slow_reader_is_cut_by_the_send_rate_floor(serve):
             reader.join(DEADLINE)
 
 
+def test_pipelined_responses_do_not_restart_the_rate_floor(serve):
+    """A client pipelining requests and reading their responses well below
+    --min-send-rate, but fast enough that no wait runs out and no one response falls
+    below the floor: the floor holds for the worker's whole turn, so the only worker is
+    freed. Restarted per response, it kept the worker for ever."""
+    piece = b"x" * MIB
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/next":
+            start_response("200 OK", [("Content-Length", "4")])
+            return [b"next"]
+        start_response("200 OK", [("Content-Length", str(len(piece)))])
+        return [piece]
+
+    # A floor no loopback reader reaches; each response alone earns 3 s of waiting.
+    live = serve(app, threads=1, send_timeout=3.0, min_send_rate=1 << 30)
+    stop = threading.Event()
+    sock = socket.socket()
+    # A fixed receive window keeps the server's waits short and even.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+    sock.settimeout(DEADLINE)
+    sock.connect((live.host, live.port))
+    with sock:
+
+        def pipeline() -> None:
+            requests = build_request("GET", "/") * 100
+            with contextlib.suppress(OSError):
+                while not stop.is_set():
+                    sock.sendall(requests)
+
+        served = threading.Event()
+
+        def read_steadily() -> None:
+            with contextlib.suppress(OSError):
+                while not stop.is_set() and sock.recv(65536):
+                    served.set()
+                    stop.wait(0.01)  # the client's pace: about 6 MB/s
+
+        clients = [threading.Thread(target=pipeline, daemon=True)]
+        clients.append(threading.Thread(target=read_steadily, daemon=True))
+        for client in clients:
+            client.start()
+        try:
+            assert served.wait(DEADLINE)  # the worker is on the pipelining connection
+            with live.connect() as other:
+                other.settimeout(DEADLINE)
+                other.sendall(build_request("GET", "/next"))
+                assert ResponseReader(other).read().body == b"next"
+        finally:
+            stop.set()
+            with contextlib.suppress(OSError):  # unblock the pipelining client
+                sock.shutdown(socket.SHUT_RDWR)
+            for client in clients:
+                client.join(DEADLINE)
+
+
 def test_client_reading_nothing_is_dropped_after_the_send_timeout(serve):
     """No byte taken at all: dropped after one --send-timeout, however the kernel's buffers
     fill (short sends used to restart the kernel's timer)."""
