@@ -1076,14 +1076,18 @@ class Gateway:
 
 
 def _disconnect_behind(exc: BaseException) -> ClientDisconnected | None:
-    """The client's disconnect that ``exc`` was raised from or while handling, if any."""
+    """The client's disconnect that ``exc`` was raised from (``raise ... from``), if any.
+
+    Only an explicit cause counts: an error merely raised while handling a disconnect may
+    be a bug of its own, which must still be logged as one.
+    """
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:  # a chain may loop
         if isinstance(cause, ClientDisconnected):
             return cause
         seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
+        cause = cause.__cause__
     return None
 
 
