@@ -915,6 +915,30 @@ def test_client_gone_behind_an_error_of_the_apps_own(serve, caplog, how, where):
     assert wsgipool_records(caplog) == [], "an ordinary disconnect was logged above DEBUG"
 
 
+def test_a_bug_while_handling_a_disconnect_is_still_the_apps_error(serve, caplog):
+    """Only an error raised *from* the disconnect is taken for it: one raised while
+    handling it, without ``from``, may be a bug of the application's own."""
+    caplog.set_level(logging.DEBUG, logger="wsgipool")
+    entered = threading.Event()
+
+    def app(environ, start_response):
+        try:
+            entered.set()
+            environ["wsgi.input"].read()  # the client goes away here
+        except OSError:
+            {}["missing"]  # a bug in the handler
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    live = serve(app, threads=1)
+    caplog.clear()
+    with live.connect() as sock:
+        sock.sendall(build_request("POST", "/", {"Content-Length": "100000"}) + b"0123456789")
+        assert entered.wait(DEADLINE)
+    wait_for(lambda: wsgipool_records(caplog) != [], "the application's error in the log")
+    assert live.server.alive_workers == 1
+
+
 class CloseRaises:
     def __init__(self, closes: list[int]) -> None:
         self.closes = closes
