@@ -599,6 +599,49 @@ def test_graceful_stop_finishes_in_flight_requests(serve):
     assert missing == 0, f"{missing} of {IN_FLIGHT} in-flight responses lack Connection: close"
 
 
+def test_a_response_closed_by_the_drain_survives_the_next_request_in_flight(serve):
+    """A keep-alive client's next request is on its way (unread) when the server, now
+    draining, ends the response in progress with Connection: close. Closing over unread
+    bytes makes the kernel reset the connection and drop what of the response it still
+    held; the server half-closes and drains them first, so the response arrives whole."""
+    size = 4 * 1024 * 1024
+    entered, release = threading.Event(), threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            entered.set()
+            release.wait(DEADLINE)
+        start_response("200 OK", [("Content-Length", str(size))])
+        return [b"x" * size]
+
+    live = serve(app, keepalive_timeout=120)
+    idle = live.connect()
+    sock = socket.socket()
+    # A small window: most of the response is still the server's when it closes.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.settimeout(DEADLINE)
+    sock.connect((live.host, live.port))
+    stopper = Stopper(live)
+    try:
+        idle.sendall(build_request("GET", "/"))
+        assert ResponseReader(idle).read().status == 200  # an idle keep-alive connection
+        sock.sendall(build_request("GET", "/slow"))
+        assert entered.wait(DEADLINE)
+        sock.sendall(build_request("GET", "/next"))  # the worker is in the app: unread
+        stopper.start()
+        assert read_to_close(idle, DEADLINE)[0] == b""  # the drain has begun
+        release.set()
+        response = ResponseReader(sock).read()
+        assert response.status == 200
+        assert "close" in response.connection_tokens
+        assert len(response.body) == size, "the response was cut off"
+    finally:
+        release.set()
+        idle.close()
+        sock.close()
+        stopper.join(DEADLINE)
+
+
 def test_stop_returns_after_the_graceful_timeout_with_the_app_stuck(serve, caplog):
     """An application stuck far past the graceful timeout does not hold stop() up: its
     connection is shut down and stop() returns, reporting that not all finished. (The

@@ -878,7 +878,7 @@ class Gateway:
                     result = self.app(environ, response.start_response)
                     sample.leave()
                 self._send_result(conn, response, result, sample)
-                outcome = self._next_outcome(conn, response, body)
+                outcome = self._next_outcome(conn, request, response, body)
             except ClientDisconnected as exc:
                 outcome = self._client_gone(conn, response, exc)
             except BaseException as exc:
@@ -960,10 +960,17 @@ class Gateway:
         return Outcome.RESET if cut_short else Outcome.CLOSE
 
     @staticmethod
-    def _next_outcome(conn: Connection, response: Response, body: RequestBody) -> Outcome:
+    def _next_outcome(
+        conn: Connection, request: Request, response: Response, body: RequestBody
+    ) -> Outcome:
         """How the connection goes on after a complete response."""
         if not response.keep_alive:
-            return Outcome.CLOSE if body.done and not conn.buffer else Outcome.ABORT
+            # A client that asked for the close sends nothing more (RFC 9112 9.6). One the
+            # server closes on (draining) may have its next request on the way: closing
+            # over unread bytes resets the connection, and the kernel drops what it still
+            # holds of this response; ABORT half-closes and drains them first.
+            done = body.done and not conn.buffer and not request.keep_alive
+            return Outcome.CLOSE if done else Outcome.ABORT
         return Outcome.KEEP_ALIVE if body.done or body.drain() else Outcome.ABORT
 
     def _send_result(
@@ -1030,7 +1037,7 @@ class Gateway:
                     request.target,
                     exc_info=exc,
                 )
-                return self._next_outcome(conn, response, body)
+                return self._next_outcome(conn, request, response, body)
             log.error(
                 "error after the response started for %s %s; aborting the connection",
                 request.method,
