@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import logging
+import os
 import re
 import signal
 import socket
@@ -506,6 +507,47 @@ def test_connection_over_max_connections_waits_until_one_closes(serve):
             response = ResponseReader(sixth).read()
             assert response.status == 200
             assert response.body == b"Hello, World!"
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_a_flood_past_both_limits_leaves_nothing_behind(serve):
+    """Three times --max-connections, with the queue overflowing: every client gets a
+    200 or a 503 with Retry-After, the server serves again afterwards, and it holds the
+    descriptors and threads it held before."""
+    release = threading.Event()
+
+    def app(environ, start_response):
+        release.wait(DEADLINE)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    live = serve(app, threads=2, max_connections=20, queue_limit=4)
+    descriptors, threads = open_descriptors(), threading.active_count()
+    flood: list[socket.socket] = []
+    try:
+        for _ in range(60):  # the kernel completes those beyond the limit (backlog)
+            sock = live.connect(DEADLINE)
+            flood.append(sock)
+            sock.sendall(build_request("GET", "/"))
+        # Both workers wait in the app: what arrives meanwhile is the queue's overflow.
+        wait_for(lambda: any(pending(sock) for sock in flood), "a 503 for the overflow")
+        release.set()
+        responses = [ResponseReader(sock).read() for sock in flood]
+    finally:
+        release.set()
+        for sock in flood:
+            sock.close()
+    statuses = [response.status for response in responses]
+    assert set(statuses) == {200, 503}, statuses
+    assert all(r.get("retry-after") == "1" for r in responses if r.status == 503)
+    wait_for(lambda: live.server.connection_count == 0)
+    assert get(live, "/").status == 200
+    wait_for(lambda: open_descriptors() == descriptors, "the descriptors to be closed")
+    assert threading.active_count() == threads
 
 
 # === 7. graceful shutdown ====================================================================
