@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import logging
+import os
 import re
 import signal
 import socket
@@ -508,6 +509,47 @@ def test_connection_over_max_connections_waits_until_one_closes(serve):
             assert response.body == b"Hello, World!"
 
 
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_a_flood_past_both_limits_leaves_nothing_behind(serve):
+    """Three times --max-connections, with the queue overflowing: every client gets a
+    200 or a 503 with Retry-After, the server serves again afterwards, and it holds the
+    descriptors and threads it held before."""
+    release = threading.Event()
+
+    def app(environ, start_response):
+        release.wait(DEADLINE)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    live = serve(app, threads=2, max_connections=20, queue_limit=4)
+    descriptors, threads = open_descriptors(), threading.active_count()
+    flood: list[socket.socket] = []
+    try:
+        for _ in range(60):  # the kernel completes those beyond the limit (backlog)
+            sock = live.connect(DEADLINE)
+            flood.append(sock)
+            sock.sendall(build_request("GET", "/"))
+        # Both workers wait in the app: what arrives meanwhile is the queue's overflow.
+        wait_for(lambda: any(pending(sock) for sock in flood), "a 503 for the overflow")
+        release.set()
+        responses = [ResponseReader(sock).read() for sock in flood]
+    finally:
+        release.set()
+        for sock in flood:
+            sock.close()
+    statuses = [response.status for response in responses]
+    assert set(statuses) == {200, 503}, statuses
+    assert all(r.get("retry-after") == "1" for r in responses if r.status == 503)
+    wait_for(lambda: live.server.connection_count == 0)
+    assert get(live, "/").status == 200
+    wait_for(lambda: open_descriptors() == descriptors, "the descriptors to be closed")
+    assert threading.active_count() == threads
+
+
 # === 7. graceful shutdown ====================================================================
 
 IN_FLIGHT = 24
@@ -597,6 +639,49 @@ def test_graceful_stop_finishes_in_flight_requests(serve):
     # Last, as the most specific: the in-flight responses tell the client the end is near.
     missing = sum("close" not in response.connection_tokens for response, _ in results)
     assert missing == 0, f"{missing} of {IN_FLIGHT} in-flight responses lack Connection: close"
+
+
+def test_a_response_closed_by_the_drain_survives_the_next_request_in_flight(serve):
+    """A keep-alive client's next request is on its way (unread) when the server, now
+    draining, ends the response in progress with Connection: close. Closing over unread
+    bytes makes the kernel reset the connection and drop what of the response it still
+    held; the server half-closes and drains them first, so the response arrives whole."""
+    size = 4 * 1024 * 1024
+    entered, release = threading.Event(), threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            entered.set()
+            release.wait(DEADLINE)
+        start_response("200 OK", [("Content-Length", str(size))])
+        return [b"x" * size]
+
+    live = serve(app, keepalive_timeout=120)
+    idle = live.connect()
+    sock = socket.socket()
+    # A small window: most of the response is still the server's when it closes.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.settimeout(DEADLINE)
+    sock.connect((live.host, live.port))
+    stopper = Stopper(live)
+    try:
+        idle.sendall(build_request("GET", "/"))
+        assert ResponseReader(idle).read().status == 200  # an idle keep-alive connection
+        sock.sendall(build_request("GET", "/slow"))
+        assert entered.wait(DEADLINE)
+        sock.sendall(build_request("GET", "/next"))  # the worker is in the app: unread
+        stopper.start()
+        assert read_to_close(idle, DEADLINE)[0] == b""  # the drain has begun
+        release.set()
+        response = ResponseReader(sock).read()
+        assert response.status == 200
+        assert "close" in response.connection_tokens
+        assert len(response.body) == size, "the response was cut off"
+    finally:
+        release.set()
+        idle.close()
+        sock.close()
+        stopper.join(DEADLINE)
 
 
 def test_stop_returns_after_the_graceful_timeout_with_the_app_stuck(serve, caplog):
@@ -863,6 +948,80 @@ def test_client_gone_mid_response(serve, caplog, how):
     assert iterables[0].yielded < 100_000
     assert live.server.alive_workers == 1
     assert wsgipool_records(caplog) == [], "an ordinary disconnect was logged above DEBUG"
+
+
+class Unreadable(Exception):
+    """What a framework makes of a broken request stream (Django's UnreadablePostError)."""
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+@pytest.mark.parametrize("where", ["body", "write"])
+def test_client_gone_behind_an_error_of_the_apps_own(serve, caplog, how, where):
+    """An application that turns the disconnect into an exception of its own (reading the
+    body, or sending with write()) still had an ordinary disconnect: nothing above DEBUG
+    (a reset mid-body used to be logged as an application error, with a traceback)."""
+    caplog.set_level(logging.DEBUG, logger="wsgipool")
+    failed = threading.Event()
+    entered = threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] != "/upload":
+            start_response("200 OK", [("Content-Length", "2")])
+            return [b"ok"]
+        try:
+            if where == "body":
+                entered.set()
+                environ["wsgi.input"].read()  # the client goes away here
+            else:
+                write = start_response("200 OK", [("Content-Type", "text/plain")])
+                write(b"x")
+                entered.set()
+                for _ in range(100_000):  # 6 GiB if never stopped
+                    write(b"y" * 65536)
+        except OSError as exc:
+            failed.set()
+            raise Unreadable(str(exc)) from exc
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    live = serve(app, threads=1)
+    caplog.clear()
+    sock = live.connect()
+    if how == "rst":
+        set_reset_on_close(sock)
+    sock.sendall(build_request("POST", "/upload", {"Content-Length": "100000"}) + b"0123456789")
+    assert entered.wait(DEADLINE)
+    sock.close()
+    assert failed.wait(DEADLINE)
+    wait_for(lambda: live.server.connection_count == 0)
+    response = get(live, "/next")
+    assert (response.status, response.body) == (200, b"ok")
+    assert live.server.alive_workers == 1
+    assert wsgipool_records(caplog) == [], "an ordinary disconnect was logged above DEBUG"
+
+
+def test_a_bug_while_handling_a_disconnect_is_still_the_apps_error(serve, caplog):
+    """Only an error raised *from* the disconnect is taken for it: one raised while
+    handling it, without ``from``, may be a bug of the application's own."""
+    caplog.set_level(logging.DEBUG, logger="wsgipool")
+    entered = threading.Event()
+
+    def app(environ, start_response):
+        try:
+            entered.set()
+            environ["wsgi.input"].read()  # the client goes away here
+        except OSError:
+            {}["missing"]  # a bug in the handler
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    live = serve(app, threads=1)
+    caplog.clear()
+    with live.connect() as sock:
+        sock.sendall(build_request("POST", "/", {"Content-Length": "100000"}) + b"0123456789")
+        assert entered.wait(DEADLINE)
+    wait_for(lambda: wsgipool_records(caplog) != [], "the application's error in the log")
+    assert live.server.alive_workers == 1
 
 
 class CloseRaises:

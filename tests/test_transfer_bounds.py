@@ -52,6 +52,16 @@ def test_budget_bounds_the_waits_of_a_whole_transfer_by_the_rate():
     assert (budget.waited, budget.moved) == (0.0, 0)
 
 
+def test_budget_says_which_bound_ended_the_transfer():
+    budget = Budget(timeout=1.0, min_rate=500)
+    # Megabytes moved, then one wait of the whole timeout: no rate problem at all.
+    budget.waited, budget.moved = 1.5, 4_000_000
+    assert budget.describe() == "nothing moved within 1s"
+    # The waits reached what the bytes moved allow: the floor cut it.
+    budget.waited, budget.moved = 1.2, 100
+    assert "minimum rate" in budget.describe()
+
+
 # --- request bodies -------------------------------------------------------------------------
 
 
@@ -110,6 +120,38 @@ def test_min_body_rate_zero_turns_the_floor_off(serve):
         assert ResponseReader(sock).read().body == b"trickled"
 
 
+def test_pipelined_bodies_do_not_restart_the_rate_floor(serve):
+    """Requests pipelined back to back, each body trickled within --body-timeout and
+    within the floor of its own few bytes: the floor holds for the worker's whole turn on
+    the connection. Restarted per request, it let a client sending a tiny request every
+    0.2 s (far below 500 bytes/s) keep the only worker for ever."""
+    live = serve(body_echo, threads=1, body_timeout=1.0)
+    head = build_request("POST", "/", {"Content-Length": "2"})
+    stop = threading.Event()
+    with live.connect() as sock:
+        sock.settimeout(DEADLINE)
+
+        def trickle() -> None:
+            # Each body's last byte comes with the next request's head and first byte.
+            with contextlib.suppress(OSError):
+                while not stop.wait(0.2):  # the client's pace: the scenario, not a wait
+                    sock.sendall(b"b" + head + b"a")
+
+        sock.sendall(head + b"a")
+        trickler = threading.Thread(target=trickle, daemon=True)
+        trickler.start()
+        try:
+            # The worker is on the trickler's connection now.
+            assert ResponseReader(sock).read().body == b"ab"
+            with live.connect() as other:
+                other.settimeout(DEADLINE)
+                other.sendall(build_request("GET", "/next"))
+                assert ResponseReader(other).read().body == b"next"
+        finally:
+            stop.set()
+            trickler.join(DEADLINE)
+
+
 # --- responses ------------------------------------------------------------------------------
 
 MIB = 1024 * 1024
@@ -153,6 +195,62 @@ def test_slow_reader_is_cut_by_the_send_rate_floor(serve):
         finally:
             stop_reading.set()
             reader.join(DEADLINE)
+
+
+def test_pipelined_responses_do_not_restart_the_rate_floor(serve):
+    """A client pipelining requests and reading their responses well below
+    --min-send-rate, but fast enough that no wait runs out and no one response falls
+    below the floor: the floor holds for the worker's whole turn, so the only worker is
+    freed. Restarted per response, it kept the worker for ever."""
+    piece = b"x" * MIB
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/next":
+            start_response("200 OK", [("Content-Length", "4")])
+            return [b"next"]
+        start_response("200 OK", [("Content-Length", str(len(piece)))])
+        return [piece]
+
+    # A floor no loopback reader reaches; each response alone earns 3 s of waiting.
+    live = serve(app, threads=1, send_timeout=3.0, min_send_rate=1 << 30)
+    stop = threading.Event()
+    sock = socket.socket()
+    # A fixed receive window keeps the server's waits short and even.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+    sock.settimeout(DEADLINE)
+    sock.connect((live.host, live.port))
+    with sock:
+
+        def pipeline() -> None:
+            requests = build_request("GET", "/") * 100
+            with contextlib.suppress(OSError):
+                while not stop.is_set():
+                    sock.sendall(requests)
+
+        served = threading.Event()
+
+        def read_steadily() -> None:
+            with contextlib.suppress(OSError):
+                while not stop.is_set() and sock.recv(65536):
+                    served.set()
+                    stop.wait(0.01)  # the client's pace: about 6 MB/s
+
+        clients = [threading.Thread(target=pipeline, daemon=True)]
+        clients.append(threading.Thread(target=read_steadily, daemon=True))
+        for client in clients:
+            client.start()
+        try:
+            assert served.wait(DEADLINE)  # the worker is on the pipelining connection
+            with live.connect() as other:
+                other.settimeout(DEADLINE)
+                other.sendall(build_request("GET", "/next"))
+                assert ResponseReader(other).read().body == b"next"
+        finally:
+            stop.set()
+            with contextlib.suppress(OSError):  # unblock the pipelining client
+                sock.shutdown(socket.SHUT_RDWR)
+            for client in clients:
+                client.join(DEADLINE)
 
 
 def test_client_reading_nothing_is_dropped_after_the_send_timeout(serve):

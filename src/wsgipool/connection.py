@@ -89,7 +89,9 @@ class Budget:
 
     def describe(self) -> str:
         """Why the transfer ran out of time, for a log line or exception."""
-        if self.min_rate and self.waited >= self.timeout:
+        # The floor cut the last wait short when the waits reached what the bytes moved
+        # allow; else that wait ran its whole timeout (however long the waits before it).
+        if self.min_rate and self.waited >= self.timeout + self.moved / self.min_rate:
             return (
                 f"below the minimum rate: {self.moved} bytes in {self.waited:.1f}s of waiting "
                 f"(at least {self.min_rate} bytes/s after the first {self.timeout:g}s)"
@@ -173,8 +175,8 @@ class Connection:
         self.proxy_header_expected = False
         # TLS: the handshake must complete before the first request.
         self.handshake_pending = False
-        # What the current request body and response may still wait on the client; the
-        # gateway starts each anew per request.
+        # What the request bodies and responses of a worker's current turn on the
+        # connection may still wait on the client; the worker starts both at each turn.
         self.receiving = Budget(transfer.body_timeout, transfer.min_body_rate)
         self.sending = Budget(transfer.send_timeout, transfer.min_send_rate)
         # Made on the first wait for the client: most connections never wait.

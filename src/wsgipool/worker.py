@@ -59,6 +59,13 @@ class ConnectionHandler:
         limits = config.limits
         gateway = self._gateway
         buffer = conn.buffer
+        # One budget per transfer direction for this whole turn, not one per request: a
+        # client pipelining requests whose bodies (or responses) each stay within the
+        # timeout would otherwise restart the rate floor with every request and hold the
+        # worker for ever. Waiting for a head never happens here, so a turn ends as soon
+        # as the client makes the worker wait for its next request.
+        conn.receiving.start()
+        conn.sending.start()
         while True:
             request = None
             head = b""

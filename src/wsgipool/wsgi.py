@@ -824,8 +824,9 @@ class Gateway:
             decoder = FixedLengthBody(request.content_length)
         else:
             decoder = None
-        conn.receiving.start()
-        conn.sending.start()
+        # The wait budgets run over the worker's whole turn on the connection (see
+        # ConnectionHandler), not per request: only this request's waits are its sample's.
+        waited_before = conn.receiving.waited + conn.sending.waited
         environ = self.make_environ(conn, request)
         if slot is None:
             slot = Slot(frozenset())
@@ -877,18 +878,19 @@ class Gateway:
                     result = self.app(environ, response.start_response)
                     sample.leave()
                 self._send_result(conn, response, result, sample)
-                outcome = self._next_outcome(conn, response, body)
+                outcome = self._next_outcome(conn, request, response, body)
             except ClientDisconnected as exc:
-                log.debug("client %s went away: %s", conn.peer, exc)
-                # Cut off part-way (a client too slow, not only one gone): a body delimited
-                # by the close must not end in an orderly one.
-                cut_short = response.close_delimited and not response.body_complete
-                outcome = Outcome.RESET if cut_short else Outcome.CLOSE
+                outcome = self._client_gone(conn, response, exc)
             except BaseException as exc:
                 # Whatever the application raises (SystemExit and KeyboardInterrupt
                 # included: in a worker thread they can only come from the app) is its
-                # failure, never the worker's.
-                outcome = self._fail(conn, request, response, body, exc)
+                # failure, never the worker's; unless it only re-raised the client's
+                # disconnect as an error of its own (Django's UnreadablePostError).
+                gone = _disconnect_behind(exc)
+                if gone is not None:
+                    outcome = self._client_gone(conn, response, gone)
+                else:
+                    outcome = self._fail(conn, request, response, body, exc)
             finally:
                 response.end()
                 if result is not None:
@@ -923,7 +925,8 @@ class Gateway:
                 record.queue_wait,
             )
         if sample is not None and load is not None:
-            sample.finish(load, conn.receiving.waited + conn.sending.waited)
+            waited = conn.receiving.waited + conn.sending.waited - waited_before
+            sample.finish(load, waited)
         return outcome
 
     def _request_id(self, environ: dict[str, Any], trusted: bool) -> str | None:
@@ -948,10 +951,26 @@ class Gateway:
         return peer
 
     @staticmethod
-    def _next_outcome(conn: Connection, response: Response, body: RequestBody) -> Outcome:
+    def _client_gone(conn: Connection, response: Response, exc: ClientDisconnected) -> Outcome:
+        """The client went away (or was too slow): an ordinary event, logged at DEBUG."""
+        log.debug("client %s went away: %s", conn.peer, exc)
+        # Cut off part-way (a client too slow, not only one gone): a body delimited by the
+        # close must not end in an orderly one.
+        cut_short = response.close_delimited and not response.body_complete
+        return Outcome.RESET if cut_short else Outcome.CLOSE
+
+    @staticmethod
+    def _next_outcome(
+        conn: Connection, request: Request, response: Response, body: RequestBody
+    ) -> Outcome:
         """How the connection goes on after a complete response."""
         if not response.keep_alive:
-            return Outcome.CLOSE if body.done and not conn.buffer else Outcome.ABORT
+            # A client that asked for the close sends nothing more (RFC 9112 9.6). One the
+            # server closes on (draining) may have its next request on the way: closing
+            # over unread bytes resets the connection, and the kernel drops what it still
+            # holds of this response; ABORT half-closes and drains them first.
+            done = body.done and not conn.buffer and not request.keep_alive
+            return Outcome.CLOSE if done else Outcome.ABORT
         return Outcome.KEEP_ALIVE if body.done or body.drain() else Outcome.ABORT
 
     def _send_result(
@@ -1018,7 +1037,7 @@ class Gateway:
                     request.target,
                     exc_info=exc,
                 )
-                return self._next_outcome(conn, response, body)
+                return self._next_outcome(conn, request, response, body)
             log.error(
                 "error after the response started for %s %s; aborting the connection",
                 request.method,
@@ -1061,6 +1080,22 @@ class Gateway:
             log.exception(
                 "error in close() of the response for %s %s", request.method, request.target
             )
+
+
+def _disconnect_behind(exc: BaseException) -> ClientDisconnected | None:
+    """The client's disconnect that ``exc`` was raised from (``raise ... from``), if any.
+
+    Only an explicit cause counts: an error merely raised while handling a disconnect may
+    be a bug of its own, which must still be logged as one.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:  # a chain may loop
+        if isinstance(cause, ClientDisconnected):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return None
 
 
 __all__ = ["FileWrapper", "Gateway", "RequestBody", "Response", "WSGIApp"]
