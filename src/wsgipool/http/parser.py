@@ -465,7 +465,7 @@ class ChunkedBody:
                 if state == self._SIZE:
                     end = buf.find(CRLF, position, position + max_line + 2)
                     if end < 0:
-                        self._line_end(buf, position, max_line)  # Raises if too long.
+                        self._line_end(buf, position, max_line)  # Raises on a bad line.
                         break
                     chunk = self._chunk_size(buf[position:end], end - position)
                     if not chunk:
@@ -559,8 +559,22 @@ class ChunkedBody:
 
     @staticmethod
     def _line_end(buf: bytearray, start: int, max_length: int) -> int:
-        """Where the CRLF ending the line at ``start`` is; -1 while it has not arrived."""
-        end = buf.find(CRLF, start, start + max_length + 2)
-        if end < 0 and len(buf) - start > max_length + 1:
+        """Where the CRLF ending the line at ``start`` is; -1 while it has not arrived.
+
+        Raises once the line is too long, or as soon as a bare LF or CR shows that the
+        client does not end its lines with CRLF: no chunk line or trailer field may hold
+        either, and a client that never sends a CRLF would otherwise wait for the body
+        timeout (408), as HeadScanner refuses for a head.
+        """
+        stop = start + max_length + 2
+        end = buf.find(CRLF, start, stop)
+        if end >= 0:
+            return end
+        if buf.find(b"\n", start, stop) >= 0:
+            raise ProtocolError(400, "bare LF in chunked framing")
+        # A CR as the last byte may be the first half of the CRLF.
+        if buf.find(b"\r", start, min(stop, len(buf) - 1)) >= 0:
+            raise ProtocolError(400, "bare CR in chunked framing")
+        if len(buf) - start > max_length + 1:
             raise ProtocolError(400, "chunk line too long")
         return end
