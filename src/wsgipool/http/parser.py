@@ -441,6 +441,13 @@ class ChunkedBody:
     def done(self) -> bool:
         return self._state == self._DONE
 
+    @property
+    def announced_bytes(self) -> int:
+        """``wire_bytes`` with the rest of the chunk being read, as its size line announced
+        it: a limit on this refuses a chunk too large before its data arrives, as a
+        ``Content-Length`` is refused."""
+        return self.wire_bytes + (self._chunk_left if self._state == self._DATA else 0)
+
     def read(self, buf: bytearray, limit: int) -> bytes | None:
         """Same contract as ``FixedLengthBody.read``.
 
