@@ -410,8 +410,8 @@ class ChunkedBody:
 
     ``wire_bytes`` counts the chunks as they crossed the wire: chunk-size lines and their
     extensions and CRLFs as well as data, so a limit on it bounds what a client may send,
-    not only what the application reads (the last chunk and the trailer fields are
-    bounded by ``max_header_size`` instead). Framing beyond a little per
+    not only what the application reads (the last chunk is bounded as a chunk line,
+    by ``max_chunk_line``, and the trailer fields by ``max_header_size``). Framing beyond a little per
     chunk is refused outright (``MAX_FRAMING_EXCESS``): a body of one-byte chunks with
     long extensions is nearly all framing (the class of Go's CVE-2023-39326).
     """
@@ -462,7 +462,8 @@ class ChunkedBody:
         pieces: list[bytearray] = []
         wanted = limit
         position = 0
-        # Bytes of the last chunk and the trailer section, which --max-header-size bounds.
+        # Bytes of the last chunk (a chunk line, bounded like any) and the trailer section
+        # (which --max-header-size bounds).
         tail = 0
         size = len(buf)
         state = self._state
