@@ -842,6 +842,21 @@ def test_head_with_only_bare_lf_line_endings_is_refused(serve):
     assert app.seen == []
 
 
+def test_chunked_body_with_only_bare_lf_line_endings_is_refused(serve):
+    # As for a head: no CRLF ever arrives, so the bare LF itself must be refused with 400,
+    # not left to run into the body timeout (408).
+    live = serve(validated(PathApp()), body_timeout=2.0)
+    with live.connect() as sock:
+        reader = ResponseReader(sock)
+        sock.sendall(
+            build_request("POST", "/?read", {"Transfer-Encoding": "chunked"}) + b"5\nhello\n0\n\n"
+        )
+        response = reader.read()
+        assert response.status == 400, response
+        assert "close" in response.connection_tokens
+        reader.expect_close()
+
+
 def test_body_over_the_limit_is_refused_before_it_is_read(serve):
     # The client sends the head only and waits: the answer must come from Content-Length.
     app = PathApp()

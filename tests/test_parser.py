@@ -1109,6 +1109,37 @@ def test_chunked_refused(raw):
     assert info.value.status == 400
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"5\nhello\n0\n\n", id="all-bare-lf"),
+        pytest.param(b"5\nhel", id="size-line-bare-lf"),
+        pytest.param(b"5;a=b\rhel", id="size-line-bare-cr"),
+        pytest.param(b"5\r\nhello\r\n0\n", id="last-chunk-bare-lf"),
+        pytest.param(b"0\r\n\n", id="trailer-section-ends-bare-lf"),
+        pytest.param(b"0\r\nX-T: a\nX-U", id="trailer-field-bare-lf"),
+        pytest.param(b"0\r\nX-T: a\rX-U", id="trailer-field-bare-cr"),
+    ],
+)
+def test_bare_lf_or_cr_in_chunked_framing_refused_before_any_crlf(raw):
+    # No CRLF follows, so the line never ends: the bare LF or CR itself must be refused,
+    # not left waiting for more bytes (the client would get a 408 after --body-timeout).
+    with pytest.raises(ProtocolError) as info:
+        decode(ChunkedBody(LIMITS), bytearray(raw))
+    assert info.value.status == 400
+
+
+def test_cr_at_the_end_of_what_arrived_waits_for_its_lf():
+    decoder = ChunkedBody(LIMITS)
+    buf = bytearray(b"5;a=b\r")
+    assert decoder.read(buf, 100) is None
+    buf += b"\nhello\r\n0\r\nX-T: a\r"
+    assert decoder.read(buf, 100) == b"hello"
+    assert decoder.read(buf, 100) is None
+    buf += b"\n\r\n"
+    assert decoder.read(buf, 100) == b""
+
+
 def test_chunk_line_over_limit_raised_before_crlf():
     decoder = ChunkedBody(LIMITS)
     buf = bytearray(b"5;" + b"a" * LIMITS.max_chunk_line)

@@ -394,6 +394,33 @@ def test_chunk_framing_counts_towards_the_body_limit(serve):
         assert drain_response(sock) == 413
 
 
+def test_a_chunk_announced_past_the_body_limit_is_refused_before_its_data(serve):
+    """A chunk-size over max_body_size is refused as a Content-Length over it is: at once,
+    with no data read (the server used to wait for the data and, as none came, answer
+    408 after the body timeout; or give the app the body up to the limit)."""
+    seen: list[bytes] = []
+
+    def app(environ, start_response):
+        stream = environ["wsgi.input"]
+        while data := stream.read(10):
+            seen.append(data)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    live = serve(app, max_body_size=1000, body_timeout=DEADLINE * 2)
+    with live.connect() as sock:
+        sock.settimeout(DEADLINE)
+        sock.sendall(
+            build_request("POST", "/", {"Transfer-Encoding": "chunked"}) + b"a\r\n0123456789\r\n"
+        )
+        wait_for(lambda: len(seen) == 1, "the first chunk read")
+        sock.sendall(b"100000\r\n" + b"x" * 100)
+        response = ResponseReader(sock).read()
+        assert response.status == 413
+        assert "close" in response.connection_tokens
+    assert seen == [b"0123456789"]
+
+
 def test_many_tiny_chunks_decode_in_one_pass():
     """A read takes every chunk the buffer holds, not one chunk per call."""
     body = b"1\r\na\r\n" * 10_000 + b"0\r\n\r\n"

@@ -226,11 +226,11 @@ class RequestBody:
         try:
             while decoder.wire_bytes <= DRAIN_LIMIT:
                 data = decoder.read(conn.buffer, RECV_SIZE)
+                self._count(decoder)
                 if data is None:
                     if conn.recv_available() <= 0:
                         break
                     continue
-                self._count(decoder)
                 if not data:
                     break
                 self._received(len(data))
@@ -276,6 +276,9 @@ class RequestBody:
             except ProtocolError as exc:
                 self.failure = exc.status
                 raise RequestBodyError(exc.status, exc.detail) from None
+            if isinstance(decoder, ChunkedBody):
+                # Before any wait: a chunk announced past the limit is refused at once.
+                self._count(decoder)
             if data is not None:
                 break
             try:
@@ -286,8 +289,6 @@ class RequestBody:
             if received == 0:
                 self.failure = 400
                 raise ClientDisconnected("client closed the connection mid-body")
-        if isinstance(decoder, ChunkedBody):
-            self._count(decoder)
         self._received(len(data))
         return data
 
@@ -297,8 +298,9 @@ class RequestBody:
 
     def _count(self, decoder: ChunkedBody) -> None:
         """Refuse a chunked body once its bytes on the wire, framing included, pass the
-        limit (a Content-Length body over it never gets this far)."""
-        if decoder.wire_bytes > self._max_size:
+        limit, or a chunk's size line announces that they will (a Content-Length body
+        over it never gets this far)."""
+        if decoder.announced_bytes > self._max_size:
             self.failure = 413
             raise RequestBodyError(413, "request body larger than max_body_size")
 

@@ -410,8 +410,8 @@ class ChunkedBody:
 
     ``wire_bytes`` counts the chunks as they crossed the wire: chunk-size lines and their
     extensions and CRLFs as well as data, so a limit on it bounds what a client may send,
-    not only what the application reads (the last chunk and the trailer fields are
-    bounded by ``max_header_size`` instead). Framing beyond a little per
+    not only what the application reads (the last chunk is bounded as a chunk line,
+    by ``max_chunk_line``, and the trailer fields by ``max_header_size``). Framing beyond a little per
     chunk is refused outright (``MAX_FRAMING_EXCESS``): a body of one-byte chunks with
     long extensions is nearly all framing (the class of Go's CVE-2023-39326).
     """
@@ -441,6 +441,13 @@ class ChunkedBody:
     def done(self) -> bool:
         return self._state == self._DONE
 
+    @property
+    def announced_bytes(self) -> int:
+        """``wire_bytes`` with the rest of the chunk being read, as its size line announced
+        it: a limit on this refuses a chunk too large before its data arrives, as a
+        ``Content-Length`` is refused."""
+        return self.wire_bytes + (self._chunk_left if self._state == self._DATA else 0)
+
     def read(self, buf: bytearray, limit: int) -> bytes | None:
         """Same contract as ``FixedLengthBody.read``.
 
@@ -455,7 +462,8 @@ class ChunkedBody:
         pieces: list[bytearray] = []
         wanted = limit
         position = 0
-        # Bytes of the last chunk and the trailer section, which --max-header-size bounds.
+        # Bytes of the last chunk (a chunk line, bounded like any) and the trailer section
+        # (which --max-header-size bounds).
         tail = 0
         size = len(buf)
         state = self._state
@@ -465,7 +473,7 @@ class ChunkedBody:
                 if state == self._SIZE:
                     end = buf.find(CRLF, position, position + max_line + 2)
                     if end < 0:
-                        self._line_end(buf, position, max_line)  # Raises if too long.
+                        self._line_end(buf, position, max_line)  # Raises on a bad line.
                         break
                     chunk = self._chunk_size(buf[position:end], end - position)
                     if not chunk:
@@ -559,8 +567,22 @@ class ChunkedBody:
 
     @staticmethod
     def _line_end(buf: bytearray, start: int, max_length: int) -> int:
-        """Where the CRLF ending the line at ``start`` is; -1 while it has not arrived."""
-        end = buf.find(CRLF, start, start + max_length + 2)
-        if end < 0 and len(buf) - start > max_length + 1:
+        """Where the CRLF ending the line at ``start`` is; -1 while it has not arrived.
+
+        Raises once the line is too long, or as soon as a bare LF or CR shows that the
+        client does not end its lines with CRLF: no chunk line or trailer field may hold
+        either, and a client that never sends a CRLF would otherwise wait for the body
+        timeout (408), as HeadScanner refuses for a head.
+        """
+        stop = start + max_length + 2
+        end = buf.find(CRLF, start, stop)
+        if end >= 0:
+            return end
+        if buf.find(b"\n", start, stop) >= 0:
+            raise ProtocolError(400, "bare LF in chunked framing")
+        # A CR as the last byte may be the first half of the CRLF.
+        if buf.find(b"\r", start, min(stop, len(buf) - 1)) >= 0:
+            raise ProtocolError(400, "bare CR in chunked framing")
+        if len(buf) - start > max_length + 1:
             raise ProtocolError(400, "chunk line too long")
         return end
