@@ -209,6 +209,24 @@ def test_requests_verifies_the_server_and_uploads(
         assert response.json()["body_length"] == len(body)
 
 
+def test_client_sending_its_whole_body_first_gets_the_413_over_tls(
+    serve_tls: Callable[..., Live], pki: dict[str, str]
+) -> None:
+    # The lingering close works over TLS too: close_notify, a half-close, and the
+    # ciphertext still coming is dropped unread (docs/hardening.md).
+    live = serve_tls(max_body_size=64 * 1024, threads=1)
+    connection = http.client.HTTPSConnection(
+        "localhost", live.port, context=client_context(pki), timeout=30
+    )
+    try:
+        connection.request("POST", "/", body=b"x" * (16 * 1024 * 1024))
+        response = connection.getresponse()
+        assert response.status == 413
+        assert response.read().startswith(b"413 ")
+    finally:
+        connection.close()
+
+
 def test_separate_key_file(serve_tls: Callable[..., Live], pki: dict[str, str]) -> None:
     live = serve_tls(certfile=pki["server_cert"], keyfile=pki["server_key"])
     assert get_json(live, client_context(pki))["HTTPS"] == "on"

@@ -126,6 +126,7 @@ class Connection:
         "handshake_pending",
         "head_started",
         "idle_since",
+        "linger_until",
         "local",
         "peer",
         "proxy_header_expected",
@@ -167,6 +168,9 @@ class Connection:
         self.idle_since = self.accepted_at
         # Requests parsed so far: until the first, the header timeout bounds idleness.
         self.requests = 0
+        # Non-zero once the connection lingers (see ``Listener.linger``): when the
+        # listener stops dropping what the client still sends and closes it anyway.
+        self.linger_until = 0.0
         self.closed = False
         # What the gateway (wsgi.py) keeps from one request to the next: it alone reads
         # and writes this.
@@ -360,11 +364,27 @@ class Connection:
         with contextlib.suppress(OSError):
             self.sock.send(data, MSG_DONTWAIT)
 
-    def close(self, *, linger: bool = False, reset: bool = False) -> None:
-        """Close the socket once. With ``linger``, half-close first and drop what the peer
-        already sent, so a final error response is not destroyed by a TCP reset. With
-        ``reset``, end with a TCP reset instead of an orderly close, so a client reading a
-        body delimited by the close can tell it was cut short."""
+    def half_close(self) -> None:
+        """Send the end of the output (a FIN) but keep reading: the first step of a
+        lingering close (``Listener.linger``)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def drop_input(self, reads: int) -> bool:
+        """Read and drop what has arrived, at most ``reads`` times ``RECV_SIZE`` bytes,
+        without waiting; False once the peer has closed (or the connection broke)."""
+        for _ in range(reads):
+            data = self.recv_raw_nowait()
+            if data is None:
+                return True
+            if not data:
+                return False
+        return True
+
+    def close(self, *, reset: bool = False) -> None:
+        """Close the socket once. With ``reset``, end with a TCP reset instead of an
+        orderly close, so a client reading a body delimited by the close can tell it was
+        cut short."""
         if self.closed:
             return
         self.closed = True
@@ -372,11 +392,6 @@ class Connection:
         try:
             if reset:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            elif linger:
-                sock.shutdown(socket.SHUT_WR)
-                for _ in range(16):
-                    if not sock.recv(RECV_SIZE, MSG_DONTWAIT):
-                        break
         except OSError:
             pass
         finally:

@@ -9,6 +9,10 @@ changes to the registry, and only the listener turns a readiness event into a di
 after finding the connection there and watched; a stale event for a closed or reused
 descriptor therefore never runs anything twice.
 
+A connection closed after an error response that the client may still be sending to
+*lingers* (``linger``): half-closed, it stays watched while the listener reads and drops
+what arrives, so the client's unread response is not destroyed by a reset.
+
 With an edge-triggered poller a connection stays registered while a worker owns it, so
 an edge can fire then: the listener records it (``_missed``) and the worker's hand-back
 (``watch``) finds it and reads again instead of handing the connection over. See
@@ -64,6 +68,13 @@ ACCEPT_BACKOFF = 0.5
 # See _run.
 MAX_PAUSE = STALL_DELAY
 MIN_PAUSE = 0.0001
+# A lingering connection (see Listener.linger) is closed once the client has sent nothing
+# for LINGER_IDLE seconds, and at the latest LINGER_TIME seconds after the error response
+# (nginx's lingering_timeout and lingering_time). Each wake reads at most LINGER_READS
+# times RECV_SIZE bytes of it (1 MiB), so a fast sender cannot keep the listener to itself.
+LINGER_IDLE = 5.0
+LINGER_TIME = 30.0
+LINGER_READS = 16
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -206,6 +217,40 @@ class Listener:
             self._poller.rearm(conn.fd)
         return True
 
+    def linger(self, conn: Connection) -> None:
+        """``conn``'s last response (an error, sent while the client may still be sending
+        a body) is out: half-close it and close it once the client stops sending.
+
+        Closing at once over bytes still arriving would make the kernel reset the
+        connection and destroy the response the client has not read yet: a client that
+        sends its whole body before reading (Python's http.client) would never see its
+        413. The listener drops what arrives meanwhile (``_drop_lingering``) until the
+        client closes, goes quiet for LINGER_IDLE or reaches LINGER_TIME; no worker
+        waits on it, and it still counts toward max_connections. Called by the owner
+        (a worker, or the listener shedding a request), which gives the connection up.
+        """
+        conn.half_close()
+        conn.buffer.clear()
+        conn.head_started = 0.0  # Its expiry is a silent close, never a 408.
+        now = conn.idle_since = time.monotonic()
+        with self._lock:
+            if self._stopping or self._conns.get(conn.fd) is not conn:
+                self._remove(conn)
+                stopped = True
+            else:
+                # A readiness event missed meanwhile needs no note: the re-arm below
+                # reports the bytes waiting.
+                self._missed.discard(conn)
+                self._unarmed.discard(conn)
+                conn.linger_until = now + LINGER_TIME
+                conn.deadline = now + LINGER_IDLE
+                stopped = False
+        if stopped:
+            # Too late for the listener (it closes nothing after it stopped): close now.
+            conn.close()
+            return
+        self._poller.rearm(conn.fd)
+
     def discard(self, conn: Connection) -> None:
         """A worker closed (or is about to close) ``conn``: forget it."""
         with self._lock:
@@ -297,6 +342,7 @@ class Listener:
     def _handle_ready(self, ready: list[int]) -> None:
         listening = self._listening
         dispatch = []
+        lingering: list[Connection] = []
         with self._lock:
             conns = self._conns
             for fd in ready:
@@ -305,12 +351,17 @@ class Listener:
                 conn = conns.get(fd)
                 if conn is None:
                     continue  # Closed since: a stale event.
-                if conn.deadline:
+                if conn.linger_until:
+                    if conn.deadline:
+                        lingering.append(conn)
+                elif conn.deadline:
                     conn.deadline = 0.0
                     dispatch.append(conn)
                 else:
                     # A worker owns it: its hand-back will find this and read again.
                     self._missed.add(conn)
+        if lingering:
+            self._drop_lingering(lingering)
         for fd in ready:
             sock = listening.get(fd)
             if sock is not None:
@@ -319,6 +370,31 @@ class Listener:
         for conn in dispatch:
             if not put(conn):
                 self._shed(conn)
+
+    def _drop_lingering(self, lingering: list[Connection]) -> None:
+        """Drop what lingering connections received; close those whose client closed.
+        The others wait for more until LINGER_IDLE from now (at most their LINGER_TIME:
+        the sweep closes them then)."""
+        finished = {conn for conn in lingering if not conn.drop_input(LINGER_READS)}
+        now = time.monotonic()
+        with self._lock:
+            for conn in lingering:
+                if conn in finished:
+                    self._poller.forget(conn.fd)
+                    self._remove(conn)
+                else:
+                    # A drain closes lingering connections quiet since idle_since for
+                    # DRAIN_IDLE_GRACE like idle ones (see _close_watched), not one
+                    # caught between two reads.
+                    conn.idle_since = now
+                    conn.deadline = min(now + LINGER_IDLE, conn.linger_until)
+        for conn in finished:
+            conn.close()
+        for conn in lingering:
+            if conn not in finished:
+                # Always: a read cut short by LINGER_READS left bytes an edge-triggered
+                # poller will not report again (and the fallback poller fires once).
+                self._poller.rearm(conn.fd)
 
     def _accept(self, listening: socket.socket) -> None:
         config = self._config
@@ -442,8 +518,7 @@ class Listener:
         conn.send_nowait(_refusal(conn, 503, "server overloaded", RETRY_AFTER))
         if self._on_shed is not None:
             self._on_shed()
-        self.discard(conn)
-        conn.close(linger=True)
+        self.linger(conn)
 
     def _sweep(self, now: float) -> None:
         expired = []

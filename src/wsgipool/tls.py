@@ -125,7 +125,14 @@ def _reason(exc: BaseException) -> str:
 class TLSConnection(Connection):
     """A connection whose bytes pass through OpenSSL; ``buffer`` holds the plaintext."""
 
-    __slots__ = ("_hello_seen", "_incoming", "_outgoing", "_tls", "handshaken")
+    __slots__ = (
+        "_close_notify_sent",
+        "_hello_seen",
+        "_incoming",
+        "_outgoing",
+        "_tls",
+        "handshaken",
+    )
 
     def __init__(
         self,
@@ -144,6 +151,7 @@ class TLSConnection(Connection):
         self.handshake_pending = True
         self.handshaken = False
         self._hello_seen = False
+        self._close_notify_sent = False
 
     # --- the handshake ---------------------------------------------------------------------
 
@@ -295,15 +303,26 @@ class TLSConnection(Connection):
             return
         self._flush_quietly()
 
-    def close(self, *, linger: bool = False, reset: bool = False) -> None:
-        if self.handshaken and not self.closed and not reset:
-            # close_notify tells the client the response ended here, not by a cut (so a
-            # response cut short, ``reset``, gets none). unwrap() then waits for the
-            # client's close_notify; no need to.
+    def half_close(self) -> None:
+        # The ciphertext the client still sends is dropped unread (``drop_input`` reads
+        # the socket, not OpenSSL): after close_notify nothing it says can matter.
+        self._send_close_notify()
+        super().half_close()
+
+    def close(self, *, reset: bool = False) -> None:
+        if not reset:
+            self._send_close_notify()
+        super().close(reset=reset)
+
+    def _send_close_notify(self) -> None:
+        """Tell the client, once, that the response ended here, not by a cut (a response
+        cut short, ``reset``, gets none). unwrap() then waits for the client's
+        close_notify; no need to."""
+        if self.handshaken and not self.closed and not self._close_notify_sent:
+            self._close_notify_sent = True
             with contextlib.suppress(ssl.SSLError):
                 self._tls.unwrap()
             self._flush_quietly()
-        super().close(linger=linger, reset=reset)
 
     def _flush(self) -> None:
         """Send what OpenSSL has encrypted."""

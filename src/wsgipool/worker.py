@@ -194,8 +194,13 @@ class ConnectionHandler:
         return self._listener.watch(conn, next_deadline(conn, self._config))
 
     def _close(self, conn: Connection, *, linger: bool = False, reset: bool = False) -> None:
+        """Close ``conn``; with ``linger``, after the client has stopped sending (the
+        listener drops what it sends meanwhile, see ``Listener.linger``)."""
+        if linger:
+            self._listener.linger(conn)
+            return
         self._listener.discard(conn)
-        conn.close(linger=linger, reset=reset)
+        conn.close(reset=reset)
 
 
 class WorkerPool:
