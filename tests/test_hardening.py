@@ -757,6 +757,28 @@ def test_new_connections_are_refused_once_stop_begins(serve):
     assert all(isinstance(r, tuple) and r[0].status == 200 for r in results), results
 
 
+def test_a_connection_handed_back_after_the_listener_stopped_is_closed():
+    """A worker that finishes its keep-alive response as the server stops hands the
+    connection back to a listener that closes nothing any more: it must be closed then,
+    not left open for the life of the process."""
+    from wsgipool.config import Config
+    from wsgipool.connection import Connection
+    from wsgipool.listener import Listener
+    from wsgipool.taskqueue import TaskQueue
+
+    config = Config.from_options(bind=["127.0.0.1:0"])
+    listener = Listener([], config, TaskQueue(config.queue_limit), threading.Event())
+    listener.start()
+    ours, client = socket.socketpair()
+    conn = Connection(ours, ("127.0.0.1", 1), ("127.0.0.1", 2), config.limits, config.transfer)
+    with client:
+        listener.stop()
+        assert listener.watch(conn, time.monotonic() + 5) is True
+        client.settimeout(DEADLINE)
+        assert client.recv(1) == b""  # closed, not left open
+        assert conn.closed
+
+
 def test_socket_file_goes_as_the_stop_begins_and_a_successor_keeps_its_own(serve, tmp_path):
     """The Unix socket file is removed when listening stops, not when the drain ends: a
     new server may bind the path meanwhile, and the old one's exit leaves its file be."""

@@ -204,15 +204,25 @@ class Listener:
         worker keeps it and must read again (the bytes may have come after its last read).
         With an edge-triggered poller a connection already registered needs no system
         call. Should the listener close the connection in between (shutdown), a re-arm
-        fails harmlessly; the registry decides what runs.
+        fails harmlessly; the registry decides what runs. Once the listener is stopping,
+        the connection is closed instead.
         """
         with self._lock:
-            if conn in self._missed:
+            stopping = self._stopping
+            if stopping:
+                self._remove(conn)
+            elif conn in self._missed:
                 self._missed.discard(conn)
                 return False
-            conn.deadline = deadline
-            rearm = not self._poller.persistent or conn in self._unarmed
-            self._unarmed.discard(conn)
+            else:
+                conn.deadline = deadline
+                rearm = not self._poller.persistent or conn in self._unarmed
+                self._unarmed.discard(conn)
+        if stopping:
+            # The listener may have closed what it watches already and closes nothing
+            # from now on: a connection handed back now would stay open for good.
+            conn.close()
+            return True
         if rearm:
             self._poller.rearm(conn.fd)
         return True
