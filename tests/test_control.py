@@ -416,6 +416,52 @@ def test_top_draws_live_in_a_terminal_and_q_quits(start: Start, tmp_path: Path) 
     assert held.answered() == 200
 
 
+def test_top_without_a_terminal_is_one_line(start: Start, spawn: Callable[..., Process]) -> None:
+    """The live view needs a terminal: without one (stdin from /dev/null, stdout a pipe),
+    one line says so and points at --once, instead of curses' traceback."""
+    _server, _port, path = start()
+    top = spawn(["top", "--socket", path])
+    assert top.wait() == 2
+    assert top.log == (
+        "wsgipool top: error: the live view needs a terminal: --once prints one view as text\n"
+    )
+
+
+def test_top_on_a_terminal_curses_does_not_know_is_one_line(start: Start) -> None:
+    _server, _port, path = start()
+    leader, follower = pty.openpty()
+    top = subprocess.Popen(
+        wsgipool_command("top", "--socket", path),
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=child_env({"TERM": "wsgipool-no-such-terminal"}),
+        start_new_session=True,
+    )
+    os.close(follower)
+    output = bytearray()
+    try:
+        status = top.wait(DEADLINE)
+        while select.select([leader], [], [], 0.05)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed: the process is gone
+                break
+            if not chunk:
+                break
+            output.extend(chunk)
+    finally:
+        if top.poll() is None:
+            top.kill()
+            top.wait()
+        os.close(leader)
+    assert status == 2, bytes(output)
+    text = output.decode()
+    assert "Traceback" not in text
+    assert text.strip().startswith("wsgipool top: error: cannot draw on this terminal")
+    assert text.strip().endswith("--once prints one view as text")
+
+
 def test_a_control_socket_too_long_for_the_worker_sockets_is_refused_at_once(
     spawn: Callable[..., Process], tmp_path: Path
 ) -> None:
