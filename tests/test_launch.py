@@ -10,6 +10,7 @@ made.
 from __future__ import annotations
 
 import http.client
+import logging
 import os
 import signal
 import stat
@@ -195,6 +196,17 @@ def test_server_refuses_process_options() -> None:
     for options in ({"workers": 2}, {"max_requests": 10}, {"preload": True}, {"umask": "077"}):
         with pytest.raises(ConfigError, match="serve\\(\\) or the wsgipool command"):
             Server(lambda environ, start_response: [], **options)
+
+
+def test_server_refuses_a_log_level_it_cannot_apply() -> None:
+    """The ``wsgipool`` loggers belong to the whole process (two Servers share them): a
+    Server has no level of its own to set, so a log level is refused, not dropped."""
+    from wsgipool import ConfigError, Server
+
+    level = logging.getLogger("wsgipool").level
+    with pytest.raises(ConfigError, match=r"^log_level: options of the whole process"):
+        Server(lambda environ, start_response: [], log_level="debug")
+    assert logging.getLogger("wsgipool").level == level
 
 
 def test_recycling_with_one_worker_process(project: Path, spawn: Callable[..., Process]) -> None:

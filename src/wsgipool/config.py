@@ -83,6 +83,8 @@ PROCESS_DEFAULTS: dict[str, Any] = {
     "error_log": "",
     "capture_output": False,
     "stuck_recycle": 0.0,
+    # The wsgipool loggers are the process's: two Servers in it share them.
+    "log_level": "info",
 }
 # Options only Python code can set (objects, not text).
 PYTHON_ONLY_FIELDS = ("ssl_context",)

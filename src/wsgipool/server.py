@@ -98,7 +98,7 @@ class Server:
             raise ConfigError(
                 f"{', '.join(self.config.process_options())}: options of the whole process, "
                 "which a Server (running inside your program) leaves to it: use serve() or "
-                "the wsgipool command for worker processes and the umask"
+                "the wsgipool command for worker processes, the umask and logging"
             )
         self.sockets: list[socket.socket] = []
         self._unix_paths: list[str] = []
