@@ -752,6 +752,9 @@ def test_paste_options_are_converted_by_type(values: dict[str, str], expected: A
         ({"listen": "a:1", "port": "2"}, "not both"),
         ({"bind": "a:1", "port": "2"}, "not both"),
         ({"workers": "4", "use_x": "1"}, r"unknown server option\(s\): use_x \(known"),
+        # One option under both spellings: neither value may be dropped unsaid.
+        ({"queue-limit": "4", "queue_limit": "5"}, "queue_limit: set twice, as queue-limit and "),
+        ({"host": "a", "port": "1", "max_body_size": "1", "max-body-size": "2"}, "set twice"),
     ],
 )
 def test_paste_bad_options(values: dict[str, str], message: str) -> None:

@@ -37,6 +37,7 @@ def paste_server_runner(
 def options_from_strings(values: Mapping[str, str]) -> dict[str, Any]:
     """``Config`` keywords from the strings of an ini section, each through its option's
     converter (``options.py``)."""
+    _refuse_a_key_twice(values)
     names = from_ini({key.replace("-", "_"): text for key, text in values.items()})
     # For errors: each name as written, with dashes or underscores.
     keys = {key.replace("-", "_"): key for key in values}
@@ -56,3 +57,14 @@ def options_from_strings(values: Mapping[str, str]) -> dict[str, Any]:
             raise ConfigError("bind: give bind, or host/port/listen, not both")
         options["bind"] = bind
     return options
+
+
+def _refuse_a_key_twice(values: Mapping[str, str]) -> None:
+    """``queue-limit`` and ``queue_limit`` are one option: an ini section may hold both
+    (as pyproject.toml may, which refuses them too), and neither may be dropped unsaid."""
+    seen: dict[str, str] = {}
+    for key in values:
+        name = key.replace("-", "_")
+        if name in seen:
+            raise ConfigError(f"{name}: set twice, as {seen[name]} and {key}")
+        seen[name] = key
