@@ -476,6 +476,12 @@ def no_serving(monkeypatch: pytest.MonkeyPatch) -> list[wsgipool.Server]:
         ({"ssl_context": "bogus"}, "ssl_context: an ssl.SSLContext"),
         ({"ssl_context": ("missing.pem", None)}, "cannot load missing.pem"),
         ({"reloader_type": "inotify"}, "reloader_type"),
+        # The polling reloader would rescan without a pause; text is no number. (Checked
+        # with the reloader off too: a test must not start one, re-running pytest.)
+        ({"reloader_interval": 0}, "reloader_interval: must be a number of seconds"),
+        ({"reloader_interval": -1}, "reloader_interval: must be"),
+        ({"reloader_interval": "x"}, "reloader_interval: must be"),
+        ({"reloader_interval": float("nan")}, "reloader_interval: must be"),
     ],
 )
 def test_run_simple_refuses_what_it_cannot_honour(

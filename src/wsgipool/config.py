@@ -279,8 +279,8 @@ class Config:
         for name, (minimum, maximum) in COUNT_BOUNDS.items():
             _require_int(name, getattr(self, name), minimum, maximum)
         for name in _DURATIONS:
-            _require_seconds(name, getattr(self, name))
-        _require_seconds("queue_timeout", self.queue_timeout, zero_means="no limit")
+            require_seconds(name, getattr(self, name))
+        require_seconds("queue_timeout", self.queue_timeout, zero_means="no limit")
         if not isinstance(self.expose_tracebacks, bool):
             raise ConfigError(
                 f"expose_tracebacks: must be True or False, not {self.expose_tracebacks!r}"
@@ -321,7 +321,7 @@ class Config:
         object.__setattr__(self, "umask_value", parse_mode(self.umask, "umask"))
         self._check_tls()
         object.__setattr__(self, "metrics_address", _parse_metrics_bind(self.metrics_bind))
-        _require_seconds("ready_max_queue_wait", self.ready_max_queue_wait, zero_means="off")
+        require_seconds("ready_max_queue_wait", self.ready_max_queue_wait, zero_means="off")
         self._check_operability()
         object.__setattr__(
             self,
@@ -374,8 +374,8 @@ class Config:
         return "https" if self.tls else "http"
 
     def _check_operability(self) -> None:
-        _require_seconds("stuck_threshold", self.stuck_threshold, zero_means="off")
-        _require_seconds("stuck_recycle", self.stuck_recycle, zero_means="off")
+        require_seconds("stuck_threshold", self.stuck_threshold, zero_means="off")
+        require_seconds("stuck_recycle", self.stuck_recycle, zero_means="off")
         _require_choice("request_id", self.request_id, REQUEST_ID_MODES)
         if not isinstance(self.dump_headers, str):
             raise ConfigError(
@@ -508,7 +508,7 @@ def _check_ciphers(ciphers: str) -> None:
         raise ConfigError(f"ciphers: OpenSSL accepts none of {ciphers!r}") from None
 
 
-def _require_seconds(name: str, value: object, zero_means: str = "") -> None:
+def require_seconds(name: str, value: object, zero_means: str = "") -> None:
     """A duration between MIN_SECONDS and MAX_SECONDS; or 0, when ``zero_means`` says what
     that means."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
