@@ -233,6 +233,13 @@ def test_errors_are_one_line_and_exit_2(ctl: Ctl, tmp_path: Path) -> None:
     assert "no control socket: pass --socket PATH or set WSGIPOOL_CONTROL_SOCKET" in err
     status, _, err = ctl("--socket", missing, "stats", "--stacks")
     assert (status, err.count("\n")) == (2, 1)
+    # Numbers in ASCII digits, as every option takes them (int() takes the others).
+    for count in ("\u0661\u0662", "+5", "1_0"):
+        status, _, err = ctl("--socket", missing, "threads", count)
+        assert status == 2
+        assert err == (
+            f"wsgipool ctl: error: argument N: expected a whole number such as 16, not {count!r}\n"
+        )
 
 
 def test_a_control_socket_that_cannot_be_bound_is_one_line_and_exit_2(
@@ -359,6 +366,14 @@ def test_top_once_shows_totals_processes_and_busy_threads(
     missing = spawn(["top", "--socket", str(tmp_path / "nothing.sock"), "--once"])
     assert missing.wait() == 2
     assert missing.log == f"wsgipool top: error: no control socket at {tmp_path}/nothing.sock\n"
+    # Seconds as every duration is written (float() takes "1_0" and Arabic-Indic digits).
+    for interval in ("1_0", "\u0661"):
+        bad = spawn(["top", "--socket", path, "--once", "--interval", interval])
+        assert bad.wait() == 2
+        assert bad.log == (
+            "wsgipool top: error: argument --interval: expected a number of seconds such as "
+            f"2.5, not {interval!r}\n"
+        )
 
 
 def test_top_draws_live_in_a_terminal_and_q_quits(start: Start, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from .control import Answer, ask_all
 from .ctl import CLIENT_TIMEOUT, SOCKET_VARIABLE
 from .metrics import Histogram
+from .options import parse_seconds
 from .supervisors.process import EXIT_USAGE
 
 
@@ -133,7 +134,7 @@ def main(argv: Sequence[str]) -> int:
         help=f"the server's --control-socket (default: ${SOCKET_VARIABLE})",
     )
     parser.add_argument(
-        "--interval", metavar="SECONDS", type=float, default=1.0, help="between two views"
+        "--interval", metavar="SECONDS", type=parse_seconds, default=1.0, help="between two views"
     )
     parser.add_argument("--once", action="store_true", help="print one view and exit")
     args = parser.parse_args(argv)
