@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import stat
+import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.net import free_port
-from tests.helpers.process import Process
+from tests.helpers.process import Process, refused
 from tests.helpers.waiting import DEADLINE
 
 APP = """
@@ -207,6 +208,42 @@ def test_server_refuses_a_log_level_it_cannot_apply() -> None:
     with pytest.raises(ConfigError, match=r"^log_level: options of the whole process"):
         Server(lambda environ, start_response: [], log_level="debug")
     assert logging.getLogger("wsgipool").level == level
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_second_start_leaves_the_running_servers_pid_file(
+    workers: str, project: Path, spawn: Callable[..., Process]
+) -> None:
+    """Started twice by mistake (the same address, the same --pidfile): the second start
+    is refused with one line, and the running server's pid file stays, with its pid."""
+    pidfile = project / "app.pid"
+    args = ["pidapp:app", "--pidfile", str(pidfile), "--workers", workers]
+    running = spawn([*args, "-b", "127.0.0.1:0"], cwd=project)
+    port = running.listening_port()
+    line = refused(spawn, [*args, "-b", f"127.0.0.1:{port}"], cwd=project)
+    assert line == (
+        f"wsgipool: error: --pidfile: {pidfile} holds pid {running.pid}, a running process: "
+        "is the server running already? (If that process is something else, remove the file.)"
+    )
+    assert pidfile.read_text() == f"{running.pid}\n"
+    assert running.stop(signal.SIGTERM) == 0
+    assert not pidfile.exists()
+
+
+def test_a_stale_pid_file_is_taken_over(project: Path, spawn: Callable[..., Process]) -> None:
+    """A pid file left by a process that is gone (killed, the machine rebooted)."""
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    pidfile = project / "app.pid"
+    pidfile.write_text(gone.stdout)
+    server = spawn(["pidapp:app", "--pidfile", str(pidfile), "-b", "127.0.0.1:0"], cwd=project)
+    server.listening_port()
+    assert pidfile.read_text() == f"{server.pid}\n"
+    assert server.stop(signal.SIGTERM) == 0
 
 
 def test_recycling_with_one_worker_process(project: Path, spawn: Callable[..., Process]) -> None:
