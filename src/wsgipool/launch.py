@@ -84,7 +84,7 @@ class Launch:
     app_name: str
     reload: Reloading | None = None
     debugger: Debugging | None = None
-    log_config: str | None = None  # a logging configuration file (.ini, .json, .toml)
+    log_config: str | None = None  # a logging.config.dictConfig file (.json, .toml)
     # How to run this command again on SIGHUP: its command line (None: this process's)
     # and the directory it ran in (None: here).
     command: tuple[str, ...] | None = None
