@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers.apps import hello_app
 from tests.helpers.http import read_until_close
-from wsgipool import Config, ConfigError, Server
+from wsgipool import Config, ConfigError, Server, run_simple
 from wsgipool.config import BindAddress
 from wsgipool.connection import timeval
 from wsgipool.sockets import BindError, bind_socket
@@ -314,6 +314,16 @@ def test_from_options_names_every_unknown_option() -> None:
     with pytest.raises(ConfigError) as info:
         Config.from_options(threads=2, thread=3, processes=4)
     assert "thread" in str(info.value) and "processes" in str(info.value)
+
+
+def test_server_and_run_simple_guess_at_a_misspelt_option() -> None:
+    """As serve() does: a typo gets the option it likely meant."""
+    with pytest.raises(
+        ConfigError, match=r"^unknown option\(s\): thraeds \(did you mean threads\?\)"
+    ):
+        Server(lambda environ, start_response: [], thraeds=3)
+    with pytest.raises(ConfigError, match=r"\(did you mean graceful_timeout\?\)$"):
+        run_simple("127.0.0.1", 0, hello_app, gracefull_timeout=3)
 
 
 @pytest.mark.parametrize("name", ["binds", "limits"])

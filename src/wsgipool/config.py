@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -440,11 +441,21 @@ class Config:
     @classmethod
     def from_options(cls, **options: Any) -> Config:
         """Build from keyword options, refusing unknown names with a clear message."""
-        known = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(options) - known)
+        known = [f.name for f in dataclasses.fields(cls) if f.init]
+        unknown = sorted(set(options) - set(known))
         if unknown:
-            raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+            raise ConfigError(f"unknown option(s): {guessing(unknown, known)}")
         return cls(**options)
+
+
+def guessing(unknown: list[str], known: list[str]) -> str:
+    """The ``unknown`` names, each with a guess among the ``known`` at what was meant:
+    ``thread (did you mean threads?)``."""
+    described = []
+    for name in unknown:
+        guess = difflib.get_close_matches(name, known, n=1)
+        described.append(f"{name} (did you mean {guess[0]}?)" if guess else name)
+    return ", ".join(described)
 
 
 def _parse_metrics_bind(text: object) -> BindAddress | None:
