@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -244,6 +245,28 @@ def test_a_stale_pid_file_is_taken_over(project: Path, spawn: Callable[..., Proc
     server.listening_port()
     assert pidfile.read_text() == f"{server.pid}\n"
     assert server.stop(signal.SIGTERM) == 0
+
+
+def test_serve_off_the_main_thread_is_refused() -> None:
+    """serve() serves the process until a signal, which only the main thread gets: from
+    another thread it is refused with what to use instead, before it sets anything up."""
+    from wsgipool import ConfigError, serve
+
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            serve(lambda environ, start_response: [], bind=["127.0.0.1:0"])
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join(DEADLINE)
+    assert not thread.is_alive()
+    (error,) = raised
+    assert isinstance(error, ConfigError), repr(error)
+    assert "on its main thread: to serve from another thread, use Server(app, ...)" in str(error)
 
 
 def test_recycling_with_one_worker_process(project: Path, spawn: Callable[..., Process]) -> None:

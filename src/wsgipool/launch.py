@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +203,14 @@ def run_here(launch: Launch) -> None:
     cleanly. The reloader's supervisor, and a failure to serve, end the process
     (``SystemExit`` with the status): the rest of the program must not run as if it had
     served."""
+    if threading.current_thread() is not threading.main_thread():
+        # Its signal handlers could not be installed (a ValueError from deep inside), and
+        # nothing could stop it: SIGINT and SIGTERM reach the main thread only.
+        raise ConfigError(
+            "serve(), run_simple and the Paste runner serve the whole process until SIGINT "
+            "or SIGTERM, on its main thread: to serve from another thread, use "
+            "Server(app, ...).start() and .stop()"
+        )
     supervising_reloads = launch.reload is not None and not is_reloader_child()
     status = run(launch)
     if status or supervising_reloads:
