@@ -225,6 +225,10 @@ BAD_INPUT: list[tuple[list[str], list[str]]] = [
     (["goodapp:create_app(greeting={[]: 1})"], ["create_app"]),
     (["goodapp:app[0]"], ["app[0]"]),
     (["goodapp:"], ["goodapp:"]),
+    # a file instead of a module: what to give instead, not importlib's words
+    (["goodapp.py:app"], ["no module named 'goodapp.py'", "as Python imports it", "--chdir"]),
+    (["./goodapp:app"], ["'./goodapp' is not a module name", "--chdir DIR"]),
+    (["../apps/goodapp.py"], ["is not a module name", "--chdir DIR"]),
     ([""], ["invalid application"]),
     # option values
     (["goodapp", "--threads", "0"], ["--threads", "0"]),
