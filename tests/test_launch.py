@@ -269,6 +269,32 @@ def test_serve_off_the_main_thread_is_refused() -> None:
     assert "on its main thread: to serve from another thread, use Server(app, ...)" in str(error)
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_error_log_when_the_program_configured_logging(
+    workers: str, project: Path, spawn: Callable[..., Process]
+) -> None:
+    """serve(error_log=FILE) in a program that set up logging itself (as pserve does for
+    the Paste runner): wsgipool's log goes to FILE too, not only to the program's
+    handlers (logging.basicConfig, which applies error_log, does nothing then)."""
+    command = python(
+        f"""
+        import logging, sys
+        import pidapp, wsgipool
+        logging.basicConfig(stream=sys.stderr, format="program: %(message)s")
+        wsgipool.serve(
+            pidapp.app, bind="127.0.0.1:0", error_log="error.log", workers={workers}
+        )
+        """
+    )
+    env = {"PYTHONPATH": os.pathsep.join([str(project), os.environ.get("PYTHONPATH", "")])}
+    proc = spawn(command=command, cwd=project, env=env)
+    proc.listening_port()
+    assert proc.stop(signal.SIGTERM) == 0
+    error_log = (project / "error.log").read_text()
+    assert "] [INFO] listening on http://127.0.0.1:" in error_log
+    assert "program: listening on http://127.0.0.1:" in proc.log  # still the program's too
+
+
 def test_recycling_with_one_worker_process(project: Path, spawn: Callable[..., Process]) -> None:
     """--max-requests alone runs the supervisor with one worker process, which recycles."""
     port = free_port()

@@ -292,6 +292,7 @@ def configure_logging(
     already; either way the ``wsgipool`` loggers log at ``level``. ``config_file``, then
     ``config_dict``, are applied on top."""
     to_file = error_log not in ("", "-")
+    configured = bool(logging.getLogger().handlers)  # basicConfig then does nothing
     try:
         logging.basicConfig(
             level=level.upper(),
@@ -299,6 +300,8 @@ def configure_logging(
             datefmt=LOG_DATE_FORMAT,
             filename=error_log if to_file else None,
         )
+        if to_file and configured:
+            _log_to_file_too(error_log)
     except OSError as exc:
         raise ConfigError(f"error_log: cannot open {error_log}: {exc.strerror}") from None
     logging.getLogger("wsgipool").setLevel(level.upper())
@@ -313,6 +316,19 @@ def configure_logging(
             dictConfig(dict(config_dict))
         except (ValueError, TypeError, AttributeError, ImportError) as exc:
             raise ConfigError(f"logconfig_dict: {exc}") from None
+
+
+def _log_to_file_too(error_log: str) -> None:
+    """``error_log`` for a program that configured logging itself (``serve()`` in it, the
+    Paste runner under ``pserve``): the ``wsgipool`` loggers write there too, and their
+    records still reach the program's handlers."""
+    logger = logging.getLogger("wsgipool")
+    path = os.path.abspath(error_log)
+    if any(getattr(handler, "baseFilename", None) == path for handler in logger.handlers):
+        return  # Started again in this process: the file has its handler already.
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+    logger.addHandler(handler)
 
 
 def raise_open_file_limit(max_connections: int) -> None:
