@@ -482,6 +482,12 @@ def no_serving(monkeypatch: pytest.MonkeyPatch) -> list[wsgipool.Server]:
         ({"reloader_interval": -1}, "reloader_interval: must be"),
         ({"reloader_interval": "x"}, "reloader_interval: must be"),
         ({"reloader_interval": float("nan")}, "reloader_interval: must be"),
+        # One string would be one path per character.
+        (
+            {"extra_files": "app.cfg"},
+            r"extra_files: a list of paths, not one string: \['app.cfg'\]",
+        ),
+        ({"exclude_patterns": "*.tmp"}, "exclude_patterns: a list of paths, not one string"),
     ],
 )
 def test_run_simple_refuses_what_it_cannot_honour(

@@ -80,6 +80,10 @@ def run_simple(
         raise ConfigError("bind: run_simple listens on hostname and port; give those instead")
     # 0 (or less) would have the polling reloader rescan the tree without a pause.
     require_seconds("reloader_interval", reloader_interval)
+    for name, paths in (("extra_files", extra_files), ("exclude_patterns", exclude_patterns)):
+        if isinstance(paths, (str, bytes)):
+            # Iterated, it would be one name per character.
+            raise ConfigError(f"{name}: a list of paths, not one string: [{paths!r}]")
     if use_reloader and reloader_type == "watchdog":
         _warn(
             "reloader_type='watchdog': wsgipool's reloader uses watchfiles when installed, "
