@@ -256,6 +256,16 @@ def test_a_control_socket_that_cannot_be_bound_is_one_line_and_exit_2(
         )
 
 
+def test_a_file_in_the_way_of_a_worker_socket_is_left_alone(start: Start, tmp_path: Path) -> None:
+    """A file that is no socket at PATH.worker-0: the worker process cannot bind there,
+    and the supervisor, reaping it, must not remove the user's file as its socket."""
+    in_the_way = tmp_path / "control.sock.worker-0"
+    in_the_way.write_text("the user's")
+    server, _port, _path = start("--workers", "2")
+    assert server.wait() == 1
+    assert in_the_way.read_text() == "the user's"
+
+
 def test_a_killed_worker_process_leaves_no_socket_file(
     start: Start, ctl: Ctl, tmp_path: Path
 ) -> None:
