@@ -261,9 +261,14 @@ def test_a_file_in_the_way_of_a_worker_socket_is_left_alone(start: Start, tmp_pa
     and the supervisor, reaping it, must not remove the user's file as its socket."""
     in_the_way = tmp_path / "control.sock.worker-0"
     in_the_way.write_text("the user's")
-    server, _port, _path = start("--workers", "2")
+    server, _port, path = start("--workers", "2")
     assert server.wait() == 1
     assert in_the_way.read_text() == "the user's"
+    # Said in one line, as at the command line.
+    assert "Traceback" not in server.log
+    assert f"cannot start serving: control_socket: cannot listen on unix:{path}.worker-0: " in (
+        server.log
+    )
 
 
 def test_a_killed_worker_process_leaves_no_socket_file(

@@ -295,6 +295,19 @@ def test_error_log_when_the_program_configured_logging(
     assert "program: listening on http://127.0.0.1:" in proc.log  # still the program's too
 
 
+def test_worker_processes_that_cannot_start_serving_say_why_in_one_line(
+    project: Path, spawn: Callable[..., Process]
+) -> None:
+    """An access log the worker processes cannot open: each says so in one line (no
+    traceback), and the supervisor stops with status 1, as when they cannot load the app."""
+    log = project / "no-such-directory" / "access.log"
+    proc = spawn(["pidapp:app", "-b", "127.0.0.1:0", "--workers", "2", "--access-log", str(log)])
+    assert proc.wait() == 1
+    assert "Traceback" not in proc.log
+    assert f"cannot start serving: access_log: cannot open {log}: No such file" in proc.log
+    assert "failed to start (it could not start serving)" in proc.log
+
+
 def test_recycling_with_one_worker_process(project: Path, spawn: Callable[..., Process]) -> None:
     """--max-requests alone runs the supervisor with one worker process, which recycles."""
     port = free_port()
