@@ -238,6 +238,7 @@ BAD_INPUT: list[tuple[list[str], list[str]]] = [
     (["goodapp", "--bind", "nonsense:port"], ["nonsense:port"]),
     (["goodapp", "-b", "127.0.0.1:99999"], ["127.0.0.1:99999"]),
     (["goodapp", "-b", "unix:"], ["unix:"]),
+    (["goodapp", "-b", "unix:/nonexistent/x.sock", "-b", "unix:/nonexistent/x.sock"], ["twice"]),
     (["goodapp", "-b", "fd://x"], ["fd://x"]),
     (["goodapp", "--root-path", "api"], ["api"]),
     (["goodapp", "--root-path", "/api/"], ["/api/"]),

@@ -337,6 +337,25 @@ def test_from_options_validates() -> None:
         Config.from_options(threads=0)
 
 
+@pytest.mark.parametrize(
+    "bind",
+    [
+        ["127.0.0.1:8000", "127.0.0.1:8000"],
+        ["unix:/run/app.sock", "127.0.0.1:8000", "unix:/run/app.sock"],
+        ["fd://3", "fd://3"],
+        ["[::1]:8000", "[::1]:8000"],
+    ],
+)
+def test_an_address_given_twice_is_refused(bind: list[str]) -> None:
+    """Not bound twice, with "address already in use" as if another program held it."""
+    with pytest.raises(ConfigError, match=r"^bind: .* is given twice$"):
+        Config(bind=bind)
+
+
+def test_port_0_twice_is_two_ports() -> None:
+    assert Config(bind=["127.0.0.1:0", "127.0.0.1:0"]).bind == ("127.0.0.1:0", "127.0.0.1:0")
+
+
 # --- BindAddress.parse -----------------------------------------------------------------------
 
 

@@ -277,6 +277,7 @@ class Config:
             raise ConfigError("bind: at least one address is needed")
         object.__setattr__(self, "bind", tuple(bind))
         object.__setattr__(self, "binds", tuple(BindAddress.parse(text) for text in bind))
+        _refuse_an_address_twice(self.binds)
         for name, (minimum, maximum) in COUNT_BOUNDS.items():
             _require_int(name, getattr(self, name), minimum, maximum)
         for name in _DURATIONS:
@@ -456,6 +457,18 @@ def guessing(unknown: list[str], known: list[str]) -> str:
         guess = difflib.get_close_matches(name, known, n=1)
         described.append(f"{name} (did you mean {guess[0]}?)" if guess else name)
     return ", ".join(described)
+
+
+def _refuse_an_address_twice(binds: tuple[BindAddress, ...]) -> None:
+    """The second bind of one address would fail as "in use", as if another program held
+    it. Port 0 twice is two ports; ``systemd`` twice is checked once expanded."""
+    seen: set[str] = set()
+    for address in binds:
+        if address.kind == "systemd" or (address.kind == "tcp" and address.port == 0):
+            continue
+        if str(address) in seen:
+            raise ConfigError(f"bind: {address} is given twice")
+        seen.add(str(address))
 
 
 def _parse_metrics_bind(text: object) -> BindAddress | None:
