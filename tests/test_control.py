@@ -242,6 +242,22 @@ def test_errors_are_one_line_and_exit_2(ctl: Ctl, tmp_path: Path) -> None:
         )
 
 
+def test_ctl_at_a_socket_that_is_no_control_socket(
+    spawn: Callable[..., Process], ctl: Ctl, tmp_path: Path
+) -> None:
+    """The server's own Unix socket (HTTP) given as --socket: said so, not "cut short"."""
+    (tmp_path / "held.py").write_text(APP)
+    path = tmp_path / "http.sock"
+    server = spawn(["held:app", "-b", f"unix:{path}"])
+    server.wait_log("listening on")
+    status, out, err = ctl("--socket", str(path), "stats")
+    assert (status, out) == (2, "")
+    assert err == (
+        f"wsgipool ctl: error: {path} answered, but not as a control socket: is it "
+        "--control-socket's?\n"
+    )
+
+
 def test_a_control_socket_that_cannot_be_bound_is_one_line_and_exit_2(
     spawn: Callable[..., Process], tmp_path: Path
 ) -> None:
