@@ -787,6 +787,19 @@ def test_paste_runner_builds_the_config(no_serving: list[Any]) -> None:
     assert server.app is hello_app
 
 
+def test_paste_runner_called_from_python_takes_addresses_as_serve_does(
+    no_serving: list[Any],
+) -> None:
+    """A program calling the runner itself, with a number for port or a list for listen
+    (as serve() takes them): not an AttributeError from deep inside."""
+    compat.paste_server_runner(hello_app, {}, host="127.0.0.1", port=0)
+    compat.paste_server_runner(hello_app, {}, listen=["127.0.0.1:0", "unix:/tmp/x.sock"])
+    assert [server.config.bind for server in no_serving] == [
+        ("127.0.0.1:0",),
+        ("127.0.0.1:0", "unix:/tmp/x.sock"),
+    ]
+
+
 def test_paste_unix_socket_mode_from_an_ini(no_serving: list[Any], tmp_path: Path) -> None:
     """``[server:main] use = egg:wsgipool`` with ``unix_socket_mode = 660``, through Paste
     Deploy's own loader: the socket file gets mode 660 and serves."""
