@@ -272,14 +272,21 @@ def test_a_control_socket_that_cannot_be_bound_is_one_line_and_exit_2(
         )
 
 
-def test_a_file_in_the_way_of_a_worker_socket_is_left_alone(start: Start, tmp_path: Path) -> None:
-    """A file that is no socket at PATH.worker-0: the worker process cannot bind there,
-    and the supervisor, reaping it, must not remove the user's file as its socket."""
-    in_the_way = tmp_path / "control.sock.worker-0"
-    in_the_way.write_text("the user's")
-    server, _port, path = start("--workers", "2")
+def test_a_file_in_the_way_of_a_worker_socket_is_left_alone(
+    spawn: Callable[..., Process], tmp_path: Path
+) -> None:
+    """Files that are no sockets at PATH.worker-N: the worker processes cannot bind
+    there, and the supervisor, reaping them, must not remove the user's files as their
+    sockets. (Both are in the way: with one worker process ready, the supervisor would
+    retry the other instead of stopping.)"""
+    in_the_way = [tmp_path / f"control.sock.worker-{index}" for index in (0, 1)]
+    for file in in_the_way:
+        file.write_text("the user's")
+    (tmp_path / "held.py").write_text(APP)
+    path = tmp_path / "control.sock"
+    server = spawn(["held:app", "-b", f"{HOST}:0", "--control-socket", str(path), "-w", "2"])
     assert server.wait() == 1
-    assert in_the_way.read_text() == "the user's"
+    assert [file.read_text() for file in in_the_way] == ["the user's", "the user's"]
     # Said in one line, as at the command line.
     assert "Traceback" not in server.log
     assert f"cannot start serving: control_socket: cannot listen on unix:{path}.worker-0: " in (
