@@ -457,6 +457,24 @@ def test_server_start_stop_with_config(tmp_path: Path) -> None:
     assert not os.path.exists(path), "the server's own socket file is removed on stop"
 
 
+def test_a_server_starts_once() -> None:
+    """Started again, a Server would run a second pool on new sockets and leave the first
+    serving; after stop(), a second stop() would not stop it. Both are refused."""
+    server = Server(hello_app, bind=["127.0.0.1:0"], threads=1)
+    server.start()
+    try:
+        with pytest.raises(RuntimeError, match="has started already: a Server starts once"):
+            server.start()
+    finally:
+        assert server.stop(timeout=5)
+    with pytest.raises(RuntimeError, match="has stopped already"):
+        server.start()
+    never_started = Server(hello_app, bind=["127.0.0.1:0"], threads=1)
+    never_started.stop()
+    with pytest.raises(RuntimeError, match="has stopped already"):
+        never_started.start()
+
+
 def test_server_start_failure_closes_what_it_bound(tmp_path: Path) -> None:
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
