@@ -25,7 +25,7 @@ import pytest
 
 from tests.helpers.net import free_port
 from tests.helpers.process import Process, refused
-from tests.helpers.waiting import DEADLINE
+from tests.helpers.waiting import DEADLINE, wait_for
 
 APP = """
 import os
@@ -293,6 +293,30 @@ def test_error_log_when_the_program_configured_logging(
     error_log = (project / "error.log").read_text()
     assert "] [INFO] listening on http://127.0.0.1:" in error_log
     assert "program: listening on http://127.0.0.1:" in proc.log  # still the program's too
+
+
+def test_error_log_with_captured_output_has_each_line_once(
+    project: Path, spawn: Callable[..., Process]
+) -> None:
+    """With capture_output, the program's stderr handler writes into the error log file
+    already: wsgipool adds no handler of its own there, or each line would be in it twice."""
+    command = python(
+        """
+        import logging, sys
+        import pidapp, wsgipool
+        logging.basicConfig(stream=sys.stderr, format="program: %(message)s")
+        wsgipool.serve(
+            pidapp.app, bind="127.0.0.1:0", error_log="error.log", capture_output=True
+        )
+        """
+    )
+    env = {"PYTHONPATH": os.pathsep.join([str(project), os.environ.get("PYTHONPATH", "")])}
+    proc = spawn(command=command, cwd=project, env=env)
+    error_log = project / "error.log"
+    wait_for(lambda: error_log.exists() and "listening on" in error_log.read_text(), "listening")
+    assert proc.stop(signal.SIGTERM) == 0
+    lines = [line for line in error_log.read_text().splitlines() if "listening on" in line]
+    assert len(lines) == 1 and lines[0].startswith("program: listening on"), lines
 
 
 def test_worker_processes_that_cannot_start_serving_say_why_in_one_line(

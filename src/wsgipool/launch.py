@@ -276,7 +276,13 @@ def set_up_process(
     captured into the error log), then the limit on open files."""
     if config.umask_value is not None:
         os.umask(config.umask_value)
-    configure_logging(config.log_level, log_config, config.error_log, log_config_dict)
+    configure_logging(
+        config.log_level,
+        log_config,
+        config.error_log,
+        log_config_dict,
+        output_captured=config.capture_output,
+    )
     if config.capture_output:
         capture_output(config.error_log)
     raise_open_file_limit(config.max_connections)
@@ -287,10 +293,14 @@ def configure_logging(
     config_file: str | None = None,
     error_log: str = "",
     config_dict: Mapping[str, Any] | None = None,
+    *,
+    output_captured: bool = False,
 ) -> None:
     """Log to stderr (or to the ``error_log`` file), unless the program configured logging
     already; either way the ``wsgipool`` loggers log at ``level``. ``config_file``, then
-    ``config_dict``, are applied on top."""
+    ``config_dict``, are applied on top. ``output_captured``: stdout and stderr go to the
+    ``error_log`` file (``capture_output``), and a program's handlers writing there with
+    them."""
     to_file = error_log not in ("", "-")
     configured = bool(logging.getLogger().handlers)  # basicConfig then does nothing
     try:
@@ -300,7 +310,7 @@ def configure_logging(
             datefmt=LOG_DATE_FORMAT,
             filename=error_log if to_file else None,
         )
-        if to_file and configured:
+        if to_file and configured and not output_captured:
             _log_to_file_too(error_log)
     except OSError as exc:
         raise ConfigError(f"error_log: cannot open {error_log}: {exc.strerror}") from None
