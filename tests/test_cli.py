@@ -225,6 +225,10 @@ BAD_INPUT: list[tuple[list[str], list[str]]] = [
     (["goodapp:create_app(greeting={[]: 1})"], ["create_app"]),
     (["goodapp:app[0]"], ["app[0]"]),
     (["goodapp:"], ["goodapp:"]),
+    # a file instead of a module: what to give instead, not importlib's words
+    (["goodapp.py:app"], ["no module named 'goodapp.py'", "as Python imports it", "--chdir"]),
+    (["./goodapp:app"], ["'./goodapp' is not a module name", "--chdir DIR"]),
+    (["../apps/goodapp.py"], ["is not a module name", "--chdir DIR"]),
     ([""], ["invalid application"]),
     # option values
     (["goodapp", "--threads", "0"], ["--threads", "0"]),
@@ -234,6 +238,7 @@ BAD_INPUT: list[tuple[list[str], list[str]]] = [
     (["goodapp", "--bind", "nonsense:port"], ["nonsense:port"]),
     (["goodapp", "-b", "127.0.0.1:99999"], ["127.0.0.1:99999"]),
     (["goodapp", "-b", "unix:"], ["unix:"]),
+    (["goodapp", "-b", "unix:/nonexistent/x.sock", "-b", "unix:/nonexistent/x.sock"], ["twice"]),
     (["goodapp", "-b", "fd://x"], ["fd://x"]),
     (["goodapp", "--root-path", "api"], ["api"]),
     (["goodapp", "--root-path", "/api/"], ["/api/"]),

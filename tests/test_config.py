@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers.apps import hello_app
 from tests.helpers.http import read_until_close
-from wsgipool import Config, ConfigError, Server
+from wsgipool import Config, ConfigError, Server, run_simple
 from wsgipool.config import BindAddress
 from wsgipool.connection import timeval
 from wsgipool.sockets import BindError, bind_socket
@@ -316,6 +316,16 @@ def test_from_options_names_every_unknown_option() -> None:
     assert "thread" in str(info.value) and "processes" in str(info.value)
 
 
+def test_server_and_run_simple_guess_at_a_misspelt_option() -> None:
+    """As serve() does: a typo gets the option it likely meant."""
+    with pytest.raises(
+        ConfigError, match=r"^unknown option\(s\): thraeds \(did you mean threads\?\)"
+    ):
+        Server(lambda environ, start_response: [], thraeds=3)
+    with pytest.raises(ConfigError, match=r"\(did you mean graceful_timeout\?\)$"):
+        run_simple("127.0.0.1", 0, hello_app, gracefull_timeout=3)
+
+
 @pytest.mark.parametrize("name", ["binds", "limits"])
 def test_from_options_refuses_derived_fields(name: str) -> None:
     with pytest.raises(ConfigError):
@@ -325,6 +335,25 @@ def test_from_options_refuses_derived_fields(name: str) -> None:
 def test_from_options_validates() -> None:
     with pytest.raises(ConfigError):
         Config.from_options(threads=0)
+
+
+@pytest.mark.parametrize(
+    "bind",
+    [
+        ["127.0.0.1:8000", "127.0.0.1:8000"],
+        ["unix:/run/app.sock", "127.0.0.1:8000", "unix:/run/app.sock"],
+        ["fd://3", "fd://3"],
+        ["[::1]:8000", "[::1]:8000"],
+    ],
+)
+def test_an_address_given_twice_is_refused(bind: list[str]) -> None:
+    """Not bound twice, with "address already in use" as if another program held it."""
+    with pytest.raises(ConfigError, match=r"^bind: .* is given twice$"):
+        Config(bind=bind)
+
+
+def test_port_0_twice_is_two_ports() -> None:
+    assert Config(bind=["127.0.0.1:0", "127.0.0.1:0"]).bind == ("127.0.0.1:0", "127.0.0.1:0")
 
 
 # --- BindAddress.parse -----------------------------------------------------------------------
@@ -426,6 +455,24 @@ def test_server_start_stop_with_config(tmp_path: Path) -> None:
     finally:
         assert server.stop(timeout=5)
     assert not os.path.exists(path), "the server's own socket file is removed on stop"
+
+
+def test_a_server_starts_once() -> None:
+    """Started again, a Server would run a second pool on new sockets and leave the first
+    serving; after stop(), a second stop() would not stop it. Both are refused."""
+    server = Server(hello_app, bind=["127.0.0.1:0"], threads=1)
+    server.start()
+    try:
+        with pytest.raises(RuntimeError, match="has started already: a Server starts once"):
+            server.start()
+    finally:
+        assert server.stop(timeout=5)
+    with pytest.raises(RuntimeError, match="has stopped already"):
+        server.start()
+    never_started = Server(hello_app, bind=["127.0.0.1:0"], threads=1)
+    never_started.stop()
+    with pytest.raises(RuntimeError, match="has stopped already"):
+        never_started.start()
 
 
 def test_server_start_failure_closes_what_it_bound(tmp_path: Path) -> None:

@@ -233,6 +233,29 @@ def test_errors_are_one_line_and_exit_2(ctl: Ctl, tmp_path: Path) -> None:
     assert "no control socket: pass --socket PATH or set WSGIPOOL_CONTROL_SOCKET" in err
     status, _, err = ctl("--socket", missing, "stats", "--stacks")
     assert (status, err.count("\n")) == (2, 1)
+    # Numbers in ASCII digits, as every option takes them (int() takes the others).
+    for count in ("\u0661\u0662", "+5", "1_0"):
+        status, _, err = ctl("--socket", missing, "threads", count)
+        assert status == 2
+        assert err == (
+            f"wsgipool ctl: error: argument N: expected a whole number such as 16, not {count!r}\n"
+        )
+
+
+def test_ctl_at_a_socket_that_is_no_control_socket(
+    spawn: Callable[..., Process], ctl: Ctl, tmp_path: Path
+) -> None:
+    """The server's own Unix socket (HTTP) given as --socket: said so, not "cut short"."""
+    (tmp_path / "held.py").write_text(APP)
+    path = tmp_path / "http.sock"
+    server = spawn(["held:app", "-b", f"unix:{path}"])
+    server.wait_log("listening on")
+    status, out, err = ctl("--socket", str(path), "stats")
+    assert (status, out) == (2, "")
+    assert err == (
+        f"wsgipool ctl: error: {path} answered, but not as a control socket: is it "
+        "--control-socket's?\n"
+    )
 
 
 def test_a_control_socket_that_cannot_be_bound_is_one_line_and_exit_2(
@@ -247,6 +270,28 @@ def test_a_control_socket_that_cannot_be_bound_is_one_line_and_exit_2(
             f"wsgipool: error: --control-socket: cannot listen on unix:{path}: "
             "No such file or directory\n"
         )
+
+
+def test_a_file_in_the_way_of_a_worker_socket_is_left_alone(
+    spawn: Callable[..., Process], tmp_path: Path
+) -> None:
+    """Files that are no sockets at PATH.worker-N: the worker processes cannot bind
+    there, and the supervisor, reaping them, must not remove the user's files as their
+    sockets. (Both are in the way: with one worker process ready, the supervisor would
+    retry the other instead of stopping.)"""
+    in_the_way = [tmp_path / f"control.sock.worker-{index}" for index in (0, 1)]
+    for file in in_the_way:
+        file.write_text("the user's")
+    (tmp_path / "held.py").write_text(APP)
+    path = tmp_path / "control.sock"
+    server = spawn(["held:app", "-b", f"{HOST}:0", "--control-socket", str(path), "-w", "2"])
+    assert server.wait() == 1
+    assert [file.read_text() for file in in_the_way] == ["the user's", "the user's"]
+    # Said in one line, as at the command line.
+    assert "Traceback" not in server.log
+    assert f"cannot start serving: control_socket: cannot listen on unix:{path}.worker-0: " in (
+        server.log
+    )
 
 
 def test_a_killed_worker_process_leaves_no_socket_file(
@@ -359,6 +404,14 @@ def test_top_once_shows_totals_processes_and_busy_threads(
     missing = spawn(["top", "--socket", str(tmp_path / "nothing.sock"), "--once"])
     assert missing.wait() == 2
     assert missing.log == f"wsgipool top: error: no control socket at {tmp_path}/nothing.sock\n"
+    # Seconds as every duration is written (float() takes "1_0" and Arabic-Indic digits).
+    for interval in ("1_0", "\u0661"):
+        bad = spawn(["top", "--socket", path, "--once", "--interval", interval])
+        assert bad.wait() == 2
+        assert bad.log == (
+            "wsgipool top: error: argument --interval: expected a number of seconds such as "
+            f"2.5, not {interval!r}\n"
+        )
 
 
 def test_top_draws_live_in_a_terminal_and_q_quits(start: Start, tmp_path: Path) -> None:
@@ -414,6 +467,52 @@ def test_top_draws_live_in_a_terminal_and_q_quits(start: Start, tmp_path: Path) 
     assert b"Traceback" not in screen
     (tmp_path / "released").touch()
     assert held.answered() == 200
+
+
+def test_top_without_a_terminal_is_one_line(start: Start, spawn: Callable[..., Process]) -> None:
+    """The live view needs a terminal: without one (stdin from /dev/null, stdout a pipe),
+    one line says so and points at --once, instead of curses' traceback."""
+    _server, _port, path = start()
+    top = spawn(["top", "--socket", path])
+    assert top.wait() == 2
+    assert top.log == (
+        "wsgipool top: error: the live view needs a terminal: --once prints one view as text\n"
+    )
+
+
+def test_top_on_a_terminal_curses_does_not_know_is_one_line(start: Start) -> None:
+    _server, _port, path = start()
+    leader, follower = pty.openpty()
+    top = subprocess.Popen(
+        wsgipool_command("top", "--socket", path),
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=child_env({"TERM": "wsgipool-no-such-terminal"}),
+        start_new_session=True,
+    )
+    os.close(follower)
+    output = bytearray()
+    try:
+        status = top.wait(DEADLINE)
+        while select.select([leader], [], [], 0.05)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed: the process is gone
+                break
+            if not chunk:
+                break
+            output.extend(chunk)
+    finally:
+        if top.poll() is None:
+            top.kill()
+            top.wait()
+        os.close(leader)
+    assert status == 2, bytes(output)
+    text = output.decode()
+    assert "Traceback" not in text
+    assert text.strip().startswith("wsgipool top: error: cannot draw on this terminal")
+    assert text.strip().endswith("--once prints one view as text")
 
 
 def test_a_control_socket_too_long_for_the_worker_sockets_is_refused_at_once(

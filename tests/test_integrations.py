@@ -319,7 +319,8 @@ def test_flask_serve_reads_text_as_every_source(flask_serve: Any) -> None:
     env = {"FLASK_SERVE_EXPOSE_TRACEBACKS": "y", "FLASK_SERVE_PROXY_PROTOCOL": "off"}
     result, built = flask_serve("--log-level", "WARNING", "--port", "0", env=env)
     assert result.exit_code == 0, result.output
-    assert built[0].config.log_level == "warning"
+    # Applied to the process's wsgipool loggers (the Server gets the process options reset).
+    assert logging.getLogger("wsgipool").level == logging.WARNING
     assert built[0].config.expose_tracebacks is True
     assert built[0].config.proxy_protocol is False
 
@@ -475,6 +476,18 @@ def no_serving(monkeypatch: pytest.MonkeyPatch) -> list[wsgipool.Server]:
         ({"ssl_context": "bogus"}, "ssl_context: an ssl.SSLContext"),
         ({"ssl_context": ("missing.pem", None)}, "cannot load missing.pem"),
         ({"reloader_type": "inotify"}, "reloader_type"),
+        # The polling reloader would rescan without a pause; text is no number. (Checked
+        # with the reloader off too: a test must not start one, re-running pytest.)
+        ({"reloader_interval": 0}, "reloader_interval: must be a number of seconds"),
+        ({"reloader_interval": -1}, "reloader_interval: must be"),
+        ({"reloader_interval": "x"}, "reloader_interval: must be"),
+        ({"reloader_interval": float("nan")}, "reloader_interval: must be"),
+        # One string would be one path per character.
+        (
+            {"extra_files": "app.cfg"},
+            r"extra_files: a list of paths, not one string: \['app.cfg'\]",
+        ),
+        ({"exclude_patterns": "*.tmp"}, "exclude_patterns: a list of paths, not one string"),
     ],
 )
 def test_run_simple_refuses_what_it_cannot_honour(
@@ -751,6 +764,9 @@ def test_paste_options_are_converted_by_type(values: dict[str, str], expected: A
         ({"listen": "a:1", "port": "2"}, "not both"),
         ({"bind": "a:1", "port": "2"}, "not both"),
         ({"workers": "4", "use_x": "1"}, r"unknown server option\(s\): use_x \(known"),
+        # One option under both spellings: neither value may be dropped unsaid.
+        ({"queue-limit": "4", "queue_limit": "5"}, "queue_limit: set twice, as queue-limit and "),
+        ({"host": "a", "port": "1", "max_body_size": "1", "max-body-size": "2"}, "set twice"),
     ],
 )
 def test_paste_bad_options(values: dict[str, str], message: str) -> None:
@@ -769,6 +785,19 @@ def test_paste_runner_builds_the_config(no_serving: list[Any]) -> None:
     (server,) = no_serving
     assert server.config.bind == ("127.0.0.1:0",)
     assert server.app is hello_app
+
+
+def test_paste_runner_called_from_python_takes_addresses_as_serve_does(
+    no_serving: list[Any],
+) -> None:
+    """A program calling the runner itself, with a number for port or a list for listen
+    (as serve() takes them): not an AttributeError from deep inside."""
+    compat.paste_server_runner(hello_app, {}, host="127.0.0.1", port=0)
+    compat.paste_server_runner(hello_app, {}, listen=["127.0.0.1:0", "unix:/tmp/x.sock"])
+    assert [server.config.bind for server in no_serving] == [
+        ("127.0.0.1:0",),
+        ("127.0.0.1:0", "unix:/tmp/x.sock"),
+    ]
 
 
 def test_paste_unix_socket_mode_from_an_ini(no_serving: list[Any], tmp_path: Path) -> None:

@@ -10,19 +10,22 @@ made.
 from __future__ import annotations
 
 import http.client
+import logging
 import os
 import signal
 import stat
+import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.net import free_port
-from tests.helpers.process import Process
-from tests.helpers.waiting import DEADLINE
+from tests.helpers.process import Process, refused
+from tests.helpers.waiting import DEADLINE, wait_for
 
 APP = """
 import os
@@ -195,6 +198,138 @@ def test_server_refuses_process_options() -> None:
     for options in ({"workers": 2}, {"max_requests": 10}, {"preload": True}, {"umask": "077"}):
         with pytest.raises(ConfigError, match="serve\\(\\) or the wsgipool command"):
             Server(lambda environ, start_response: [], **options)
+
+
+def test_server_refuses_a_log_level_it_cannot_apply() -> None:
+    """The ``wsgipool`` loggers belong to the whole process (two Servers share them): a
+    Server has no level of its own to set, so a log level is refused, not dropped."""
+    from wsgipool import ConfigError, Server
+
+    level = logging.getLogger("wsgipool").level
+    with pytest.raises(ConfigError, match=r"^log_level: options of the whole process"):
+        Server(lambda environ, start_response: [], log_level="debug")
+    assert logging.getLogger("wsgipool").level == level
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_second_start_leaves_the_running_servers_pid_file(
+    workers: str, project: Path, spawn: Callable[..., Process]
+) -> None:
+    """Started twice by mistake (the same address, the same --pidfile): the second start
+    is refused with one line, and the running server's pid file stays, with its pid."""
+    pidfile = project / "app.pid"
+    args = ["pidapp:app", "--pidfile", str(pidfile), "--workers", workers]
+    running = spawn([*args, "-b", "127.0.0.1:0"], cwd=project)
+    port = running.listening_port()
+    line = refused(spawn, [*args, "-b", f"127.0.0.1:{port}"], cwd=project)
+    assert line == (
+        f"wsgipool: error: --pidfile: {pidfile} holds pid {running.pid}, a running process: "
+        "is the server running already? (If that process is something else, remove the file.)"
+    )
+    assert pidfile.read_text() == f"{running.pid}\n"
+    assert running.stop(signal.SIGTERM) == 0
+    assert not pidfile.exists()
+
+
+def test_a_stale_pid_file_is_taken_over(project: Path, spawn: Callable[..., Process]) -> None:
+    """A pid file left by a process that is gone (killed, the machine rebooted)."""
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    pidfile = project / "app.pid"
+    pidfile.write_text(gone.stdout)
+    server = spawn(["pidapp:app", "--pidfile", str(pidfile), "-b", "127.0.0.1:0"], cwd=project)
+    server.listening_port()
+    assert pidfile.read_text() == f"{server.pid}\n"
+    assert server.stop(signal.SIGTERM) == 0
+
+
+def test_serve_off_the_main_thread_is_refused() -> None:
+    """serve() serves the process until a signal, which only the main thread gets: from
+    another thread it is refused with what to use instead, before it sets anything up."""
+    from wsgipool import ConfigError, serve
+
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            serve(lambda environ, start_response: [], bind=["127.0.0.1:0"])
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join(DEADLINE)
+    assert not thread.is_alive()
+    (error,) = raised
+    assert isinstance(error, ConfigError), repr(error)
+    assert "on its main thread: to serve from another thread, use Server(app, ...)" in str(error)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_error_log_when_the_program_configured_logging(
+    workers: str, project: Path, spawn: Callable[..., Process]
+) -> None:
+    """serve(error_log=FILE) in a program that set up logging itself (as pserve does for
+    the Paste runner): wsgipool's log goes to FILE too, not only to the program's
+    handlers (logging.basicConfig, which applies error_log, does nothing then)."""
+    command = python(
+        f"""
+        import logging, sys
+        import pidapp, wsgipool
+        logging.basicConfig(stream=sys.stderr, format="program: %(message)s")
+        wsgipool.serve(
+            pidapp.app, bind="127.0.0.1:0", error_log="error.log", workers={workers}
+        )
+        """
+    )
+    env = {"PYTHONPATH": os.pathsep.join([str(project), os.environ.get("PYTHONPATH", "")])}
+    proc = spawn(command=command, cwd=project, env=env)
+    proc.listening_port()
+    assert proc.stop(signal.SIGTERM) == 0
+    error_log = (project / "error.log").read_text()
+    assert "] [INFO] listening on http://127.0.0.1:" in error_log
+    assert "program: listening on http://127.0.0.1:" in proc.log  # still the program's too
+
+
+def test_error_log_with_captured_output_has_each_line_once(
+    project: Path, spawn: Callable[..., Process]
+) -> None:
+    """With capture_output, the program's stderr handler writes into the error log file
+    already: wsgipool adds no handler of its own there, or each line would be in it twice."""
+    command = python(
+        """
+        import logging, sys
+        import pidapp, wsgipool
+        logging.basicConfig(stream=sys.stderr, format="program: %(message)s")
+        wsgipool.serve(
+            pidapp.app, bind="127.0.0.1:0", error_log="error.log", capture_output=True
+        )
+        """
+    )
+    env = {"PYTHONPATH": os.pathsep.join([str(project), os.environ.get("PYTHONPATH", "")])}
+    proc = spawn(command=command, cwd=project, env=env)
+    error_log = project / "error.log"
+    wait_for(lambda: error_log.exists() and "listening on" in error_log.read_text(), "listening")
+    assert proc.stop(signal.SIGTERM) == 0
+    lines = [line for line in error_log.read_text().splitlines() if "listening on" in line]
+    assert len(lines) == 1 and lines[0].startswith("program: listening on"), lines
+
+
+def test_worker_processes_that_cannot_start_serving_say_why_in_one_line(
+    project: Path, spawn: Callable[..., Process]
+) -> None:
+    """An access log the worker processes cannot open: each says so in one line (no
+    traceback), and the supervisor stops with status 1, as when they cannot load the app."""
+    log = project / "no-such-directory" / "access.log"
+    proc = spawn(["pidapp:app", "-b", "127.0.0.1:0", "--workers", "2", "--access-log", str(log)])
+    assert proc.wait() == 1
+    assert "Traceback" not in proc.log
+    assert f"cannot start serving: access_log: cannot open {log}: No such file" in proc.log
+    assert "failed to start (it could not start serving)" in proc.log
 
 
 def test_recycling_with_one_worker_process(project: Path, spawn: Callable[..., Process]) -> None:

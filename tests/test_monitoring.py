@@ -326,6 +326,46 @@ def test_a_bad_metrics_bind_is_one_line_and_status_2(spawn, tmp_path):
     assert "metrics_bind" in process.log and "Traceback" not in process.log
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_metrics_address_in_use_is_named_as_the_option(spawn, tmp_path, workers):
+    """The error names --metrics-bind: "cannot listen on 127.0.0.1:N" alone could be any
+    --bind address."""
+    (tmp_path / "app.py").write_text(APP)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        metrics = f"127.0.0.1:{port}"
+        args = ["-b", "127.0.0.1:0", "--metrics-bind", metrics, "--workers", workers]
+        process = spawn(["app:app", *args])
+        assert process.wait() == 2
+    finally:
+        taken.close()
+    assert process.log == (
+        f"wsgipool: error: --metrics-bind: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use\n"
+    )
+
+
+def test_a_server_names_its_metrics_address_in_use():
+    from wsgipool import ConfigError, Server
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = Server(
+            lambda environ, start_response: [],
+            bind=["127.0.0.1:0"],
+            metrics_bind=f"127.0.0.1:{port}",
+        )
+        with pytest.raises(
+            ConfigError, match="^" + re.escape(f"metrics_bind: cannot listen on 127.0.0.1:{port}:")
+        ):
+            server.start()
+
+
 # --- systemd's notify socket ---------------------------------------------------------------
 
 

@@ -341,3 +341,29 @@ def test_bad_log_config_is_a_clear_error(tmp_path):
     result = run(["goodapp:app", "--chdir", str(APPS), "--log-config", str(path)], tmp_path)
     assert result.returncode == 2
     assert "--log-config" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_ini_log_config_says_what_is_read(tmp_path):
+    """gunicorn's --log-config takes an ini file: the error says this one takes JSON or
+    TOML, not only where JSON parsing stopped."""
+    path = tmp_path / "logging.conf"
+    path.write_text("[loggers]\nkeys=root\n")
+    result = run(["goodapp:app", "--chdir", str(APPS), "--log-config", str(path)], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"wsgipool: error: --log-config {path}: not JSON (Expecting value: line 1 column 2 "
+        "(char 1)): give a logging.config.dictConfig file in JSON, or in TOML named *.toml "
+        "(ini files are not read)\n"
+    )
+
+
+@pytest.mark.parametrize("value", ["5", '["goodapp:app"]', "true"])
+def test_an_app_that_is_not_text_is_one_line(tmp_path, value):
+    """TOML may give ``app`` a number or a list: refused as any bad value, naming it."""
+    (tmp_path / "pyproject.toml").write_text(f"[tool.wsgipool]\napp = {value}\n")
+    for args in ([], ["--print-config"]):
+        result = run(args, tmp_path)
+        assert result.returncode == 2, result.stdout
+        assert "pyproject.toml: app = " in result.stderr
+        assert "expected text such as 'myapp:app'" in result.stderr
+        assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr

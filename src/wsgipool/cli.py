@@ -325,6 +325,9 @@ def resolve_settings(
     )
     values = dict(resolved.values)
     app = values.pop("app", None)
+    if app is not None and not isinstance(app, str):
+        # pyproject.toml's TOML may hold a number or a list here.
+        raise ConfigError(f"{resolved.labels['app']}: expected text such as 'myapp:app'")
     if getattr(args, "call", False) and app is not None:
         app = _called(app)  # From any source: WSGIPOOL_APP too.
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -83,6 +84,8 @@ PROCESS_DEFAULTS: dict[str, Any] = {
     "error_log": "",
     "capture_output": False,
     "stuck_recycle": 0.0,
+    # The wsgipool loggers are the process's: two Servers in it share them.
+    "log_level": "info",
 }
 # Options only Python code can set (objects, not text).
 PYTHON_ONLY_FIELDS = ("ssl_context",)
@@ -274,11 +277,12 @@ class Config:
             raise ConfigError("bind: at least one address is needed")
         object.__setattr__(self, "bind", tuple(bind))
         object.__setattr__(self, "binds", tuple(BindAddress.parse(text) for text in bind))
+        _refuse_an_address_twice(self.binds)
         for name, (minimum, maximum) in COUNT_BOUNDS.items():
             _require_int(name, getattr(self, name), minimum, maximum)
         for name in _DURATIONS:
-            _require_seconds(name, getattr(self, name))
-        _require_seconds("queue_timeout", self.queue_timeout, zero_means="no limit")
+            require_seconds(name, getattr(self, name))
+        require_seconds("queue_timeout", self.queue_timeout, zero_means="no limit")
         if not isinstance(self.expose_tracebacks, bool):
             raise ConfigError(
                 f"expose_tracebacks: must be True or False, not {self.expose_tracebacks!r}"
@@ -319,7 +323,7 @@ class Config:
         object.__setattr__(self, "umask_value", parse_mode(self.umask, "umask"))
         self._check_tls()
         object.__setattr__(self, "metrics_address", _parse_metrics_bind(self.metrics_bind))
-        _require_seconds("ready_max_queue_wait", self.ready_max_queue_wait, zero_means="off")
+        require_seconds("ready_max_queue_wait", self.ready_max_queue_wait, zero_means="off")
         self._check_operability()
         object.__setattr__(
             self,
@@ -372,8 +376,8 @@ class Config:
         return "https" if self.tls else "http"
 
     def _check_operability(self) -> None:
-        _require_seconds("stuck_threshold", self.stuck_threshold, zero_means="off")
-        _require_seconds("stuck_recycle", self.stuck_recycle, zero_means="off")
+        require_seconds("stuck_threshold", self.stuck_threshold, zero_means="off")
+        require_seconds("stuck_recycle", self.stuck_recycle, zero_means="off")
         _require_choice("request_id", self.request_id, REQUEST_ID_MODES)
         if not isinstance(self.dump_headers, str):
             raise ConfigError(
@@ -438,11 +442,33 @@ class Config:
     @classmethod
     def from_options(cls, **options: Any) -> Config:
         """Build from keyword options, refusing unknown names with a clear message."""
-        known = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(options) - known)
+        known = [f.name for f in dataclasses.fields(cls) if f.init]
+        unknown = sorted(set(options) - set(known))
         if unknown:
-            raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+            raise ConfigError(f"unknown option(s): {guessing(unknown, known)}")
         return cls(**options)
+
+
+def guessing(unknown: list[str], known: list[str]) -> str:
+    """The ``unknown`` names, each with a guess among the ``known`` at what was meant:
+    ``thread (did you mean threads?)``."""
+    described = []
+    for name in unknown:
+        guess = difflib.get_close_matches(name, known, n=1)
+        described.append(f"{name} (did you mean {guess[0]}?)" if guess else name)
+    return ", ".join(described)
+
+
+def _refuse_an_address_twice(binds: tuple[BindAddress, ...]) -> None:
+    """The second bind of one address would fail as "in use", as if another program held
+    it. Port 0 twice is two ports; ``systemd`` twice is checked once expanded."""
+    seen: set[str] = set()
+    for address in binds:
+        if address.kind == "systemd" or (address.kind == "tcp" and address.port == 0):
+            continue
+        if str(address) in seen:
+            raise ConfigError(f"bind: {address} is given twice")
+        seen.add(str(address))
 
 
 def _parse_metrics_bind(text: object) -> BindAddress | None:
@@ -506,7 +532,7 @@ def _check_ciphers(ciphers: str) -> None:
         raise ConfigError(f"ciphers: OpenSSL accepts none of {ciphers!r}") from None
 
 
-def _require_seconds(name: str, value: object, zero_means: str = "") -> None:
+def require_seconds(name: str, value: object, zero_means: str = "") -> None:
     """A duration between MIN_SECONDS and MAX_SECONDS; or 0, when ``zero_means`` says what
     that means."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

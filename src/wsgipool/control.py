@@ -303,7 +303,7 @@ class Gathering:
             inbox += data
             return
         self._drop(sock, selector)
-        self.answers[number] = _decode(inbox)
+        self.answers[number] = _decode(inbox, self.paths[number])
 
     def done(self, now: float) -> bool:
         return not self._peers or now >= self.deadline
@@ -356,11 +356,17 @@ def _reason(path: str, exc: OSError) -> str:
     return f"cannot connect to {path}: {exc.strerror or exc}"
 
 
-def _decode(data: bytes | bytearray) -> Answer:
+def _decode(data: bytes | bytearray, path: str) -> Answer:
     try:
         answer = json.loads(data)
     except ValueError:
-        return {"ok": False, "error": "the answer was cut short"}
+        if data.lstrip()[:1] in (b"{", b""):
+            return {"ok": False, "error": "the answer was cut short"}
+        # An HTTP server's 400, say: --bind's or --metrics-bind's Unix socket.
+        return {
+            "ok": False,
+            "error": f"{path} answered, but not as a control socket: is it --control-socket's?",
+        }
     if not isinstance(answer, dict):
         return {"ok": False, "error": "the answer is not a JSON object"}
     return answer

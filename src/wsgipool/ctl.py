@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from .control import COMMANDS, FANOUT_TIMEOUT, Answer, ask_all
+from .options import parse_count
 from .scoreboard import printable
 from .supervisors.process import EXIT_USAGE
 
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "count",
         metavar="N",
         nargs="?",
-        type=int,
+        type=parse_count,
         help="with threads: resize every process's pool to N worker threads",
     )
     parser.add_argument(

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,7 @@ class Launch:
     app_name: str
     reload: Reloading | None = None
     debugger: Debugging | None = None
-    log_config: str | None = None  # a logging configuration file (.ini, .json, .toml)
+    log_config: str | None = None  # a logging.config.dictConfig file (.json, .toml)
     # How to run this command again on SIGHUP: its command line (None: this process's)
     # and the directory it ran in (None: here).
     command: tuple[str, ...] | None = None
@@ -202,6 +203,14 @@ def run_here(launch: Launch) -> None:
     cleanly. The reloader's supervisor, and a failure to serve, end the process
     (``SystemExit`` with the status): the rest of the program must not run as if it had
     served."""
+    if threading.current_thread() is not threading.main_thread():
+        # Its signal handlers could not be installed (a ValueError from deep inside), and
+        # nothing could stop it: SIGINT and SIGTERM reach the main thread only.
+        raise ConfigError(
+            "serve(), run_simple and the Paste runner serve the whole process until SIGINT "
+            "or SIGTERM, on its main thread: to serve from another thread, use "
+            "Server(app, ...).start() and .stop()"
+        )
     supervising_reloads = launch.reload is not None and not is_reloader_child()
     status = run(launch)
     if status or supervising_reloads:
@@ -267,7 +276,13 @@ def set_up_process(
     captured into the error log), then the limit on open files."""
     if config.umask_value is not None:
         os.umask(config.umask_value)
-    configure_logging(config.log_level, log_config, config.error_log, log_config_dict)
+    configure_logging(
+        config.log_level,
+        log_config,
+        config.error_log,
+        log_config_dict,
+        output_captured=config.capture_output,
+    )
     if config.capture_output:
         capture_output(config.error_log)
     raise_open_file_limit(config.max_connections)
@@ -278,11 +293,16 @@ def configure_logging(
     config_file: str | None = None,
     error_log: str = "",
     config_dict: Mapping[str, Any] | None = None,
+    *,
+    output_captured: bool = False,
 ) -> None:
     """Log to stderr (or to the ``error_log`` file), unless the program configured logging
     already; either way the ``wsgipool`` loggers log at ``level``. ``config_file``, then
-    ``config_dict``, are applied on top."""
+    ``config_dict``, are applied on top. ``output_captured``: stdout and stderr go to the
+    ``error_log`` file (``capture_output``), and a program's handlers writing there with
+    them."""
     to_file = error_log not in ("", "-")
+    configured = bool(logging.getLogger().handlers)  # basicConfig then does nothing
     try:
         logging.basicConfig(
             level=level.upper(),
@@ -290,6 +310,8 @@ def configure_logging(
             datefmt=LOG_DATE_FORMAT,
             filename=error_log if to_file else None,
         )
+        if to_file and configured and not output_captured:
+            _log_to_file_too(error_log)
     except OSError as exc:
         raise ConfigError(f"error_log: cannot open {error_log}: {exc.strerror}") from None
     logging.getLogger("wsgipool").setLevel(level.upper())
@@ -304,6 +326,19 @@ def configure_logging(
             dictConfig(dict(config_dict))
         except (ValueError, TypeError, AttributeError, ImportError) as exc:
             raise ConfigError(f"logconfig_dict: {exc}") from None
+
+
+def _log_to_file_too(error_log: str) -> None:
+    """``error_log`` for a program that configured logging itself (``serve()`` in it, the
+    Paste runner under ``pserve``): the ``wsgipool`` loggers write there too, and their
+    records still reach the program's handlers."""
+    logger = logging.getLogger("wsgipool")
+    path = os.path.abspath(error_log)
+    if any(getattr(handler, "baseFilename", None) == path for handler in logger.handlers):
+        return  # Started again in this process: the file has its handler already.
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+    logger.addHandler(handler)
 
 
 def raise_open_file_limit(max_connections: int) -> None:

@@ -43,14 +43,25 @@ def load_app(spec: str) -> Any:
     return app
 
 
+# How to name a module instead of its file (app.py, ./app, /srv/app.py).
+_NOT_A_PATH = (
+    "name the module as Python imports it (myapp, or package.module) and, if it is "
+    "elsewhere, the directory to import it from with --chdir DIR"
+)
+
+
 def _import(module_name: str) -> ModuleType:
+    if "/" in module_name or module_name.startswith("."):
+        # importlib's own words would be about relative imports.
+        raise AppLoadError(f"{module_name!r} is not a module name: {_NOT_A_PATH}")
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         # Tell "the module you named does not exist" from "it imports something missing".
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            hint = f": {_NOT_A_PATH}" if module_name.endswith(".py") else ""
             raise AppLoadError(
-                f"no module named {module_name!r} (from {sys.path[0] or '.'})"
+                f"no module named {module_name!r} (from {sys.path[0] or '.'}){hint}"
             ) from None
         raise AppLoadError(f"error importing {module_name!r}: {_brief(exc)}") from None
     except KeyboardInterrupt:

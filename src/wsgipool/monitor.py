@@ -30,7 +30,7 @@ from .http.errors import ProtocolError
 from .http.parser import HeadScanner, Limits, parse_head
 from .http.response import SERVER_LINE, http_date, status_line
 from .metrics import Histogram, Snapshot
-from .sockets import bind_socket
+from .sockets import BindError, bind_socket
 from .threads import WakePipe, start_thread
 
 log = logging.getLogger("wsgipool.error")
@@ -147,8 +147,12 @@ class MonitorEndpoint(Endpoint):
         not_ready: Callable[[], str | None],
         mode: int | None = None,
     ) -> MonitorEndpoint:
-        """Listen on ``address`` (``BindError`` if it cannot be bound)."""
-        sock = bind_socket(address, BACKLOG, mode)
+        """Listen on ``address`` (``BindError``, naming the option, if it cannot)."""
+        try:
+            sock = bind_socket(address, BACKLOG, mode)
+        except BindError as exc:
+            # Not "cannot listen on HOST:PORT" alone: a --bind address may look the same.
+            raise BindError(f"metrics_bind: {exc}") from None
         return cls(sock, snapshot, not_ready, address.path if address.kind == "unix" else "")
 
     def _read(self, exchange: _Exchange) -> None:

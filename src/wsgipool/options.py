@@ -476,7 +476,8 @@ OPTIONS = (
         "pidfile",
         "FILE",
         "write the server's process id (the supervisor's, with worker processes) to FILE "
-        "at start and remove it at exit (default: none)",
+        "at start and remove it at exit; a FILE holding a running process's id is refused "
+        "(default: none)",
         aliases=("--pid",),
     ),
     Option(

@@ -98,7 +98,7 @@ class Server:
             raise ConfigError(
                 f"{', '.join(self.config.process_options())}: options of the whole process, "
                 "which a Server (running inside your program) leaves to it: use serve() or "
-                "the wsgipool command for worker processes and the umask"
+                "the wsgipool command for worker processes, the umask and logging"
             )
         self.sockets: list[socket.socket] = []
         self._unix_paths: list[str] = []
@@ -140,7 +140,15 @@ class Server:
     # --- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Bind, start the pool and the listener; return once listening."""
+        """Bind, start the pool and the listener; return once listening. A Server starts
+        once (``RuntimeError`` after that, as for a thread): make a new one to serve again."""
+        if self._listener is not None or self._stopped:
+            # A second pool on new sockets would leave the first serving, unstoppable; and
+            # stop() does nothing a second time.
+            raise RuntimeError(
+                f"this Server has {'stopped' if self._stopped else 'started'} already: a "
+                "Server starts once; make a new one to serve again"
+            )
         config = self.config
         tls_context = self.tls_context if self.tls_context is not None else make_tls_context(config)
         if config.access_log:

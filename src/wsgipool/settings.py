@@ -222,5 +222,11 @@ def apply_logging_config(path: Path) -> None:
         logging.config.dictConfig(data)
     except OSError as exc:
         raise ConfigError(f"--log-config {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        # gunicorn's --log-config takes an ini file (fileConfig): say what this one takes.
+        raise ConfigError(
+            f"--log-config {path}: not JSON ({exc}): give a logging.config.dictConfig file "
+            "in JSON, or in TOML named *.toml (ini files are not read)"
+        ) from None
     except (ValueError, TypeError, AttributeError, ImportError) as exc:
         raise ConfigError(f"--log-config {path}: {exc}") from None

@@ -69,10 +69,13 @@ def bind_all(
 def remove_socket_files(paths: list[str]) -> None:
     """Remove the Unix socket files a server bound, as it stops listening on them (from
     then on a successor may bind the paths). Empties ``paths``: a later call, on the way
-    out, must not remove a successor's file."""
+    out, must not remove a successor's file. A path that holds no socket is left alone:
+    a file of the user's that stood in the way of a bind is no server's to remove."""
     while paths:
+        path = paths.pop()
         with contextlib.suppress(OSError):
-            os.unlink(paths.pop())
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
 
 
 def close_listening(sockets: list[socket.socket], unix_paths: list[str]) -> None:

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from .control import Answer, ask_all
 from .ctl import CLIENT_TIMEOUT, SOCKET_VARIABLE
 from .metrics import Histogram
+from .options import parse_seconds
 from .supervisors.process import EXIT_USAGE
 
 
@@ -29,6 +30,10 @@ class _Parser(argparse.ArgumentParser):
 
 class Unreachable(Exception):
     """The server could not be asked (the message says why)."""
+
+
+class CannotDraw(Exception):
+    """The terminal cannot show the live view (the message says why)."""
 
 
 class Sample:
@@ -129,7 +134,7 @@ def main(argv: Sequence[str]) -> int:
         help=f"the server's --control-socket (default: ${SOCKET_VARIABLE})",
     )
     parser.add_argument(
-        "--interval", metavar="SECONDS", type=float, default=1.0, help="between two views"
+        "--interval", metavar="SECONDS", type=parse_seconds, default=1.0, help="between two views"
     )
     parser.add_argument("--once", action="store_true", help="print one view and exit")
     args = parser.parse_args(argv)
@@ -137,12 +142,15 @@ def main(argv: Sequence[str]) -> int:
         parser.error(f"no control socket: pass --socket PATH or set {SOCKET_VARIABLE}")
     if not 0.1 <= args.interval <= 3600:
         parser.error("--interval: from 0.1 to 3600 seconds")
+    if not args.once and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # curses would fail with a traceback of its own.
+        parser.error("the live view needs a terminal: --once prints one view as text")
     try:
         if args.once:
             print("\n".join(frame(take_sample(args.socket), None)))
             return 0
         return _live(args.socket, args.interval)
-    except Unreachable as exc:
+    except (Unreachable, CannotDraw) as exc:
         print(f"wsgipool top: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -168,4 +176,9 @@ def _live(path: str, interval: float) -> int:
             if screen.getch() in (ord("q"), ord("Q")):
                 return 0
 
-    return int(curses.wrapper(run))
+    try:
+        return int(curses.wrapper(run))
+    except curses.error as exc:  # a terminal curses does not know (TERM unset or wrong)
+        raise CannotDraw(
+            f"cannot draw on this terminal ({exc}): --once prints one view as text"
+        ) from None

@@ -25,7 +25,8 @@ def paste_server_runner(
     Every ``Config`` option is accepted (``threads = 8``, ``max_body_size = 10M``,
     ``expose_tracebacks = true``, ``workers = 4``; dashes or underscores), plus ``host``
     and ``port`` (default 127.0.0.1 and 8000) or waitress's ``listen = HOST:PORT ...``,
-    and waitress's other keys as ``serve()`` takes them (``integrations/waitress.py``).
+    and waitress's other keys as ``serve()`` takes them (``integrations/waitress.py``);
+    called from a program, ``port`` may be a number and ``listen`` a list, as there.
     ``log_level`` sets the ``wsgipool`` loggers' level even when ``pserve`` configured
     logging. Worker processes are forked from pserve's process with the application
     loaded. Blocks until SIGINT/SIGTERM.
@@ -37,6 +38,10 @@ def paste_server_runner(
 def options_from_strings(values: Mapping[str, str]) -> dict[str, Any]:
     """``Config`` keywords from the strings of an ini section, each through its option's
     converter (``options.py``)."""
+    _refuse_a_key_twice(values)
+    values = {
+        key: _address_text(text) if key in ADDRESS_NAMES else text for key, text in values.items()
+    }
     names = from_ini({key.replace("-", "_"): text for key, text in values.items()})
     # For errors: each name as written, with dashes or underscores.
     keys = {key.replace("-", "_"): key for key in values}
@@ -56,3 +61,22 @@ def options_from_strings(values: Mapping[str, str]) -> dict[str, Any]:
             raise ConfigError("bind: give bind, or host/port/listen, not both")
         options["bind"] = bind
     return options
+
+
+def _refuse_a_key_twice(values: Mapping[str, str]) -> None:
+    """``queue-limit`` and ``queue_limit`` are one option: an ini section may hold both
+    (as pyproject.toml may, which refuses them too), and neither may be dropped unsaid."""
+    seen: dict[str, str] = {}
+    for key in values:
+        name = key.replace("-", "_")
+        if name in seen:
+            raise ConfigError(f"{name}: set twice, as {seen[name]} and {key}")
+        seen[name] = key
+
+
+def _address_text(value: Any) -> str:
+    """An address as an ini file gives it, from a program calling the runner itself with
+    ``port=6543`` or ``listen=[...]`` (as ``serve()`` takes them)."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(item) for item in value)
+    return str(value)

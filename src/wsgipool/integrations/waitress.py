@@ -14,13 +14,12 @@ Unlike waitress, ``host`` defaults to 127.0.0.1 (not every interface) and ``port
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config, ConfigError, parse_mode
+from ..config import Config, ConfigError, guessing, parse_mode
 from ..options import convert, flag_name, parse_addresses, parse_boolean, parse_count
 
 
@@ -234,13 +233,8 @@ def check_names(options: Mapping[str, Any]) -> None:
     if refused:
         raise ConfigError("; ".join(f"{name}: {REFUSED[name]}" for name in refused))
     unknown = sorted(set(options) - set(known) - set(ACCEPTED_NAMES))
-    if not unknown:
-        return
-    described = []
-    for name in unknown:
-        guess = difflib.get_close_matches(name, [*known, *ACCEPTED_NAMES], n=1)
-        described.append(f"{name} (did you mean {guess[0]}?)" if guess else name)
-    raise ConfigError(f"unknown option(s): {', '.join(described)}")
+    if unknown:
+        raise ConfigError(f"unknown option(s): {guessing(unknown, [*known, *ACCEPTED_NAMES])}")
 
 
 def _address_texts(options: Mapping[str, Any]) -> dict[str, str]:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .. import launch
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, require_seconds
 from ..wsgi import WSGIApp
 from .waitress import bind_for
 
@@ -78,6 +78,12 @@ def run_simple(
         )
     if "bind" in options:
         raise ConfigError("bind: run_simple listens on hostname and port; give those instead")
+    # 0 (or less) would have the polling reloader rescan the tree without a pause.
+    require_seconds("reloader_interval", reloader_interval)
+    for name, paths in (("extra_files", extra_files), ("exclude_patterns", exclude_patterns)):
+        if isinstance(paths, (str, bytes)):
+            # Iterated, it would be one name per character.
+            raise ConfigError(f"{name}: a list of paths, not one string: [{paths!r}]")
     if use_reloader and reloader_type == "watchdog":
         _warn(
             "reloader_type='watchdog': wsgipool's reloader uses watchfiles when installed, "

@@ -144,6 +144,14 @@ class PidFile:
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)  # A later chdir must not move it.
         self.pid = os.getpid()
+        running = _running_pid_in(self.path)
+        if running is not None and running != self.pid:
+            # Taking the file over would lose the running server's pid, and this process
+            # would remove it as it exits (at once, if its address is taken).
+            raise ConfigError(
+                f"pidfile: {path} holds pid {running}, a running process: is the server "
+                "running already? (If that process is something else, remove the file.)"
+            )
         try:
             with open(self.path, "w", encoding="ascii") as file:
                 file.write(f"{self.pid}\n")
@@ -156,6 +164,27 @@ class PidFile:
                 if int(file.read().strip() or 0) != self.pid:
                     return
             os.unlink(self.path)
+
+
+def _running_pid_in(path: str) -> int | None:
+    """The pid ``path`` holds if a process with it runs, else None (no file, no pid: a
+    stale file is taken over)."""
+    try:
+        with open(path, encoding="ascii") as file:
+            pid = int(file.read().strip())
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # another user's process: running
+        return pid
+    except (OSError, OverflowError):  # a pid too large for the kernel: no such process
+        return None
+    return pid
 
 
 def capture_output(error_log: str) -> None:

@@ -75,10 +75,15 @@ QUICK_STOP_TIMEOUT = 5.0
 # Longest the supervisor sleeps without a wake-up (a safety net: signals and child exits
 # wake it at once), and how often a worker process checks that its supervisor still lives.
 IDLE_WAKE = 1.0
-# A worker process that cannot load the application exits with this status.
+# A worker process that cannot load the application exits with this status; one whose
+# server cannot start (its access log, its control socket) with the next.
 EXIT_BOOT_FAILED = 3
+EXIT_START_FAILED = 4
 # How the supervisor's log words the statuses a worker process exits with.
-EXIT_MEANINGS = {EXIT_BOOT_FAILED: "could not load the application"}
+EXIT_MEANINGS = {
+    EXIT_BOOT_FAILED: "could not load the application",
+    EXIT_START_FAILED: "could not start serving",
+}
 
 SUPERVISOR_SIGNALS = tuple(
     getattr(signal, name)
@@ -854,7 +859,12 @@ def _serve_as_worker_process(
         request_hooks=hooks.request_hooks,
         worker_index=index,
     )
-    server.start()
+    try:
+        server.start()
+    except ConfigError as exc:
+        # One line, as at the command line (a file it cannot open, as --user maybe).
+        log.error("worker process %d: cannot start serving: %s", os.getpid(), exc)
+        return EXIT_START_FAILED
     os.write(ready_w, READY)
 
     force = False
