@@ -897,6 +897,17 @@ class Tracked:
         self.closes += 1
 
 
+def leave_mid_upload(live: Live, how: str, entered: threading.Event) -> None:
+    """Start a 100,000-byte upload with 10 bytes of it, wait for the app to be ``entered``,
+    then go away: closing (``fin``) or resetting (``rst``) the connection."""
+    sock = live.connect()
+    if how == "rst":
+        set_reset_on_close(sock)
+    sock.sendall(build_request("POST", "/upload", {"Content-Length": "100000"}) + b"0123456789")
+    assert entered.wait(DEADLINE)
+    sock.close()
+
+
 @pytest.mark.parametrize("how", ["fin", "rst"])
 def test_client_gone_mid_request_body(serve, caplog, how):
     caplog.set_level(logging.DEBUG, logger="wsgipool")
@@ -921,12 +932,7 @@ def test_client_gone_mid_request_body(serve, caplog, how):
 
     live = serve(app, threads=1)
     caplog.clear()
-    sock = live.connect()
-    if how == "rst":
-        set_reset_on_close(sock)
-    sock.sendall(build_request("POST", "/upload", {"Content-Length": "100000"}) + b"0123456789")
-    assert entered.wait(DEADLINE)
-    sock.close()
+    leave_mid_upload(live, how, entered)
     wait_for(lambda: iterables and iterables[0].closes >= 1)
     wait_for(lambda: live.server.connection_count == 0)
     response = get(live, "/next")
@@ -1008,12 +1014,7 @@ def test_client_gone_behind_an_error_of_the_apps_own(serve, caplog, how, where):
 
     live = serve(app, threads=1)
     caplog.clear()
-    sock = live.connect()
-    if how == "rst":
-        set_reset_on_close(sock)
-    sock.sendall(build_request("POST", "/upload", {"Content-Length": "100000"}) + b"0123456789")
-    assert entered.wait(DEADLINE)
-    sock.close()
+    leave_mid_upload(live, how, entered)
     assert failed.wait(DEADLINE)
     wait_for(lambda: live.server.connection_count == 0)
     response = get(live, "/next")

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.http import ResponseReader, build_request, pending
+from tests.helpers.live import Live
 from tests.helpers.waiting import wait_for
 from wsgipool.connection import Budget
 from wsgipool.http.errors import ProtocolError
@@ -120,6 +121,14 @@ def test_min_body_rate_zero_turns_the_floor_off(serve):
         assert ResponseReader(sock).read().body == b"trickled"
 
 
+def assert_another_client_served(live: Live) -> None:
+    """The only worker is free: a GET /next on a connection of its own is answered."""
+    with live.connect() as other:
+        other.settimeout(DEADLINE)
+        other.sendall(build_request("GET", "/next"))
+        assert ResponseReader(other).read().body == b"next"
+
+
 def test_pipelined_bodies_do_not_restart_the_rate_floor(serve):
     """Requests pipelined back to back, each body trickled within --body-timeout and
     within the floor of its own few bytes: the floor holds for the worker's whole turn on
@@ -143,10 +152,7 @@ def test_pipelined_bodies_do_not_restart_the_rate_floor(serve):
         try:
             # The worker is on the trickler's connection now.
             assert ResponseReader(sock).read().body == b"ab"
-            with live.connect() as other:
-                other.settimeout(DEADLINE)
-                other.sendall(build_request("GET", "/next"))
-                assert ResponseReader(other).read().body == b"next"
+            assert_another_client_served(live)
         finally:
             stop.set()
             trickler.join(DEADLINE)
@@ -241,10 +247,7 @@ def test_pipelined_responses_do_not_restart_the_rate_floor(serve):
             client.start()
         try:
             assert served.wait(DEADLINE)  # the worker is on the pipelining connection
-            with live.connect() as other:
-                other.settimeout(DEADLINE)
-                other.sendall(build_request("GET", "/next"))
-                assert ResponseReader(other).read().body == b"next"
+            assert_another_client_served(live)
         finally:
             stop.set()
             with contextlib.suppress(OSError):  # unblock the pipelining client
